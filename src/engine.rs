@@ -1,0 +1,687 @@
+//! The deterministic core shared by `vigie run` and `vigie backtest`.
+//!
+//! The engine is driven by event time only: it never reads a clock. Callers feed it
+//! matched articles ([`Engine::ingest`]) and move its watermark ([`Engine::advance`]); it
+//! answers with alert events. Running the same articles with the same watermarks gives the
+//! same events, which is what makes backtests honest.
+//!
+//! State is kept per rule id ([`RuleState`]) so that a rule's counts, baseline and alert
+//! lifecycle can be persisted, reloaded and — later — moved to another process.
+//!
+//! Counting rules:
+//! * An article lands in the bucket of its `published_at` (clamped to `now` when the caller
+//!   gives one, so a wrong future date cannot pre-fill buckets).
+//! * An article older than `watermark - allowed_lateness` is *late*: counted in a metric
+//!   only, because its bucket has already been learned by the baseline.
+//! * Per rule and bucket: articles, stories (articles that are not near-duplicates of an
+//!   earlier article within `story_window`, by 64-bit SimHash) and distinct sources.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::article::Article;
+use crate::detect::{self, Baseline, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season, WindowView};
+use crate::matcher::{ArticleMatch, Matcher};
+use crate::normalize;
+
+/// Engine settings, in seconds.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub bucket_secs: i64,
+    pub lateness_secs: i64,
+    pub story_window_secs: i64,
+    /// How much bucket history stays in memory (for windows and charts).
+    pub memory_secs: i64,
+    pub detector: DetectorConfig,
+}
+
+impl EngineSettings {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        EngineSettings {
+            bucket_secs: c.engine.bucket_minutes as i64 * 60,
+            lateness_secs: c.engine.allowed_lateness_minutes as i64 * 60,
+            story_window_secs: c.engine.story_window_hours as i64 * 3600,
+            memory_secs: 49 * 3600,
+            detector: c.detector.clone(),
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings::from_config(&crate::config::Config::default())
+    }
+}
+
+/// Counts of one rule in one bucket.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Bucket {
+    pub articles: u32,
+    pub stories: u32,
+    /// Hashes of the distinct sources seen (bounded by the bucket's article count).
+    pub sources: Vec<u64>,
+}
+
+/// A short reference to a matched article, kept as alert evidence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ArticleRef {
+    pub id: String,
+    pub title: String,
+    pub url: Option<String>,
+    pub source: Option<String>,
+    pub published_at: DateTime<Utc>,
+    #[serde(default)]
+    pub entities: Vec<String>,
+    #[serde(default)]
+    pub countries: Vec<String>,
+    #[serde(default)]
+    pub terms: Vec<String>,
+    /// First article of its story (not a syndicated copy).
+    #[serde(default)]
+    pub new_story: bool,
+}
+
+/// Everything the engine knows about one rule. Keyed by rule id; serializable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RuleState {
+    /// Recent buckets by start (unix seconds); older ones live only in the state file.
+    #[serde(skip)]
+    pub buckets: BTreeMap<i64, Bucket>,
+    pub baseline: Baseline,
+    pub lifecycle: Lifecycle,
+    /// Start of the last bucket the baseline has learned.
+    pub learned_until: i64,
+    /// Definition hash; a changed rule starts afresh.
+    pub fingerprint: u64,
+    /// Recent matches, newest last, for alert evidence.
+    pub recent: VecDeque<ArticleRef>,
+}
+
+/// Recent matches kept per rule.
+const RECENT_PER_RULE: usize = 50;
+
+/// An alert event: a lifecycle transition with the evidence behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AlertEvent {
+    /// Unique and stable: `<rule>:<onset>:<kind>[:<n>]`. Used as the Idempotency-Key.
+    pub event_id: String,
+    /// Shared by the started/updated/resolved events of one onset.
+    pub alert_id: String,
+    pub rule: String,
+    pub rule_name: String,
+    pub kind: EventKind,
+    /// Event time of the decision.
+    pub at: DateTime<Utc>,
+    pub started_at: DateTime<Utc>,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub detector: DetectorKind,
+    /// Stories in the window.
+    pub observed: u64,
+    /// Expected stories in the window (or the threshold / previous window for the simpler detectors).
+    pub expected: f64,
+    pub ratio: f64,
+    /// Upper-tail probability of `observed` under the baseline (NaN when not applicable).
+    #[serde(with = "nan_as_null")]
+    pub p_value: f64,
+    /// Articles (including syndicated copies) and distinct sources in the window.
+    pub articles: u64,
+    pub sources: u64,
+    pub top_articles: Vec<ArticleRef>,
+    pub top_entities: Vec<(String, u32)>,
+    pub top_countries: Vec<(String, u32)>,
+    pub top_keywords: Vec<(String, u32)>,
+    /// Channels to notify.
+    pub notify: Vec<String>,
+}
+
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// What changed since the last [`Engine::take_changes`]: exactly what must be persisted.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub buckets: Vec<(String, i64, Bucket)>,
+    pub rules: Vec<(String, RuleState)>,
+    pub stories: Vec<(u64, i64)>,
+    pub volume: Vec<(i64, u64)>,
+    pub events: Vec<AlertEvent>,
+    pub watermark: i64,
+}
+
+/// Near-duplicate index over recent articles, by 64-bit SimHash split in four 16-bit bands:
+/// two hashes within Hamming distance 3 share at least one band exactly.
+#[derive(Debug, Default)]
+pub struct StoryIndex {
+    entries: VecDeque<(u64, i64)>,
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    bands: [HashMap<u16, Vec<u64>>; 4],
+}
+
+/// Max Hamming distance between SimHashes of the same story.
+const SAME_STORY_BITS: u32 = 3;
+
+impl StoryIndex {
+    /// Records `hash` at time `t`; returns true when it starts a new story.
+    pub fn insert(&mut self, hash: u64, t: i64, window: i64) -> bool {
+        let mut dup = false;
+        'bands: for (i, band) in self.bands.iter().enumerate() {
+            if let Some(seqs) = band.get(&((hash >> (16 * i)) as u16)) {
+                for &seq in seqs {
+                    if let Some(&(h, at)) = self.entries.get((seq - self.base) as usize) {
+                        if (h ^ hash).count_ones() <= SAME_STORY_BITS && (at - t).abs() <= window {
+                            dup = true;
+                            break 'bands;
+                        }
+                    }
+                }
+            }
+        }
+        let seq = self.base + self.entries.len() as u64;
+        self.entries.push_back((hash, t));
+        for (i, band) in self.bands.iter_mut().enumerate() {
+            band.entry((hash >> (16 * i)) as u16).or_default().push(seq);
+        }
+        !dup
+    }
+
+    /// Drops entries recorded before `cutoff` (in insertion order).
+    pub fn prune(&mut self, cutoff: i64) {
+        while let Some(&(hash, t)) = self.entries.front() {
+            if t >= cutoff {
+                break;
+            }
+            self.entries.pop_front();
+            for (i, band) in self.bands.iter_mut().enumerate() {
+                let key = (hash >> (16 * i)) as u16;
+                if let Some(v) = band.get_mut(&key) {
+                    v.retain(|&s| s != self.base);
+                    if v.is_empty() {
+                        band.remove(&key);
+                    }
+                }
+            }
+            self.base += 1;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// 64-bit SimHash of an article's normalized words (two-word shingles).
+pub fn simhash(title: &str, body: &str) -> u64 {
+    let mut text = normalize::normalize_str(title);
+    text.push(' ');
+    // The opening of a story identifies it; copies differ mostly in their tails (footers).
+    let body_head: String = body.chars().take(3000).collect();
+    text.push_str(&normalize::normalize_str(&body_head));
+    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+    let mut acc = [0i32; 64];
+    let mut add = |h: u64| {
+        for (bit, a) in acc.iter_mut().enumerate() {
+            *a += if (h >> bit) & 1 == 1 { 1 } else { -1 };
+        }
+    };
+    if words.len() < 2 {
+        add(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+    }
+    for pair in words.windows(2) {
+        let mut buf = Vec::with_capacity(pair[0].len() + pair[1].len() + 1);
+        buf.extend_from_slice(pair[0].as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(pair[1].as_bytes());
+        add(xxhash_rust::xxh3::xxh3_64(&buf));
+    }
+    acc.iter().enumerate().fold(0u64, |h, (bit, a)| if *a > 0 { h | (1 << bit) } else { h })
+}
+
+/// The engine.
+pub struct Engine {
+    pub settings: EngineSettings,
+    matcher: Arc<Matcher>,
+    pub rules: HashMap<String, RuleState>,
+    stories: StoryIndex,
+    /// Total articles per bucket, for share-of-volume and the API.
+    volume: BTreeMap<i64, u64>,
+    watermark: i64,
+    dirty_buckets: HashSet<(String, i64)>,
+    dirty_rules: HashSet<String>,
+    dirty_volume: HashSet<i64>,
+    new_stories: Vec<(u64, i64)>,
+    events: Vec<AlertEvent>,
+    /// Articles dropped as too late since start (for metrics).
+    pub late_total: u64,
+}
+
+/// What happened to one ingested article.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    Counted { new_story: bool },
+    Late,
+}
+
+impl Engine {
+    pub fn new(settings: EngineSettings, matcher: Arc<Matcher>) -> Engine {
+        let mut e = Engine {
+            settings,
+            matcher: matcher.clone(),
+            rules: HashMap::new(),
+            stories: StoryIndex::default(),
+            volume: BTreeMap::new(),
+            watermark: i64::MIN,
+            dirty_buckets: HashSet::new(),
+            dirty_rules: HashSet::new(),
+            dirty_volume: HashSet::new(),
+            new_stories: Vec::new(),
+            events: Vec::new(),
+            late_total: 0,
+        };
+        e.set_matcher(matcher);
+        e
+    }
+
+    pub fn matcher(&self) -> &Arc<Matcher> {
+        &self.matcher
+    }
+
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        (self.watermark != i64::MIN).then(|| ts(self.watermark))
+    }
+
+    fn bucket_of(&self, t: i64) -> i64 {
+        t.div_euclid(self.settings.bucket_secs) * self.settings.bucket_secs
+    }
+
+    /// Installs a new rule set. Unchanged rules keep their state; changed ones start afresh;
+    /// removed ones keep theirs (in memory and in the state file) in case they come back.
+    pub fn set_matcher(&mut self, matcher: Arc<Matcher>) {
+        for r in &matcher.rules {
+            let start = if self.watermark == i64::MIN { i64::MIN } else { self.bucket_of(self.watermark) };
+            let st = self.rules.entry(r.id.clone()).or_insert_with(|| RuleState { learned_until: start, fingerprint: r.fingerprint, ..Default::default() });
+            if st.fingerprint != r.fingerprint {
+                *st = RuleState { learned_until: start, fingerprint: r.fingerprint, ..Default::default() };
+                self.dirty_rules.insert(r.id.clone());
+            }
+        }
+        self.matcher = matcher;
+    }
+
+    /// Restores persisted state (called once at start, before any ingest).
+    pub fn restore(&mut self, rules: Vec<(String, RuleState)>, buckets: Vec<(String, i64, Bucket)>, stories: Vec<(u64, i64)>, volume: Vec<(i64, u64)>, watermark: Option<i64>) {
+        for (id, mut st) in rules {
+            if let Some(cur) = self.rules.get(&id) {
+                if cur.fingerprint != st.fingerprint {
+                    continue; // the rule changed while we were down: start afresh
+                }
+            }
+            st.buckets.clear();
+            self.rules.insert(id, st);
+        }
+        for (id, b, bucket) in buckets {
+            if let Some(st) = self.rules.get_mut(&id) {
+                st.buckets.insert(b, bucket);
+            }
+        }
+        let mut stories = stories;
+        stories.sort_by_key(|s| s.1);
+        for (h, t) in stories {
+            self.stories.insert(h, t, self.settings.story_window_secs);
+        }
+        self.volume.extend(volume);
+        if let Some(w) = watermark {
+            self.watermark = w;
+        }
+    }
+
+    /// Counts one matched article. `now` (unix seconds) clamps future dates when given.
+    pub fn ingest(&mut self, a: &Article, m: &ArticleMatch, now: Option<i64>) -> Ingested {
+        let mut t = a.published_at.timestamp();
+        if let Some(now) = now {
+            t = t.min(now);
+        }
+        if self.watermark != i64::MIN && t < self.watermark - self.settings.lateness_secs {
+            self.late_total += 1;
+            return Ingested::Late;
+        }
+        let hash = simhash(&a.title, &a.body);
+        let new_story = self.stories.insert(hash, t, self.settings.story_window_secs);
+        self.new_stories.push((hash, t));
+        let b = self.bucket_of(t);
+        *self.volume.entry(b).or_default() += 1;
+        self.dirty_volume.insert(b);
+        let source_hash = xxhash_rust::xxh3::xxh3_64(a.source.as_deref().unwrap_or("").as_bytes());
+        for &ri in &m.rule_indices {
+            let rule = &self.matcher.rules[ri];
+            let Some(st) = self.rules.get_mut(&rule.id) else { continue };
+            if st.learned_until == i64::MIN {
+                // First data for this rule: the baseline learns from the bucket before it on.
+                st.learned_until = b - self.settings.bucket_secs;
+            }
+            let bucket = st.buckets.entry(b).or_default();
+            bucket.articles += 1;
+            if new_story {
+                bucket.stories += 1;
+            }
+            if !bucket.sources.contains(&source_hash) {
+                bucket.sources.push(source_hash);
+            }
+            st.recent.push_back(ArticleRef {
+                id: a.id.clone(),
+                title: a.title.chars().take(300).collect(),
+                url: a.url.clone(),
+                source: a.source.clone(),
+                published_at: ts(t),
+                entities: m.entities.clone(),
+                countries: m.countries.clone(),
+                terms: m.terms.clone(),
+                new_story,
+            });
+            while st.recent.len() > RECENT_PER_RULE {
+                st.recent.pop_front();
+            }
+            self.dirty_buckets.insert((rule.id.clone(), b));
+            self.dirty_rules.insert(rule.id.clone());
+        }
+        Ingested::Counted { new_story }
+    }
+
+    /// Moves the watermark to `wm` (never backwards), lets baselines learn the buckets that
+    /// are now final, and evaluates the detectors. Returns the events decided.
+    pub fn advance(&mut self, wm: i64) -> Vec<AlertEvent> {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        if self.watermark == i64::MIN {
+            return Vec::new();
+        }
+        let wm = self.watermark;
+        let s = &self.settings;
+        let bs = s.bucket_secs;
+        let bucket_of = move |t: i64| t.div_euclid(bs) * bs;
+        let final_until = bucket_of(wm - s.lateness_secs) - bs;
+        let per_day = 86_400.0 / bs as f64;
+        let n_rules = self.matcher.rules.len().max(1);
+        let mut out = Vec::new();
+        let memory_from = bucket_of(wm - s.memory_secs);
+        for (idx, rule) in self.matcher.rules.iter().enumerate() {
+            let Some(st) = self.rules.get_mut(&rule.id) else { continue };
+            let cfg = s.detector.with(&rule.spike);
+            if st.learned_until == i64::MIN {
+                st.learned_until = bucket_of(wm) - bs;
+            }
+            // Learn finished buckets (a long gap is skipped, not replayed as zeros forever).
+            let mut learned = false;
+            if final_until - st.learned_until > 35 * 86_400 {
+                st.learned_until = final_until - 35 * 86_400;
+            }
+            while st.learned_until < final_until {
+                st.learned_until += bs;
+                let count = st.buckets.get(&st.learned_until).map_or(0, |b| b.stories) as f64;
+                st.baseline.learn(count, Season::of(st.learned_until), per_day, cfg.halflife_hours);
+                learned = true;
+            }
+            let touched = self.dirty_rules.contains(&rule.id);
+            if learned {
+                self.dirty_rules.insert(rule.id.clone());
+            }
+            if !(touched || learned || st.lifecycle.active.is_some()) {
+                continue;
+            }
+            let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
+            let end = bucket_of(wm);
+            let start = end - (n - 1) * bs;
+            let observed: u64 = st.buckets.range(start..).map(|(_, b)| b.stories as u64).sum();
+            let previous: u64 = st.buckets.range(start - n * bs..start).map(|(_, b)| b.stories as u64).sum();
+            let expected: f64 = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
+            let variance = st.baseline.window_variance(expected, n as usize);
+            let warmed_up = st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
+            let view = WindowView { observed, expected, variance, previous, warmed_up };
+            let verdict = detect::evaluate(&cfg, &view, n_rules);
+            if let Some(tr) = st.lifecycle.step(&rule.id, &cfg, &verdict, wm) {
+                self.dirty_rules.insert(rule.id.clone());
+                let window: Vec<&ArticleRef> = st.recent.iter().filter(|r| r.published_at.timestamp() >= start).collect();
+                let articles: u64 = st.buckets.range(start..).map(|(_, b)| b.articles as u64).sum();
+                let mut sources: HashSet<u64> = HashSet::new();
+                for (_, b) in st.buckets.range(start..) {
+                    sources.extend(&b.sources);
+                }
+                let notify = if rule.notify.is_empty() { Vec::new() } else { rule.notify.clone() };
+                let _ = idx;
+                out.push(AlertEvent {
+                    event_id: tr.event_id,
+                    alert_id: tr.alert_id,
+                    rule: rule.id.clone(),
+                    rule_name: rule.name.clone(),
+                    kind: tr.kind,
+                    at: ts(tr.at),
+                    started_at: ts(tr.started_at),
+                    window_start: ts(start),
+                    window_end: ts(end + bs),
+                    detector: cfg.kind,
+                    observed: verdict.observed,
+                    expected: (verdict.expected * 1000.0).round() / 1000.0,
+                    ratio: (verdict.ratio * 1000.0).round() / 1000.0,
+                    p_value: verdict.p_value,
+                    articles,
+                    sources: sources.len() as u64,
+                    top_articles: window.iter().rev().filter(|r| r.new_story).take(5).map(|r| (*r).clone()).collect(),
+                    top_entities: top(window.iter().flat_map(|r| r.entities.iter())),
+                    top_countries: top(window.iter().flat_map(|r| r.countries.iter())),
+                    top_keywords: top(window.iter().flat_map(|r| r.terms.iter())),
+                    notify,
+                });
+            }
+            // Forget buckets that left memory (they stay in the state file).
+            while let Some((&b, _)) = st.buckets.first_key_value() {
+                if b >= memory_from {
+                    break;
+                }
+                st.buckets.pop_first();
+            }
+            st.recent.retain(|r| r.published_at.timestamp() >= memory_from);
+        }
+        self.stories.prune(wm - self.settings.story_window_secs - self.settings.lateness_secs);
+        while let Some((&b, _)) = self.volume.first_key_value() {
+            if b >= memory_from {
+                break;
+            }
+            self.volume.pop_first();
+        }
+        self.events.extend(out.iter().cloned());
+        out
+    }
+
+    /// Hands over everything changed since the last call, for the state store.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut c = Changes { watermark: self.watermark, ..Default::default() };
+        for (id, b) in self.dirty_buckets.drain() {
+            if let Some(bucket) = self.rules.get(&id).and_then(|st| st.buckets.get(&b)) {
+                c.buckets.push((id, b, bucket.clone()));
+            }
+        }
+        for id in self.dirty_rules.drain() {
+            if let Some(st) = self.rules.get(&id) {
+                c.rules.push((id, st.clone()));
+            }
+        }
+        for b in self.dirty_volume.drain() {
+            if let Some(v) = self.volume.get(&b) {
+                c.volume.push((b, *v));
+            }
+        }
+        c.stories = std::mem::take(&mut self.new_stories);
+        c.events = std::mem::take(&mut self.events);
+        c
+    }
+
+    /// The in-memory series of a rule: (bucket start, bucket, expected per bucket).
+    pub fn series(&self, rule_id: &str, since: i64) -> Vec<(i64, Bucket, f64)> {
+        let Some(st) = self.rules.get(rule_id) else { return Vec::new() };
+        let bs = self.settings.bucket_secs;
+        if self.watermark == i64::MIN {
+            return Vec::new();
+        }
+        let end = self.bucket_of(self.watermark);
+        let mut b = self.bucket_of(since.max(end - self.settings.memory_secs));
+        let mut out = Vec::new();
+        while b <= end {
+            out.push((b, st.buckets.get(&b).cloned().unwrap_or_default(), st.baseline.expected(Season::of(b))));
+            b += bs;
+        }
+        out
+    }
+
+    /// Current window count and expectation of a rule, for the API.
+    pub fn window_figures(&self, rule_id: &str, window_minutes: u32) -> Option<(u64, f64)> {
+        let st = self.rules.get(rule_id)?;
+        if self.watermark == i64::MIN {
+            return Some((0, 0.0));
+        }
+        let bs = self.settings.bucket_secs;
+        let n = (window_minutes as i64 * 60 / bs).max(1);
+        let start = self.bucket_of(self.watermark) - (n - 1) * bs;
+        let observed = st.buckets.range(start..).map(|(_, b)| b.stories as u64).sum();
+        let expected = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
+        Some((observed, expected))
+    }
+
+    pub fn story_index_len(&self) -> usize {
+        self.stories.len()
+    }
+}
+
+fn top<'a>(items: impl Iterator<Item = &'a String>) -> Vec<(String, u32)> {
+    let mut counts: HashMap<&String, u32> = HashMap::new();
+    for i in items {
+        *counts.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<(String, u32)> = counts.into_iter().map(|(k, v)| (k.clone(), v)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(5);
+    v
+}
+
+pub fn ts(unix: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(unix, 0).single().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::MatcherOptions;
+    use crate::rules::{parse_query, Rule};
+
+    fn matcher() -> Arc<Matcher> {
+        let rule = Rule {
+            id: "kz".into(),
+            name: "Kazakhstan".into(),
+            query: parse_query("kazakhstan").unwrap(),
+            notify: vec![],
+            spike: Default::default(),
+            file: "t".into(),
+            line: 1,
+            fingerprint: 1,
+        };
+        Arc::new(Matcher::new(vec![rule], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap())
+    }
+
+    fn article(i: usize, t: i64, text: &str) -> Article {
+        Article {
+            id: format!("a{i}"),
+            url: None,
+            title: format!("{text} {i}"),
+            body: format!("story number {i} about {text} with words {}", i * 7919),
+            published_at: ts(t),
+            date_origin: Default::default(),
+            source: Some(format!("s{}.example", i % 3)),
+            language: Some("en".into()),
+            entities: vec![],
+            countries: vec![],
+            extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn simhash_collapses_copies_not_distinct_stories() {
+        let a = simhash("Kazakhstan: Tokayev asks CSTO for help", "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities.");
+        let b = simhash("Kazakhstan: Tokayev asks CSTO for help", "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities. (AFP)");
+        let c = simhash("Football: results of the weekend", "Paris won again on Sunday while Lyon lost at home in a game marked by two red cards.");
+        assert!((a ^ b).count_ones() <= SAME_STORY_BITS, "{}", (a ^ b).count_ones());
+        assert!((a ^ c).count_ones() > 10);
+    }
+
+    #[test]
+    fn quiet_then_surge_starts_one_alert_and_resolves() {
+        let m = matcher();
+        let mut s = EngineSettings::default();
+        s.detector.warmup_hours = 24;
+        let mut e = Engine::new(s, m.clone());
+        let t0 = 1_640_995_200; // 2022-01-01
+        let mut events = Vec::new();
+        let mut i = 0;
+        // Three quiet days: one article every 3 hours.
+        for h in 0..72 {
+            if h % 3 == 0 {
+                let a = article(i, t0 + h * 3600, "Kazakhstan");
+                let mm = m.match_article(&a);
+                e.ingest(&a, &mm, None);
+                i += 1;
+            }
+            events.extend(e.advance(t0 + h * 3600 + 1800));
+        }
+        assert!(events.is_empty(), "{events:?}");
+        // Surge: 30 distinct stories in one hour.
+        let surge = t0 + 72 * 3600;
+        for k in 0..30 {
+            let a = article(i, surge + k * 120, "Kazakhstan");
+            let mm = m.match_article(&a);
+            e.ingest(&a, &mm, None);
+            i += 1;
+            events.extend(e.advance(surge + k * 120));
+        }
+        let started: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Started).collect();
+        assert_eq!(started.len(), 1, "{events:?}");
+        assert!(started[0].observed >= 5 && started[0].ratio >= 3.0);
+        assert!(!started[0].top_articles.is_empty());
+        // Quiet again for a day: resolves once.
+        for h in 1..24 {
+            events.extend(e.advance(surge + h * 3600));
+        }
+        assert_eq!(events.iter().filter(|e| e.kind == EventKind::Resolved).count(), 1, "{events:?}");
+        let c = e.take_changes();
+        assert_eq!(c.events.len(), events.len());
+    }
+
+    #[test]
+    fn late_articles_are_not_counted() {
+        let m = matcher();
+        let mut e = Engine::new(EngineSettings::default(), m.clone());
+        let t0 = 1_640_995_200;
+        e.advance(t0 + 10 * 3600);
+        let a = article(1, t0, "Kazakhstan");
+        assert_eq!(e.ingest(&a, &m.match_article(&a), None), Ingested::Late);
+        let b = article(2, t0 + 10 * 3600 - 600, "Kazakhstan");
+        assert!(matches!(e.ingest(&b, &m.match_article(&b), None), Ingested::Counted { .. }));
+    }
+}

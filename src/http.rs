@@ -1,0 +1,224 @@
+//! The HTTP server: health, readiness, Prometheus metrics and the JSON API.
+//!
+//! | route                               | what                                              |
+//! |-------------------------------------|---------------------------------------------------|
+//! | `GET /healthz`                      | the process is alive                              |
+//! | `GET /readyz`                       | partitions assigned, state writable, rules loaded |
+//! | `GET /metrics`                      | Prometheus text format                            |
+//! | `GET /api/rules`                    | rules with window count, expected count, state    |
+//! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
+//! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
+//! | `POST /api/reload`                  | reload rules and entities now                     |
+//!
+//! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Secret;
+use crate::pipeline::Processor;
+use crate::shutdown::Shutdown;
+use crate::state::Store;
+
+/// What readiness is made of.
+#[derive(Default)]
+pub struct Readiness {
+    /// Partitions assigned by the group (None for sources without partitions).
+    pub assigned: Option<Arc<RwLock<BTreeSet<(String, i32)>>>>,
+    pub rules_loaded: AtomicBool,
+    /// Cleared when a state commit fails.
+    pub state_ok: AtomicBool,
+}
+
+/// Reloads rules; returns the number of rules loaded or the errors.
+pub type ReloadFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<usize, Vec<String>>> + Send>> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub processor: Arc<Mutex<Processor>>,
+    pub state_path: PathBuf,
+    pub readiness: Arc<Readiness>,
+    pub prometheus: PrometheusHandle,
+    pub api_token: Option<Secret>,
+    pub reload: ReloadFn,
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/rules", get(rules))
+        .route("/api/rules/{id}/series", get(series))
+        .route("/api/alerts", get(alerts))
+        .route("/api/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .merge(api)
+        .with_state(state)
+}
+
+/// Serves until shutdown.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, mut shutdown: Shutdown) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.recv().await }).await
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.api_token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
+        if !ok {
+            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let partitions = s.readiness.assigned.as_ref().map(|a| a.read().map(|a| a.len()).unwrap_or(0));
+    let path = s.state_path.clone();
+    let writable = tokio::task::spawn_blocking(move || Store::open(&path).map(|st| st.writable()).unwrap_or(false)).await.unwrap_or(false);
+    let rules = s.readiness.rules_loaded.load(Ordering::Relaxed);
+    let state_ok = s.readiness.state_ok.load(Ordering::Relaxed) && writable;
+    let assigned_ok = partitions.is_none_or(|n| n > 0);
+    let body = json!({ "partitions_assigned": partitions, "state_writable": state_ok, "rules_loaded": rules });
+    let code = if assigned_ok && state_ok && rules { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.prometheus.render()).into_response()
+}
+
+async fn rules(State(s): State<AppState>) -> Response {
+    let p = s.processor.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let p = p.lock().ok()?;
+        let e = &p.engine;
+        let rules: Vec<_> = e
+            .matcher()
+            .rules
+            .iter()
+            .map(|r| {
+                let window = e.settings.detector.with(&r.spike).window_minutes;
+                let (observed, expected) = e.window_figures(&r.id, window).unwrap_or((0, 0.0));
+                let st = e.rules.get(&r.id);
+                let active = st.and_then(|s| s.lifecycle.active.as_ref());
+                json!({
+                    "id": r.id, "name": r.name, "notify": r.notify,
+                    "file": r.file, "line": r.line,
+                    "window_minutes": window,
+                    "window_count": observed, "expected": (expected * 1000.0).round() / 1000.0,
+                    "state": if active.is_some() { "alerting" } else { "quiet" },
+                    "alert_id": active.map(|a| a.alert_id.clone()),
+                    "baseline_buckets": st.map(|s| s.baseline.buckets_seen).unwrap_or(0),
+                })
+            })
+            .collect();
+        Some(json!({ "rules": rules, "watermark": e.watermark() }))
+    })
+    .await
+    .ok()
+    .flatten();
+    match out {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    hours: Option<u32>,
+}
+
+async fn series(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<SeriesQuery>) -> Response {
+    let hours = q.hours.unwrap_or(48).clamp(1, 24 * 35) as i64;
+    let p = s.processor.clone();
+    let path = s.state_path.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<Option<serde_json::Value>, String> {
+        let (known, bs, end, baseline) = {
+            let p = p.lock().map_err(|_| "poisoned".to_string())?;
+            let e = &p.engine;
+            let known = e.rules.contains_key(&id);
+            let bs = e.settings.bucket_secs;
+            let end = e.watermark().map(|w| w.timestamp()).unwrap_or_else(|| chrono::Utc::now().timestamp());
+            (known, bs, end.div_euclid(bs) * bs, e.rules.get(&id).map(|st| st.baseline.clone()))
+        };
+        if !known {
+            return Ok(None);
+        }
+        let since = end - hours * 3600 + bs;
+        let rows = Store::open(&path).and_then(|st| st.rule_series(&id, since)).map_err(|e| e.to_string())?;
+        let mut by_start: std::collections::HashMap<i64, (u32, u32)> = rows.into_iter().map(|(b, a, st)| (b, (a, st))).collect();
+        let mut buckets = Vec::new();
+        let mut b = since;
+        while b <= end {
+            let (articles, stories) = by_start.remove(&b).unwrap_or((0, 0));
+            let expected = baseline.as_ref().map_or(0.0, |bl| bl.expected(crate::detect::Season::of(b)));
+            buckets.push(json!({ "start": crate::engine::ts(b), "articles": articles, "stories": stories, "expected": (expected * 1000.0).round() / 1000.0 }));
+            b += bs;
+        }
+        Ok(Some(json!({ "rule": id, "bucket_seconds": bs, "buckets": buckets })))
+    })
+    .await;
+    match out {
+        Ok(Ok(Some(v))) => Json(v).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown rule"}))).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e }))).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertsQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
+    let since = match q.since.as_deref().map(crate::article::parse_date) {
+        None => 0,
+        Some(Some(t)) => t.timestamp(),
+        Some(None) => return (StatusCode::BAD_REQUEST, Json(json!({"error": "since must be an RFC 3339 date"}))).into_response(),
+    };
+    let limit = q.limit.unwrap_or(1000).min(10_000);
+    let path = s.state_path.clone();
+    let out = tokio::task::spawn_blocking(move || Store::open(&path).and_then(|st| Ok((st.alerts_at_since(since, limit)?, st.outbox_stats()?, st.dead_deliveries(50)?)))).await;
+    match out {
+        Ok(Ok((events, outbox, dead))) => {
+            let dead: Vec<_> = dead.into_iter().map(|(e, c, err)| json!({"event_id": e, "channel": c, "error": err})).collect();
+            Json(json!({ "alerts": events, "outbox": outbox, "dead_deliveries": dead })).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn reload(State(s): State<AppState>) -> Response {
+    match (s.reload)().await {
+        Ok(n) => Json(json!({ "ok": true, "rules": n })).into_response(),
+        Err(errors) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "ok": false, "errors": errors }))).into_response(),
+    }
+}

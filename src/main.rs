@@ -1,0 +1,270 @@
+//! The `vigie` command line. Thin: each subcommand parses its arguments and calls the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+
+use vigie::article::{self, ParseContext};
+use vigie::config::{Config, KafkaConfig};
+use vigie::engine::{Engine, EngineSettings};
+use vigie::pipeline::{ClockMode, Processor};
+use vigie::source::file;
+use vigie::telemetry::{init_logging, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "vigie", version, about = "Watches a news feed on Kafka and alerts when coverage of a topic spikes")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: consume the feed, detect spikes, send alerts.
+    Run {
+        /// Config directory (vigie.toml, rules/, entities/).
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+    },
+    /// Validate the configuration, rules and entities; exit 1 on any error.
+    Check {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+    },
+    /// Match articles (JSON, JSONL or raw text files, or - for stdin) and print one JSON line each.
+    Match {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        inputs: Vec<PathBuf>,
+    },
+    /// Replay historical articles through the same engine as `run`; print alert events.
+    Backtest {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        /// Articles: file, directory or - (stdin).
+        #[arg(long, short)]
+        input: Vec<PathBuf>,
+    },
+    /// Write a synthetic scenario feed as JSONL.
+    Generate {
+        #[arg(long, default_value = "kazakhstan-unrest")]
+        scenario: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// End of the feed (RFC 3339); default now.
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        days: u32,
+        /// Background articles per hour.
+        #[arg(long, default_value_t = 30.0)]
+        rate: f64,
+        /// Hours of surge before the end.
+        #[arg(long, default_value_t = 30)]
+        surge_hours: u32,
+        /// Pad article bodies to about this many bytes.
+        #[arg(long, default_value_t = 0)]
+        body_bytes: usize,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Publish articles (JSON, JSONL or raw text files, or - for stdin) to a Kafka topic.
+    Publish {
+        #[arg(long, env = "VIGIE_KAFKA__BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, env = "VIGIE_KAFKA__TOPIC", default_value = "articles")]
+        topic: String,
+        /// Partitions when the topic has to be created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
+        inputs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(async move {
+                let (trigger, _) = vigie::shutdown::channel();
+                let signal_trigger = trigger.clone();
+                tokio::spawn(vigie::shutdown::on_signals(signal_trigger));
+                vigie::service::run(config, cfg, trigger).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => Ok(check(&config)),
+        Command::Match { config, inputs } => {
+            let cfg = Config::load(&config)?;
+            let matcher = vigie::service::load_matcher(&config, &cfg).map_err(|errs| anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+            let inputs = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs };
+            let mut out = std::io::stdout().lock();
+            let mut bad = 0;
+            for path in file::expand_inputs(&inputs)? {
+                for payload in file::read_payloads(&path)? {
+                    match article::parse(&payload, &ParseContext::new(Utc::now())) {
+                        Ok(a) => {
+                            let m = matcher.match_article(&a);
+                            let line = serde_json::json!({
+                                "id": a.id, "title": a.title, "language": a.language, "published_at": a.published_at,
+                                "countries": m.countries, "entities": m.entities, "rules": m.rules, "evidence": m.evidence,
+                                "file": path,
+                            });
+                            writeln!(out, "{line}")?;
+                        }
+                        Err(e) => {
+                            bad += 1;
+                            eprintln!("{}: refused ({}): {e}", path.display(), e.code());
+                        }
+                    }
+                }
+            }
+            Ok(if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Backtest { config, input } => backtest(&config, &input),
+        Command::Generate { scenario, seed, end, days, rate, surge_hours, body_bytes, output } => {
+            let end = match end {
+                Some(s) => article::parse_date(&s).ok_or_else(|| anyhow::anyhow!("--end must be an RFC 3339 date, not {s:?}"))?,
+                None => Utc::now(),
+            };
+            let opts = vigie::generate::GenerateOptions { scenario, seed, end, days, rate, surge_hours, body_bytes };
+            let mut w: Box<dyn Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut err = None;
+            let n = vigie::generate::generate(&opts, &mut |a| {
+                if err.is_none() {
+                    if let Err(e) = writeln!(w, "{a}") {
+                        err = Some(e);
+                    }
+                }
+            })
+            .map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(e) = err {
+                return Err(e.into());
+            }
+            w.flush()?;
+            eprintln!("generated {n} articles");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish { brokers, topic, partitions, inputs } => {
+            let inputs = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs };
+            let mut items = Vec::new();
+            for path in file::expand_inputs(&inputs)? {
+                for payload in file::read_payloads(&path)? {
+                    let key = article::parse(&payload, &ParseContext::new(Utc::now())).ok().map(|a| a.id);
+                    items.push((key, payload));
+                }
+            }
+            let total = items.len();
+            let k = KafkaConfig { brokers, topic: topic.clone(), ..Default::default() };
+            runtime()?.block_on(async move {
+                if let Err(e) = vigie::source::kafka::ensure_topic(&k, &topic, partitions).await {
+                    eprintln!("warning: {e}");
+                }
+                let started = std::time::Instant::now();
+                let mut last = 0;
+                let (ok, err) = vigie::source::kafka::publish(&k, &topic, items, |n| {
+                    if n >= last + 10_000 {
+                        last = n;
+                        eprintln!("published {n}/{total}");
+                    }
+                })
+                .await;
+                eprintln!("published {ok}/{total} articles to {topic} in {:.1}s", started.elapsed().as_secs_f64());
+                match err {
+                    Some(e) => {
+                        eprintln!("error: {} article(s) not delivered: {e}", total - ok);
+                        Ok(ExitCode::FAILURE)
+                    }
+                    None => Ok(ExitCode::SUCCESS),
+                }
+            })
+        }
+    }
+}
+
+fn check(dir: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    match vigie::rules::RuleSet::load(dir, &cfg.channel_names()) {
+        Ok(set) => println!("ok: {} rules, {} entities, {} channels", set.rules.len(), set.entities.len(), cfg.channels.len()),
+        Err(errs) => {
+            for e in errs {
+                eprintln!("error: {e}");
+            }
+            failed = true;
+        }
+    }
+    if let Err(e) = vigie::service::notifiers(&cfg) {
+        eprintln!("error: {e}");
+        failed = true;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let matcher = Arc::new(vigie::service::load_matcher(config, &cfg).map_err(|errs| anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?);
+    let inputs = if input.is_empty() { vec![PathBuf::from("-")] } else { input.to_vec() };
+    let records = file::records(&file::expand_inputs(&inputs)?, "backtest")?;
+    let engine = Engine::new(EngineSettings::from_config(&cfg), matcher);
+    let mut processor = Processor::new(engine, None, cfg.alerts.default_notify.clone(), ClockMode::EventTime, cfg.kafka.max_message_bytes);
+    let now = Utc::now();
+    // Event-time order, as the feed would have delivered it.
+    let parsed = processor.parse(&records, now);
+    let mut rows: Vec<_> = records.into_iter().zip(parsed).collect();
+    rows.sort_by_key(|(_, p)| p.as_ref().map(|a| a.published_at).ok());
+    let mut out = std::io::stdout().lock();
+    let (mut articles, mut rejected, mut late, mut events) = (0, 0, 0, 0);
+    let mut per_kind = std::collections::BTreeMap::new();
+    for (record, parsed) in rows {
+        let report = processor.apply(std::slice::from_ref(&record), vec![parsed], now)?;
+        articles += report.articles;
+        rejected += report.rejected;
+        late += report.late;
+        for e in &report.events {
+            events += 1;
+            *per_kind.entry(e.kind.as_str()).or_insert(0) += 1;
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
+        }
+    }
+    eprintln!("backtest: {articles} articles, {rejected} refused, {late} late, {events} alert events {per_kind:?}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,664 @@
+//! Decides, for each article, which rules match, which countries and entities it mentions,
+//! and where (the evidence).
+//!
+//! Every surface form — rule keywords, entity spellings and the gazetteer — is normalized
+//! with [`crate::normalize`] and put in one Aho-Corasick automaton. An article is normalized
+//! once per field and scanned once; each hit is checked for word boundaries (and, for forms
+//! that need it, a capital letter in the original), then mapped to the terms, entities and
+//! countries it stands for. A rule index then yields the few candidate rules that mention
+//! any of those; only they are evaluated (the percolator / Lucene Monitor idea), plus the
+//! rare rules that can match without any positive hit (`NOT x`, `lang:fr`).
+//!
+//! A [`Matcher`] is immutable; rule changes build a new one off the hot path and the
+//! service swaps it in atomically.
+
+use std::collections::HashMap;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use serde::Serialize;
+
+use crate::article::Article;
+use crate::gazetteer;
+use crate::normalize::{self, Normalized};
+use crate::rules::{Entity, EntityKind, Field, Query, Rule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot build the automaton: {0}")]
+    Automaton(#[from] aho_corasick::BuildError),
+}
+
+/// What a pattern stands for.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Term(u32),
+    Entity { idx: u32, needs_capital: bool },
+    Country { idx: u16, weight: f32, needs_capital: bool },
+}
+
+/// A compiled query: [`Query`] with strings replaced by indices.
+#[derive(Debug, Clone)]
+enum CQuery {
+    Term { id: u32, field: Field },
+    Near { a: u32, b: u32, distance: u32, field: Field },
+    Country(u16),
+    Entity(u32),
+    Lang(String),
+    Source(String),
+    And(Vec<CQuery>),
+    Or(Vec<CQuery>),
+    Not(Box<CQuery>),
+}
+
+/// One piece of evidence: where a surface form was found.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Evidence {
+    /// The text as written in the article.
+    pub surface: String,
+    pub field: &'static str,
+    /// Byte offset in the original field.
+    pub offset: usize,
+    /// What it counted as: `term:<text>`, `entity:<id>` or `country:<code>`.
+    pub what: String,
+}
+
+/// The result of matching one article.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArticleMatch {
+    /// Indices into [`Matcher::rules`].
+    #[serde(skip)]
+    pub rule_indices: Vec<usize>,
+    pub rules: Vec<String>,
+    pub countries: Vec<String>,
+    pub entities: Vec<String>,
+    /// Keywords (normalized) found in the article.
+    pub terms: Vec<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+/// Settings that change how patterns are generated.
+#[derive(Debug, Clone)]
+pub struct MatcherOptions {
+    /// Match a person's surname alone.
+    pub surname_only: bool,
+    /// Include the built-in gazetteer (tests may turn it off for speed).
+    pub gazetteer: bool,
+}
+
+impl Default for MatcherOptions {
+    fn default() -> Self {
+        MatcherOptions { surname_only: true, gazetteer: true }
+    }
+}
+
+pub struct Matcher {
+    ac: Option<AhoCorasick>,
+    /// Per automaton pattern, what it stands for.
+    targets: Vec<Vec<Target>>,
+    /// Normalized term texts; index = term id.
+    terms: Vec<String>,
+    entities: Vec<Entity>,
+    countries: Vec<String>,
+    country_index: HashMap<String, u16>,
+    entity_index: HashMap<String, u32>,
+    pub rules: Vec<Rule>,
+    compiled: Vec<CQuery>,
+    by_term: HashMap<u32, Vec<u32>>,
+    by_entity: HashMap<u32, Vec<u32>>,
+    by_country: HashMap<u16, Vec<u32>>,
+    /// Rules that can match with no positive hit.
+    always: Vec<u32>,
+}
+
+impl std::fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Matcher").field("rules", &self.rules.len()).field("patterns", &self.targets.len()).finish()
+    }
+}
+
+/// Collects patterns, deduplicating identical normalized forms.
+#[derive(Default)]
+struct PatternSet {
+    index: HashMap<String, usize>,
+    patterns: Vec<String>,
+    targets: Vec<Vec<Target>>,
+}
+
+impl PatternSet {
+    fn add(&mut self, normalized: String, target: Target) {
+        if normalized.is_empty() {
+            return;
+        }
+        let id = *self.index.entry(normalized.clone()).or_insert_with(|| {
+            self.patterns.push(normalized);
+            self.targets.push(Vec::new());
+            self.patterns.len() - 1
+        });
+        self.targets[id].push(target);
+    }
+}
+
+impl Matcher {
+    pub fn new(rules: Vec<Rule>, entities: Vec<Entity>, opts: &MatcherOptions) -> Result<Matcher, BuildError> {
+        let mut set = PatternSet::default();
+        let mut terms: Vec<String> = Vec::new();
+        let mut term_index: HashMap<String, u32> = HashMap::new();
+        let mut term_id = |text: &str, set: &mut PatternSet| -> u32 {
+            let norm = normalize::normalize_str(text);
+            if let Some(id) = term_index.get(&norm) {
+                return *id;
+            }
+            let id = terms.len() as u32;
+            terms.push(norm.clone());
+            term_index.insert(norm, id);
+            for v in normalize::variants(text) {
+                set.add(v, Target::Term(id));
+            }
+            id
+        };
+
+        let entity_index: HashMap<String, u32> = entities.iter().enumerate().map(|(i, e)| (e.id.clone(), i as u32)).collect();
+        for (i, e) in entities.iter().enumerate() {
+            for (form, needs_capital) in entity_forms(e, opts.surname_only) {
+                set.add(form, Target::Entity { idx: i as u32, needs_capital });
+            }
+        }
+
+        let mut countries: Vec<String> = gazetteer::country_codes().iter().cloned().collect();
+        countries.sort();
+        let country_index: HashMap<String, u16> = countries.iter().enumerate().map(|(i, c)| (c.clone(), i as u16)).collect();
+        if opts.gazetteer {
+            for f in gazetteer::forms() {
+                let Some(&idx) = country_index.get(f.code_str()) else { continue };
+                for v in normalize::variants(f.text) {
+                    set.add(v, Target::Country { idx, weight: f.kind.weight(), needs_capital: f.kind.needs_capital() });
+                }
+            }
+        }
+
+        let mut compiled = Vec::with_capacity(rules.len());
+        for r in &rules {
+            compiled.push(compile(&r.query, &mut |t| term_id(t, &mut set), &entity_index, &country_index));
+        }
+        let mut by_term: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut by_entity: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut by_country: HashMap<u16, Vec<u32>> = HashMap::new();
+        let mut always = Vec::new();
+        for (i, (r, q)) in rules.iter().zip(&compiled).enumerate() {
+            let i = i as u32;
+            if r.query.matches_without_hits() {
+                always.push(i);
+            }
+            let mut push = |q: &CQuery| match q {
+                CQuery::Term { id, .. } => by_term.entry(*id).or_default().push(i),
+                CQuery::Near { a, b, .. } => {
+                    by_term.entry(*a).or_default().push(i);
+                    by_term.entry(*b).or_default().push(i);
+                }
+                CQuery::Entity(e) => by_entity.entry(*e).or_default().push(i),
+                CQuery::Country(c) => by_country.entry(*c).or_default().push(i),
+                _ => {}
+            };
+            visit(q, &mut push);
+        }
+        for v in by_term.values_mut().chain(by_entity.values_mut()) {
+            v.dedup();
+        }
+        for v in by_country.values_mut() {
+            v.dedup();
+        }
+        let ac = if set.patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&set.patterns)
+                    .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(&set.patterns))?,
+            )
+        };
+        Ok(Matcher {
+            ac,
+            targets: set.targets,
+            terms,
+            entities,
+            countries,
+            country_index,
+            entity_index,
+            rules,
+            compiled,
+            by_term,
+            by_entity,
+            by_country,
+            always,
+        })
+    }
+
+    pub fn entities(&self) -> &[Entity] {
+        &self.entities
+    }
+
+    /// Matches one article.
+    pub fn match_article(&self, a: &Article) -> ArticleMatch {
+        let title = normalize::normalize(&a.title);
+        let body = normalize::normalize(&a.body);
+        let mut hits = Hits::default();
+        self.scan(&a.title, &title, FIELD_TITLE, &mut hits);
+        self.scan(&a.body, &body, FIELD_BODY, &mut hits);
+
+        for e in &a.entities {
+            if let Some(&i) = self.entity_index.get(e) {
+                hits.entities.push(i);
+            }
+        }
+        for c in &a.countries {
+            if let Some(&i) = self.country_index.get(c) {
+                hits.votes.push((i, 1.0));
+            }
+        }
+        let mut country_score: HashMap<u16, f32> = HashMap::new();
+        for (c, w) in &hits.votes {
+            *country_score.entry(*c).or_default() += w;
+        }
+        let mut countries: Vec<u16> = country_score.iter().filter(|(_, s)| **s >= 1.0).map(|(c, _)| *c).collect();
+        countries.sort_unstable();
+        hits.entities.sort_unstable();
+        hits.entities.dedup();
+
+        // Candidate rules from the index.
+        let mut candidates: Vec<u32> = self.always.clone();
+        for t in hits.term_ids() {
+            if let Some(rs) = self.by_term.get(&t) {
+                candidates.extend(rs);
+            }
+        }
+        for e in &hits.entities {
+            if let Some(rs) = self.by_entity.get(e) {
+                candidates.extend(rs);
+            }
+        }
+        for c in &countries {
+            if let Some(rs) = self.by_country.get(c) {
+                candidates.extend(rs);
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+
+        let ctx = EvalCtx { hits: &hits, countries: &countries, article: a, title: &title, body: &body };
+        let rule_indices: Vec<usize> = candidates.into_iter().filter(|&r| ctx.eval(&self.compiled[r as usize])).map(|r| r as usize).collect();
+
+        let mut terms: Vec<String> = hits.term_ids().map(|t| self.terms[t as usize].clone()).collect();
+        terms.sort();
+        terms.dedup();
+        let evidence = hits
+            .evidence
+            .iter()
+            .map(|(what, field, start, end)| {
+                let (orig, norm) = if *field == FIELD_TITLE { (&a.title, &title) } else { (&a.body, &body) };
+                let (s, e) = norm.original_range(orig, *start, *end);
+                let what = match what {
+                    Target::Term(t) => format!("term:{}", self.terms[*t as usize]),
+                    Target::Entity { idx, .. } => format!("entity:{}", self.entities[*idx as usize].id),
+                    Target::Country { idx, .. } => format!("country:{}", self.countries[*idx as usize]),
+                };
+                Evidence { surface: orig[s..e].to_string(), field: FIELD_NAMES[*field as usize], offset: s, what }
+            })
+            .collect();
+        ArticleMatch {
+            rules: rule_indices.iter().map(|&i| self.rules[i].id.clone()).collect(),
+            rule_indices,
+            countries: countries.iter().map(|&c| self.countries[c as usize].clone()).collect(),
+            entities: hits.entities.iter().map(|&e| self.entities[e as usize].id.clone()).collect(),
+            terms,
+            evidence,
+        }
+    }
+
+    fn scan(&self, original: &str, norm: &Normalized, field: u8, hits: &mut Hits) {
+        let Some(ac) = &self.ac else { return };
+        let text = norm.text.as_bytes();
+        for m in ac.find_overlapping_iter(text) {
+            let (s, e) = (m.start(), m.end());
+            // Whole words only: the automaton works on `[a-z0-9 ]`, so a boundary is a space
+            // or the end of the text.
+            if (s > 0 && text[s - 1] != b' ') || (e < text.len() && text[e] != b' ') {
+                continue;
+            }
+            let capitalized = original[norm.offsets[s] as usize..].chars().next().is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
+            for t in &self.targets[m.pattern().as_usize()] {
+                match *t {
+                    Target::Term(id) => hits.terms.push((id, field, s, e)),
+                    Target::Entity { idx, needs_capital } => {
+                        if needs_capital && !capitalized {
+                            continue;
+                        }
+                        hits.entities.push(idx);
+                    }
+                    Target::Country { idx, weight, needs_capital } => {
+                        if needs_capital && !capitalized {
+                            continue;
+                        }
+                        hits.votes.push((idx, weight));
+                    }
+                }
+                if hits.evidence.len() < MAX_EVIDENCE {
+                    hits.evidence.push((*t, field, s, e));
+                }
+            }
+        }
+    }
+}
+
+const FIELD_TITLE: u8 = 0;
+const FIELD_BODY: u8 = 1;
+const FIELD_NAMES: [&str; 2] = ["title", "body"];
+/// Evidence kept per article: enough to explain, bounded against keyword-stuffed input.
+const MAX_EVIDENCE: usize = 64;
+
+#[derive(Default)]
+struct Hits {
+    /// (term, field, start, end) in normalized text.
+    terms: Vec<(u32, u8, usize, usize)>,
+    entities: Vec<u32>,
+    votes: Vec<(u16, f32)>,
+    evidence: Vec<(Target, u8, usize, usize)>,
+}
+
+impl Hits {
+    fn term_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        let mut seen: Vec<u32> = self.terms.iter().map(|t| t.0).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.into_iter()
+    }
+}
+
+struct EvalCtx<'a> {
+    hits: &'a Hits,
+    countries: &'a [u16],
+    article: &'a Article,
+    title: &'a Normalized,
+    body: &'a Normalized,
+}
+
+fn field_ok(want: Field, got: u8) -> bool {
+    match want {
+        Field::Any => true,
+        Field::Title => got == FIELD_TITLE,
+        Field::Body => got == FIELD_BODY,
+    }
+}
+
+impl EvalCtx<'_> {
+    fn eval(&self, q: &CQuery) -> bool {
+        match q {
+            CQuery::Term { id, field } => self.hits.terms.iter().any(|(t, f, _, _)| t == id && field_ok(*field, *f)),
+            CQuery::Near { a, b, distance, field } => self.near(*a, *b, *distance, *field),
+            CQuery::Country(c) => self.countries.binary_search(c).is_ok(),
+            CQuery::Entity(e) => self.hits.entities.binary_search(e).is_ok(),
+            CQuery::Lang(l) => self.article.language.as_deref() == Some(l.as_str()),
+            CQuery::Source(s) => self.article.source.as_deref().is_some_and(|src| {
+                let src = src.to_ascii_lowercase();
+                src == *s || src.ends_with(&format!(".{s}"))
+            }),
+            CQuery::And(qs) => qs.iter().all(|q| self.eval(q)),
+            CQuery::Or(qs) => qs.iter().any(|q| self.eval(q)),
+            CQuery::Not(q) => !self.eval(q),
+        }
+    }
+
+    fn near(&self, a: u32, b: u32, distance: u32, field: Field) -> bool {
+        let word_index = |f: u8, pos: usize| -> usize {
+            let text = if f == FIELD_TITLE { &self.title.text } else { &self.body.text };
+            text.as_bytes()[..pos].iter().filter(|&&c| c == b' ').count()
+        };
+        let word_end = |f: u8, end: usize| -> usize { word_index(f, end) };
+        for (ta, fa, sa, ea) in self.hits.terms.iter().filter(|t| t.0 == a && field_ok(field, t.1)) {
+            for (_, fb, sb, eb) in self.hits.terms.iter().filter(|t| t.0 == b && t.1 == *fa) {
+                let _ = ta;
+                let (wa, wae) = (word_index(*fa, *sa), word_end(*fa, *ea));
+                let (wb, wbe) = (word_index(*fb, *sb), word_end(*fb, *eb));
+                let gap = if wb > wae { wb - wae } else { wa.saturating_sub(wbe) };
+                if gap as u32 <= distance {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}
+
+fn visit<'a>(q: &'a CQuery, f: &mut impl FnMut(&'a CQuery)) {
+    match q {
+        CQuery::And(qs) | CQuery::Or(qs) => qs.iter().for_each(|q| visit(q, f)),
+        // Negated leaves do not make a rule a candidate.
+        CQuery::Not(_) => {}
+        leaf => f(leaf),
+    }
+}
+
+fn compile(q: &Query, term: &mut impl FnMut(&str) -> u32, entities: &HashMap<String, u32>, countries: &HashMap<String, u16>) -> CQuery {
+    match q {
+        Query::Text { text, field } => CQuery::Term { id: term(text), field: *field },
+        Query::Near { a, b, distance, field } => CQuery::Near { a: term(a), b: term(b), distance: *distance, field: *field },
+        // Rules are validated against known entities and countries before they get here;
+        // an unknown one can only come from a race with a reload and simply never matches.
+        Query::Country(c) => countries.get(c).map_or(CQuery::Or(vec![]), |&i| CQuery::Country(i)),
+        Query::Entity(e) => entities.get(e).map_or(CQuery::Or(vec![]), |&i| CQuery::Entity(i)),
+        Query::Lang(l) => CQuery::Lang(l.clone()),
+        Query::Source(s) => CQuery::Source(s.clone()),
+        Query::And(qs) => CQuery::And(qs.iter().map(|q| compile(q, term, entities, countries)).collect()),
+        Query::Or(qs) => CQuery::Or(qs.iter().map(|q| compile(q, term, entities, countries)).collect()),
+        Query::Not(q) => CQuery::Not(Box::new(compile(q, term, entities, countries))),
+    }
+}
+
+/// Normalized surface forms of an entity, each with whether it needs a capital letter.
+///
+/// Full names and multi-word aliases match as written. Single words — aliases, and for
+/// people the surname — match only capitalized (so "poutine" the dish is not Putin), and
+/// get their usual spelling variants: transliteration families and Russian case endings.
+pub fn entity_forms(e: &Entity, surname_only: bool) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    let blocked: Vec<String> = e.not.iter().map(|n| normalize::normalize_str(n)).collect();
+    let add = |form: String, cap: bool, out: &mut Vec<(String, bool)>| {
+        if form.len() >= 2 && !blocked.contains(&form) && !out.iter().any(|(f, _)| *f == form) {
+            out.push((form, cap));
+        }
+    };
+    let mut singles: Vec<String> = Vec::new();
+    for name in std::iter::once(&e.name).chain(&e.aliases) {
+        for v in normalize::variants(name) {
+            if v.contains(' ') {
+                add(v.clone(), false, &mut out);
+                // Family variants of the last word of a multi-word name (Kassym-Jomart Tokayev → tokaev).
+                if let Some((head, last)) = v.rsplit_once(' ') {
+                    for lv in spelling_family(last) {
+                        add(format!("{head} {lv}"), false, &mut out);
+                    }
+                }
+            } else {
+                singles.push(v);
+            }
+        }
+    }
+    if e.kind == EntityKind::Person && surname_only {
+        if let Some(last) = normalize::normalize_str(&e.name).rsplit(' ').next() {
+            singles.push(last.to_string());
+        }
+    }
+    for s in singles {
+        for v in spelling_family(&s) {
+            add(v.clone(), true, &mut out);
+            if e.kind == EntityKind::Person {
+                for ending in russian_case_endings(&v) {
+                    add(ending, true, &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Transliteration variants of one normalized word: Tokayev/Tokaev/Tokaiev/Tokajew/Toqaev,
+/// Putin/Poutine, Zelensky/Zelenskyy/Zelenskiy/Zelenski. Bounded to a few dozen forms.
+pub fn spelling_family(word: &str) -> Vec<String> {
+    // Each rule rewrites every occurrence of its left side to each alternative.
+    const SWAPS: &[(&str, &[&str])] = &[
+        ("aye", &["ae", "aie", "aje"]),
+        ("ae", &["aye", "aie"]),
+        ("aie", &["aye", "ae"]),
+        ("q", &["k"]),
+        ("ou", &["u"]),
+        ("u", &["ou"]),
+        ("kh", &["h", "ch"]),
+        ("zh", &["j", "sch"]),
+        ("sh", &["ch", "sch"]),
+        ("ch", &["tch", "tsch"]),
+        ("yu", &["iou", "ju"]),
+        ("ya", &["ia", "ja"]),
+    ];
+    const ENDINGS: &[(&str, &[&str])] = &[
+        ("skyy", &["sky", "skiy", "ski", "skij", "skii"]),
+        ("sky", &["skyy", "skiy", "ski", "skij", "skii"]),
+        ("skiy", &["sky", "skyy", "ski", "skij"]),
+        ("ski", &["sky", "skyy", "skiy"]),
+        ("ev", &["ew", "iev"]),
+        ("ov", &["ow"]),
+        ("in", &["ine"]),
+    ];
+    let mut out = vec![word.to_string()];
+    for (from, tos) in ENDINGS {
+        if let Some(stem) = word.strip_suffix(from) {
+            for to in *tos {
+                out.push(format!("{stem}{to}"));
+            }
+        }
+    }
+    let base = out.clone();
+    for w in base {
+        for (from, tos) in SWAPS {
+            if w.contains(from) {
+                for to in *tos {
+                    out.push(w.replace(from, to));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out.truncate(64);
+    out
+}
+
+/// Russian case forms of a transliterated surname (Tokayev → Tokayeva, Tokayevu, Tokayevym...).
+fn russian_case_endings(word: &str) -> Vec<String> {
+    if word.ends_with("ev") || word.ends_with("ov") || word.ends_with("in") || word.ends_with("yn") {
+        ["a", "u", "ym", "om", "e"].iter().map(|e| format!("{word}{e}")).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::parse_query;
+    use chrono::Utc;
+
+    fn rule(id: &str, q: &str) -> Rule {
+        Rule {
+            id: id.into(),
+            name: id.into(),
+            query: parse_query(q).unwrap(),
+            notify: vec![],
+            spike: Default::default(),
+            file: "t".into(),
+            line: 1,
+            fingerprint: 0,
+        }
+    }
+
+    fn art(title: &str, body: &str) -> Article {
+        Article {
+            id: "x".into(),
+            url: None,
+            title: title.into(),
+            body: body.into(),
+            published_at: Utc::now(),
+            date_origin: Default::default(),
+            source: Some("lemonde.fr".into()),
+            language: Some("fr".into()),
+            entities: vec![],
+            countries: vec![],
+            extra: Default::default(),
+        }
+    }
+
+    fn people() -> Vec<Entity> {
+        vec![
+            Entity { id: "tokayev".into(), name: "Kassym-Jomart Tokayev".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
+            Entity { id: "putin".into(), name: "Vladimir Putin".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
+            Entity { id: "zelensky".into(), name: "Volodymyr Zelensky".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
+        ]
+    }
+
+    #[test]
+    fn keywords_respect_word_boundaries_and_fields() {
+        let m = Matcher::new(vec![rule("macron", "macron"), rule("t", "title:almaty")], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap();
+        assert_eq!(m.match_article(&art("Le macronisme", "")).rules, Vec::<String>::new());
+        assert_eq!(m.match_article(&art("", "Emmanuel Macron, président")).rules, vec!["macron"]);
+        assert_eq!(m.match_article(&art("", "à Almaty")).rules, Vec::<String>::new());
+        assert_eq!(m.match_article(&art("À Almaty", "")).rules, vec!["t"]);
+    }
+
+    #[test]
+    fn boolean_and_near() {
+        let m = Matcher::new(
+            vec![rule("a", "(kazakhstan OR almaty) AND NOT football"), rule("n", "tokayev NEAR/2 troupes"), rule("l", "lang:de")],
+            vec![],
+            &MatcherOptions { gazetteer: false, ..Default::default() },
+        )
+        .unwrap();
+        assert_eq!(m.match_article(&art("Kazakhstan", "")).rules, vec!["a"]);
+        assert_eq!(m.match_article(&art("Kazakhstan", "football")).rules, Vec::<String>::new());
+        assert_eq!(m.match_article(&art("", "Tokayev demande des troupes")).rules, vec!["n"]);
+        assert_eq!(m.match_article(&art("", "Tokayev a parlé hier soir, puis les troupes")).rules, Vec::<String>::new());
+        let mut de = art("x", "");
+        de.language = Some("de".into());
+        assert_eq!(m.match_article(&de).rules, vec!["l"]);
+    }
+
+    #[test]
+    fn entity_spelling_families() {
+        let m = Matcher::new(vec![rule("e", "entity:tokayev OR entity:putin OR entity:zelensky")], people(), &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap();
+        for text in ["Tokaïev a dit", "Tokaev a dit", "Токаев заявил", "Тоқаев", "Kassym-Jomart Tokayev", "Tokajew sagte", "Vladimir Poutine", "Путин", "встреча с Токаевым", "Zelenskyy", "Зеленский"] {
+            let r = m.match_article(&art(text, ""));
+            assert!(!r.entities.is_empty(), "{text} gave no entity");
+        }
+        for text in ["une poutine au fromage", "zelensky en minuscules"] {
+            assert!(m.match_article(&art(text, "")).entities.is_empty(), "{text} matched");
+        }
+    }
+
+    #[test]
+    fn countries_from_gazetteer_with_traps() {
+        let m = Matcher::new(vec![rule("kz", "country:KZ")], vec![], &MatcherOptions::default()).unwrap();
+        for text in ["Almaty", "Alma-Ata", "Astana", "Nur-Sultan", "Noursoultan", "Нур-Султан", "les Kazakhs", "le président kazakh", "Kazakhstan", "Казахстан", "kasachische Regierung"] {
+            assert_eq!(m.match_article(&art("", text)).countries, vec!["KZ"], "{text}");
+        }
+        for text in ["the oral exam", "roast the turkey", "Michael Jordan scored", "une poutine"] {
+            assert!(m.match_article(&art("", text)).countries.is_empty(), "{text}: {:?}", m.match_article(&art("", text)).countries);
+        }
+    }
+
+    #[test]
+    fn evidence_quotes_the_original() {
+        let m = Matcher::new(vec![rule("kz", "country:KZ")], people(), &MatcherOptions::default()).unwrap();
+        let r = m.match_article(&art("", "Le président Tokaïev à Almaty"));
+        assert!(r.evidence.iter().any(|e| e.surface == "Tokaïev" && e.what == "entity:tokayev"), "{:?}", r.evidence);
+        assert!(r.evidence.iter().any(|e| e.surface == "Almaty" && e.what == "country:KZ"));
+    }
+}

@@ -1,0 +1,321 @@
+//! The pipeline: source → parse → match → count/detect → durable commit → offsets.
+//!
+//! # Delivery semantics
+//!
+//! For each batch of records:
+//!
+//! 1. Every record is parsed. Refused records are sent to the dead-letter sink and the
+//!    pipeline waits for the acknowledgement (retrying while the sink is down) — a refused
+//!    record's offset is never stored before its dead letter is durable.
+//! 2. Valid articles are matched (in parallel, off the async reactor), counted and the
+//!    watermark advanced; the detectors decide alert events.
+//! 3. Counts, detector state, alert events, outbox rows and the batch's next offsets are
+//!    written to the state file in one transaction.
+//! 4. Only then are the offsets committed to the source.
+//!
+//! A crash anywhere before 3 completes loses nothing: the records are read again from the
+//! stored offsets and the state is exactly as before them. A crash between 3 and 4 is also
+//! harmless because the stored offsets, not Kafka's, decide where consumption resumes. A
+//! dead letter may be written twice in that case (at-least-once for the dead-letter topic).
+//!
+//! If the state file cannot be written (disk full, read-only), the pipeline stops with an
+//! error rather than consume what it could not persist.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use rayon::prelude::*;
+
+use crate::article::{self, Article, ParseContext, Reject};
+use crate::engine::{AlertEvent, Engine, Ingested};
+use crate::shutdown::Shutdown;
+use crate::source::{DeadLetters, Record, Source, SourceError};
+use crate::state::{StateError, Store};
+use crate::telemetry as m;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("processing task failed: {0}")]
+    Join(String),
+}
+
+/// How the watermark follows time.
+#[derive(Debug, Clone, Copy)]
+pub enum ClockMode {
+    /// Event time only (backtests): the watermark is the largest event time seen.
+    EventTime,
+    /// A live feed: the watermark is the slowest active partition's event time; partitions
+    /// silent for `idle_after` are ignored; when the whole feed is silent that long, the
+    /// watermark follows the wall clock. Future dates are clamped to the wall clock.
+    Live { idle_after: Duration },
+}
+
+/// Per-partition event-time progress.
+#[derive(Debug, Default)]
+struct PartitionClock {
+    parts: HashMap<(String, i32), (i64, Instant)>,
+}
+
+impl PartitionClock {
+    fn observe(&mut self, topic: &str, partition: i32, t: i64) {
+        let e = self.parts.entry((topic.to_string(), partition)).or_insert((t, Instant::now()));
+        e.0 = e.0.max(t);
+        e.1 = Instant::now();
+    }
+
+    fn watermark(&self, mode: ClockMode) -> Option<i64> {
+        match mode {
+            ClockMode::EventTime => self.parts.values().map(|p| p.0).max(),
+            ClockMode::Live { idle_after } => {
+                let active = self.parts.values().filter(|p| p.1.elapsed() < idle_after).map(|p| p.0).min();
+                active.or_else(|| self.parts.values().map(|p| p.0).max())
+            }
+        }
+    }
+}
+
+/// Outcome of one batch.
+#[derive(Debug, Default)]
+pub struct BatchReport {
+    pub articles: usize,
+    pub late: usize,
+    pub rejected: usize,
+    pub events: Vec<AlertEvent>,
+}
+
+/// The synchronous half of the pipeline: everything after parsing and dead-lettering.
+pub struct Processor {
+    pub engine: Engine,
+    /// None for in-memory runs (backtest, tests).
+    store: Option<Store>,
+    /// Channels for events whose rule names none.
+    default_notify: Vec<String>,
+    clock: PartitionClock,
+    mode: ClockMode,
+    /// Largest accepted message.
+    pub max_bytes: usize,
+    /// When the source last delivered a record (for the idle clock).
+    last_record: Instant,
+}
+
+impl Processor {
+    pub fn new(engine: Engine, store: Option<Store>, default_notify: Vec<String>, mode: ClockMode, max_bytes: usize) -> Self {
+        Processor { engine, store, default_notify, clock: PartitionClock::default(), mode, max_bytes, last_record: Instant::now() }
+    }
+
+    /// Parses records; returns per record the article or the reason it was refused.
+    pub fn parse(&self, records: &[Record], now: DateTime<Utc>) -> Vec<Result<Article, Reject>> {
+        records
+            .iter()
+            .map(|r| {
+                let ctx = ParseContext { max_bytes: self.max_bytes, record_time: r.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()), now };
+                article::parse(r.payload.as_deref().unwrap_or(&[]), &ctx)
+            })
+            .collect()
+    }
+
+    /// Matches, counts, detects and commits one parsed batch.
+    pub fn apply(&mut self, records: &[Record], parsed: Vec<Result<Article, Reject>>, now: DateTime<Utc>) -> Result<BatchReport, PipelineError> {
+        let started = Instant::now();
+        let clamp = match self.mode {
+            ClockMode::Live { .. } => Some(now.timestamp()),
+            ClockMode::EventTime => None,
+        };
+        let matcher = self.engine.matcher().clone();
+        let articles: Vec<(usize, Article)> = parsed.into_iter().enumerate().filter_map(|(i, p)| p.ok().map(|a| (i, a))).collect();
+        let matches: Vec<_> = articles.par_iter().map(|(_, a)| matcher.match_article(a)).collect();
+        let mut report = BatchReport { rejected: records.len() - articles.len(), ..Default::default() };
+        for ((i, a), mm) in articles.iter().zip(&matches) {
+            let r = &records[*i];
+            let mut t = a.published_at.timestamp();
+            if let Some(c) = clamp {
+                t = t.min(c);
+            }
+            self.clock.observe(&r.topic, r.partition, t);
+            match self.engine.ingest(a, mm, clamp) {
+                Ingested::Late => {
+                    report.late += 1;
+                    metrics::counter!(m::ARTICLES_LATE).increment(1);
+                }
+                Ingested::Counted { .. } => {
+                    for rule in &mm.rules {
+                        metrics::counter!(m::RULE_MATCHES, "rule" => rule.clone()).increment(1);
+                    }
+                }
+            }
+            report.articles += 1;
+        }
+        if !records.is_empty() {
+            self.last_record = Instant::now();
+        }
+        if let Some(wm) = self.clock.watermark(self.mode) {
+            report.events = self.engine.advance(wm);
+        }
+        self.commit(records)?;
+        metrics::counter!(m::ARTICLES_PROCESSED).increment(report.articles as u64);
+        metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        for e in &report.events {
+            metrics::counter!(m::ALERT_EVENTS, "kind" => e.kind.as_str()).increment(1);
+            tracing::info!(rule = %e.rule, kind = e.kind.as_str(), alert = %e.alert_id, observed = e.observed, expected = e.expected, ratio = e.ratio, p_value = e.p_value, at = %e.at, "alert event");
+        }
+        Ok(report)
+    }
+
+    /// With a live clock, lets the watermark follow the wall clock once the feed has been
+    /// silent for `idle_after`, so alerts resolve when coverage stops.
+    pub fn idle_tick(&mut self, now: DateTime<Utc>) -> Result<Vec<AlertEvent>, PipelineError> {
+        let ClockMode::Live { idle_after } = self.mode else { return Ok(Vec::new()) };
+        if self.last_record.elapsed() < idle_after || self.engine.watermark().is_none_or(|w| w >= now) {
+            return Ok(Vec::new());
+        }
+        let events = self.engine.advance(now.timestamp());
+        self.commit(&[])?;
+        Ok(events)
+    }
+
+    fn commit(&mut self, records: &[Record]) -> Result<(), PipelineError> {
+        let changes = self.engine.take_changes();
+        let Some(store) = &mut self.store else { return Ok(()) };
+        let offsets = next_offsets(records);
+        let mut deliveries = Vec::new();
+        for e in &changes.events {
+            let channels = if e.notify.is_empty() { &self.default_notify } else { &e.notify };
+            for c in channels {
+                deliveries.push((e.event_id.clone(), c.clone()));
+            }
+        }
+        metrics::gauge!(m::WATERMARK).set(changes.watermark.max(0) as f64);
+        store.commit(&changes, &offsets, &deliveries).inspect_err(|e| {
+            metrics::counter!(m::STATE_ERRORS).increment(1);
+            tracing::error!(error = %e, "cannot write the state file; stopping consumption");
+        })?;
+        Ok(())
+    }
+}
+
+/// The next offset to read per partition after these records.
+pub fn next_offsets(records: &[Record]) -> Vec<(String, i32, i64)> {
+    let mut m: HashMap<(String, i32), i64> = HashMap::new();
+    for r in records {
+        let e = m.entry((r.topic.clone(), r.partition)).or_insert(r.offset + 1);
+        *e = (*e).max(r.offset + 1);
+    }
+    let mut v: Vec<_> = m.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+    v.sort();
+    v
+}
+
+/// Settings of the async loop.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub batch_size: usize,
+    /// Longest wait for a first record before an idle tick.
+    pub poll: Duration,
+}
+
+/// Runs the pipeline until the source is finished or shutdown fires. `after_commit` is
+/// called after every durable commit (the outbox worker uses it to wake up).
+pub async fn run<S: Source, D: DeadLetters>(
+    source: &mut S,
+    dead: &D,
+    processor: Arc<Mutex<Processor>>,
+    settings: LoopSettings,
+    mut shutdown: Shutdown,
+    after_commit: impl Fn(&BatchReport),
+) -> Result<u64, PipelineError> {
+    let mut total = 0u64;
+    loop {
+        if source.finished() || shutdown.is_fired() {
+            return Ok(total);
+        }
+        let batch = tokio::select! {
+            _ = shutdown.recv() => return Ok(total),
+            b = source.next_batch(settings.batch_size, settings.poll) => b?,
+        };
+        let now = Utc::now();
+        if batch.is_empty() {
+            let p = processor.clone();
+            let events = tokio::task::spawn_blocking(move || p.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.idle_tick(now))
+                .await
+                .map_err(|e| PipelineError::Join(e.to_string()))??;
+            if !events.is_empty() {
+                after_commit(&BatchReport { events, ..Default::default() });
+            }
+            continue;
+        }
+        let parsed = processor.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.parse(&batch, now);
+        for (r, p) in batch.iter().zip(&parsed) {
+            if let Err(reason) = p {
+                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = reason.code(), error = %reason, "message refused, sending to dead-letter topic");
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match dead.send(r, reason).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "dead-letter write failed");
+                            tokio::select! {
+                                _ = shutdown.recv() => return Ok(total),
+                                _ = tokio::time::sleep(delay) => {}
+                            }
+                            delay = (delay * 2).min(Duration::from_secs(30));
+                        }
+                    }
+                }
+                metrics::counter!(m::DEAD_LETTERED, "reason" => reason.code()).increment(1);
+            }
+        }
+        let p = processor.clone();
+        let records = batch.clone();
+        let report = tokio::task::spawn_blocking(move || p.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.apply(&records, parsed, now))
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))??;
+        source.commit(&next_offsets(&batch)).await?;
+        total += report.articles as u64;
+        after_commit(&report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineSettings;
+    use crate::matcher::{Matcher, MatcherOptions};
+    use crate::rules::{parse_query, Rule};
+    use crate::source::{MemoryDeadLetters, MemorySource};
+
+    #[tokio::test]
+    async fn bad_messages_go_to_dead_letters_and_the_stream_goes_on() {
+        let rule = Rule { id: "kz".into(), name: "kz".into(), query: parse_query("kazakhstan").unwrap(), notify: vec![], spike: Default::default(), file: "t".into(), line: 1, fingerprint: 1 };
+        let matcher = Arc::new(Matcher::new(vec![rule], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap());
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s.db")).unwrap();
+        let engine = Engine::new(EngineSettings::default(), matcher);
+        let processor = Arc::new(Mutex::new(Processor::new(engine, Some(store), vec!["log".into()], ClockMode::EventTime, 1000)));
+        let mut payloads: Vec<Vec<u8>> = Vec::new();
+        for i in 0..5 {
+            payloads.push(format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b","published_at":"2022-01-05T10:0{i}:00Z"}}"#).into_bytes());
+            payloads.push(b"{broken".to_vec());
+        }
+        payloads.push(vec![0xff, 0xfe]);
+        payloads.push(vec![b'x'; 2000]);
+        let mut source = MemorySource::from_payloads("articles", payloads);
+        let dead = MemoryDeadLetters::default();
+        let (_t, shutdown) = crate::shutdown::channel();
+        let n = run(&mut source, &dead, processor.clone(), LoopSettings { batch_size: 3, poll: Duration::from_millis(10) }, shutdown, |_| {}).await.unwrap();
+        assert_eq!(n, 5);
+        let reasons: Vec<String> = dead.records.lock().unwrap().iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(reasons.len(), 7);
+        assert!(reasons.contains(&"invalid_utf8".to_string()) && reasons.contains(&"too_large".to_string()));
+        assert_eq!(source.committed.last().unwrap().2, 12, "the last offset is committed like any other");
+        let s = Store::open(&d.path().join("s.db")).unwrap();
+        let stories: u32 = s.buckets_since(0).unwrap().iter().map(|b| b.2.articles).sum();
+        assert_eq!(stories, 5);
+        assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 12);
+    }
+}

@@ -1,0 +1,265 @@
+//! `vigie run`: wires the Kafka source, the pipeline, the outbox worker, the HTTP server
+//! and the rule reloader together, and shuts them down in order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::config::{resolve_secret, ChannelKind, Config, ConfigError};
+use crate::engine::{Engine, EngineSettings};
+use crate::http::{AppState, Readiness, ReloadFn};
+use crate::matcher::{Matcher, MatcherOptions};
+use crate::pipeline::{ClockMode, LoopSettings, Processor};
+use crate::rules::RuleSet;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::sink::outbox::OutboxWorker;
+use crate::sink::retry::RetryPolicy;
+use crate::sink::Notifier;
+use crate::source::kafka::{KafkaDeadLetters, KafkaSource};
+use crate::state::Store;
+use crate::telemetry as m;
+
+/// Loads and validates rules and entities and builds their matcher.
+pub fn load_matcher(dir: &Path, config: &Config) -> Result<Matcher, Vec<ConfigError>> {
+    let set = RuleSet::load(dir, &config.channel_names())?;
+    let opts = MatcherOptions { surname_only: config.matching.surname_only, gazetteer: true };
+    Matcher::new(set.rules, set.entities, &opts).map_err(|e| vec![ConfigError { file: None, line: None, column: None, message: e.to_string() }])
+}
+
+/// Builds one notifier per configured channel (plus `log`).
+pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, String> {
+    let mut out: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
+    out.insert("log".into(), Arc::new(crate::sink::log::LogNotifier));
+    for (name, ch) in &config.channels {
+        let n: Arc<dyn Notifier> = match ch.kind {
+            ChannelKind::Log => Arc::new(crate::sink::log::LogNotifier),
+            ChannelKind::Webhook => {
+                let secret = resolve_secret(&ch.secret, &ch.secret_file, &ch.secret_env, &format!("channel {name} secret")).map_err(|e| e.to_string())?;
+                let url = ch.url.clone().ok_or_else(|| format!("channel `{name}` needs `url`"))?;
+                Arc::new(
+                    crate::sink::webhook::WebhookNotifier::new(url, secret, ch.headers.clone(), ch.preset.clone(), Duration::from_secs(ch.timeout_secs), ch.danger_accept_invalid_certs)
+                        .map_err(|e| format!("channel `{name}`: {e}"))?,
+                )
+            }
+            ChannelKind::Email => {
+                let smtp = config.smtp.as_ref().ok_or_else(|| format!("channel `{name}` needs an [smtp] section"))?;
+                let password = resolve_secret(&smtp.password, &smtp.password_file, &smtp.password_env, "smtp password").map_err(|e| e.to_string())?;
+                Arc::new(crate::sink::email::EmailNotifier::new(smtp, password, &ch.to).map_err(|e| format!("channel `{name}`: {e}"))?)
+            }
+        };
+        out.insert(name.clone(), n);
+    }
+    Ok(out)
+}
+
+/// Opens the state file and builds an engine restored from it.
+pub fn restored_engine(config: &Config, matcher: Arc<Matcher>, store: &Store) -> anyhow::Result<Engine> {
+    let settings = EngineSettings::from_config(config);
+    let mut engine = Engine::new(settings.clone(), matcher);
+    let wm = store.watermark()?;
+    let since = wm.unwrap_or(0) - settings.memory_secs;
+    engine.restore(store.rule_states()?, store.buckets_since(since)?, store.stories_since(wm.unwrap_or(0) - settings.story_window_secs - settings.lateness_secs)?, store.volume_since(since)?, wm);
+    Ok(engine)
+}
+
+/// Runs the service until `shutdown` fires or a fatal error occurs.
+pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyhow::Result<()> {
+    let shutdown = trigger.signal();
+    let prometheus = m::prometheus();
+    let matcher = Arc::new(load_matcher(&dir, &config).map_err(|errs| {
+        for e in &errs {
+            tracing::error!(error = %e, "invalid rules");
+        }
+        anyhow::anyhow!("{} error(s) in rules or entities", errs.len())
+    })?);
+    metrics::gauge!(m::RULES_LOADED).set(matcher.rules.len() as f64);
+    tracing::info!(rules = matcher.rules.len(), entities = matcher.entities().len(), "rules loaded");
+
+    let store = Store::open(&config.state.path).with_context(|| format!("opening state file {}", config.state.path.display()))?;
+    let engine = restored_engine(&config, matcher, &store)?;
+    let offsets = store.offsets()?;
+    let processor = Arc::new(Mutex::new(Processor::new(
+        engine,
+        Some(store),
+        config.alerts.default_notify.clone(),
+        ClockMode::Live { idle_after: Duration::from_secs(10) },
+        config.kafka.max_message_bytes,
+    )));
+
+    if let Err(e) = crate::source::kafka::ensure_topic(&config.kafka, &config.kafka.dlq_topic(), 1).await {
+        tracing::warn!(error = %e, topic = %config.kafka.dlq_topic(), "cannot create the dead-letter topic; it must exist");
+    }
+    let mut source = KafkaSource::new(&config.kafka, offsets).context("creating the kafka consumer")?;
+    let dead = KafkaDeadLetters::new(&config.kafka).context("creating the dead-letter producer")?;
+
+    let readiness = Arc::new(Readiness { assigned: Some(source.assigned()), ..Default::default() });
+    readiness.rules_loaded.store(true, Ordering::Relaxed);
+    readiness.state_ok.store(true, Ordering::Relaxed);
+
+    // Outbox worker with its own state connection.
+    let wake = Arc::new(Notify::new());
+    let worker = OutboxWorker {
+        store: Arc::new(Mutex::new(Store::open(&config.state.path)?)),
+        notifiers: notifiers(&config).map_err(|e| anyhow::anyhow!(e))?,
+        policy: RetryPolicy { give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600), ..Default::default() },
+        wake: wake.clone(),
+    };
+    let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
+    let worker_task = tokio::spawn(worker.run(worker_shutdown));
+
+    // Rule reloads: file changes, SIGHUP and the API all come here.
+    let reload: ReloadFn = {
+        let dir = dir.clone();
+        let config = config.clone();
+        let processor = processor.clone();
+        Arc::new(move || {
+            let dir = dir.clone();
+            let config = config.clone();
+            let processor = processor.clone();
+            Box::pin(async move {
+                let built = tokio::task::spawn_blocking(move || load_matcher(&dir, &config)).await.map_err(|e| vec![e.to_string()])?;
+                match built {
+                    Ok(matcher) => {
+                        let n = matcher.rules.len();
+                        let matcher = Arc::new(matcher);
+                        let p = processor.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Ok(mut p) = p.lock() {
+                                p.engine.set_matcher(matcher);
+                            }
+                        })
+                        .await
+                        .map_err(|e| vec![e.to_string()])?;
+                        metrics::gauge!(m::RULES_LOADED).set(n as f64);
+                        tracing::info!(rules = n, "rules reloaded");
+                        Ok(n)
+                    }
+                    Err(errs) => {
+                        metrics::counter!(m::RELOAD_FAILURES).increment(1);
+                        for e in &errs {
+                            tracing::error!(error = %e, "rule reload refused, keeping the previous rules");
+                        }
+                        Err(errs.iter().map(|e| e.to_string()).collect())
+                    }
+                }
+            })
+        })
+    };
+    let reloader = tokio::spawn(watch_rules(dir.clone(), reload.clone(), shutdown.clone()));
+
+    // HTTP.
+    let http_task = if config.http.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.http.listen).await.with_context(|| format!("binding http.listen {}", config.http.listen))?;
+        tracing::info!(addr = %listener.local_addr()?, "http server listening");
+        let api_token = resolve_secret(&config.http.api_token, &config.http.api_token_file, &None, "api token")?;
+        let state = AppState { processor: processor.clone(), state_path: config.state.path.clone(), readiness: readiness.clone(), prometheus, api_token, reload: reload.clone() };
+        Some(tokio::spawn(crate::http::serve(listener, state, shutdown.clone())))
+    };
+
+    // Lag.
+    let probe = source.probe();
+    let lag_shutdown = shutdown.clone();
+    let lag_task = tokio::spawn(async move {
+        let mut s = lag_shutdown;
+        loop {
+            let p = probe.clone();
+            if let Ok(lag) = tokio::task::spawn_blocking(move || p.lag()).await {
+                for (partition, l) in lag {
+                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(l as f64);
+                }
+            }
+            tokio::select! {
+                _ = s.recv() => return,
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            }
+        }
+    });
+
+    tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group_id, brokers = %config.kafka.brokers, "consuming");
+    let settings = LoopSettings { batch_size: config.kafka.batch_size, poll: Duration::from_millis(500) };
+    let wake2 = wake.clone();
+    let result = crate::pipeline::run(&mut source, &dead, processor.clone(), settings, shutdown.clone(), move |_| wake2.notify_one()).await;
+    if let Err(e) = &result {
+        readiness.state_ok.store(false, Ordering::Relaxed);
+        tracing::error!(error = %e, "pipeline stopped");
+    }
+    // Orderly stop: everything processed is already durable; tell Kafka, leave the group,
+    // give the outbox a moment to finish what it is sending, stop the rest.
+    trigger.fire();
+    let final_commit = tokio::task::spawn_blocking(move || {
+        source.commit_sync();
+        source.close();
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(5), final_commit).await;
+    worker_trigger.fire();
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
+    if let Some(h) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
+    }
+    lag_task.abort();
+    reloader.abort();
+    tracing::info!("stopped");
+    result.map(|_| ()).map_err(Into::into)
+}
+
+/// Reloads rules on changes under `rules/` and `entities/` (debounced) and on SIGHUP.
+async fn watch_rules(dir: PathBuf, reload: ReloadFn, mut shutdown: Shutdown) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watcher = {
+        let tx = tx.clone();
+        notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev {
+                if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send(());
+                }
+            }
+        })
+    };
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch rule files; use SIGHUP or POST /api/reload");
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut() {
+        for sub in ["rules", "entities"] {
+            let p = dir.join(sub);
+            if p.exists() {
+                if let Err(e) = w.watch(&p, RecursiveMode::NonRecursive) {
+                    tracing::warn!(error = %e, path = %p.display(), "cannot watch");
+                }
+            }
+        }
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        let hup_fut = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = hup_fut => { tracing::info!("SIGHUP: reloading rules"); }
+            Some(()) = rx.recv() => {
+                // Debounce: editors write files in several steps.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                while rx.try_recv().is_ok() {}
+                tracing::info!("rule files changed: reloading");
+            }
+        }
+        let _ = reload().await;
+    }
+}

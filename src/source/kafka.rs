@@ -1,0 +1,343 @@
+//! The Kafka source, dead-letter producer and small admin helpers, on rdkafka.
+//!
+//! Offsets: the state file is the source of truth. On every partition assignment the
+//! rebalance callback seeks each partition to the next offset stored in the state file
+//! (falling back to the group's committed offset, then `auto.offset.reset`). After each
+//! durable state commit the same offsets are committed to Kafka too, so lag tools and a
+//! fresh state file see sensible positions. Assignment uses the eager protocol.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{DeadLetters, Record, SourceError};
+use crate::article::Reject;
+use crate::config::KafkaConfig;
+
+/// Offsets by (topic, partition), shared between the pipeline and the rebalance callback.
+pub type OffsetMap = Arc<RwLock<HashMap<(String, i32), i64>>>;
+
+/// Consumer context: applies stored offsets on assignment and tracks what is assigned.
+pub struct VigieContext {
+    /// Next offsets from the state file, kept current by the pipeline after each commit.
+    stored: OffsetMap,
+    /// Partitions currently assigned (for readiness and lag).
+    assigned: Arc<RwLock<BTreeSet<(String, i32)>>>,
+}
+
+impl ClientContext for VigieContext {}
+
+impl ConsumerContext for VigieContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let stored = self.stored.read().map(|m| m.clone()).unwrap_or_default();
+                for (topic, partition) in &parts {
+                    if let Some(&next) = stored.get(&(topic.clone(), *partition)) {
+                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(next));
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "cannot assign partitions");
+                }
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                if let Ok(mut a) = self.assigned.write() {
+                    a.extend(parts);
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                let _ = consumer.unassign();
+                if let Ok(mut a) = self.assigned.write() {
+                    a.clear();
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+                if let Ok(mut a) = self.assigned.write() {
+                    a.clear();
+                }
+            }
+        }
+    }
+}
+
+/// Base client properties shared by consumers, producers and admin clients.
+pub fn client_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c
+}
+
+/// Properties that only make sense for consumers; removed from producer/admin configs.
+const CONSUMER_ONLY: &[&str] = &["session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "auto.offset.reset", "group.id", "fetch.min.bytes", "fetch.wait.max.ms", "enable.auto.commit", "partition.assignment.strategy", "group.instance.id"];
+
+fn producer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, value) in &k.properties {
+        if !CONSUMER_ONLY.contains(&key.as_str()) {
+            c.set(key, value);
+        }
+    }
+    c
+}
+
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer<VigieContext>>,
+    stored: OffsetMap,
+    assigned: Arc<RwLock<BTreeSet<(String, i32)>>>,
+    /// How long a batch keeps filling after its first record.
+    linger: Duration,
+}
+
+impl KafkaSource {
+    pub fn new(k: &KafkaConfig, stored: HashMap<(String, i32), i64>) -> Result<KafkaSource, SourceError> {
+        let stored: OffsetMap = Arc::new(RwLock::new(stored));
+        let assigned = Arc::new(RwLock::new(BTreeSet::new()));
+        let ctx = VigieContext { stored: stored.clone(), assigned: assigned.clone() };
+        let mut c = client_config(k);
+        c.set("group.id", &k.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", &k.auto_offset_reset)
+            .set("message.max.bytes", (k.max_message_bytes.max(1_000_000) * 2).to_string());
+        for (key, value) in &k.properties {
+            c.set(key, value);
+        }
+        let consumer: StreamConsumer<VigieContext> = c.create_with_context(ctx)?;
+        consumer.subscribe(&[&k.topic])?;
+        Ok(KafkaSource { consumer: Arc::new(consumer), stored, assigned, linger: Duration::from_millis(k.batch_timeout_ms) })
+    }
+
+    /// Shared view of assigned partitions.
+    pub fn assigned(&self) -> Arc<RwLock<BTreeSet<(String, i32)>>> {
+        self.assigned.clone()
+    }
+
+    /// A handle that measures lag from another task.
+    pub fn probe(&self) -> LagProbe {
+        LagProbe { consumer: self.consumer.clone(), stored: self.stored.clone(), assigned: self.assigned.clone() }
+    }
+
+    /// Leaves the group cleanly.
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}
+
+/// Measures consumer lag beside the pipeline.
+#[derive(Clone)]
+pub struct LagProbe {
+    consumer: Arc<StreamConsumer<VigieContext>>,
+    stored: OffsetMap,
+    assigned: Arc<RwLock<BTreeSet<(String, i32)>>>,
+}
+
+impl LagProbe {
+    /// Consumer lag per partition: high watermark minus our next offset. Blocking: call
+    /// from a blocking thread.
+    pub fn lag(&self) -> BTreeMap<i32, i64> {
+        let parts: Vec<(String, i32)> = self.assigned.read().map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        let stored = self.stored.read().map(|m| m.clone()).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for (topic, p) in parts {
+            if let Ok((_, high)) = self.consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)) {
+                let next = stored.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                out.insert(p, (high - next).max(0));
+            }
+        }
+        out
+    }
+}
+
+impl super::Source for KafkaSource {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, SourceError> {
+        let mut out = Vec::new();
+        let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
+            Err(_) => return Ok(out),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "kafka receive error");
+                return Ok(out);
+            }
+            Ok(Ok(m)) => to_record(&m),
+        };
+        out.push(first);
+        let deadline = Instant::now() + self.linger;
+        while out.len() < max {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka receive error");
+                    break;
+                }
+                Ok(Ok(m)) => out.push(to_record(&m)),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit(&mut self, offsets: &[(String, i32, i64)]) -> Result<(), SourceError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        if let Ok(mut m) = self.stored.write() {
+            for (t, p, o) in offsets {
+                m.insert((t.clone(), *p), *o);
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        // Kafka's copy of the offsets is advisory (the state file is the truth), so an
+        // async commit that fails during a rebalance or outage is only logged.
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "kafka offset commit failed");
+        }
+        Ok(())
+    }
+}
+
+impl KafkaSource {
+    /// Synchronous final commit of the latest stored offsets (on shutdown).
+    pub fn commit_sync(&self) {
+        let stored = self.stored.read().map(|m| m.clone()).unwrap_or_default();
+        let assigned = self.assigned.read().map(|a| a.clone()).unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in stored {
+            if assigned.contains(&(t.clone(), p)) {
+                let _ = tpl.add_partition_offset(&t, p, Offset::Offset(o));
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "final kafka offset commit failed");
+            }
+        }
+    }
+}
+
+fn to_record<M: Message>(m: &M) -> Record {
+    Record {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        payload: m.payload().map(|p| p.to_vec()),
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+/// Sends refused records to the dead-letter topic, with the reason in headers.
+pub struct KafkaDeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl KafkaDeadLetters {
+    pub fn new(k: &KafkaConfig) -> Result<Self, SourceError> {
+        let mut c = producer_config(k);
+        c.set("message.timeout.ms", "30000").set("message.max.bytes", (k.max_message_bytes.max(1_000_000) * 12).to_string());
+        Ok(KafkaDeadLetters { producer: c.create()?, topic: k.dlq_topic() })
+    }
+}
+
+impl DeadLetters for KafkaDeadLetters {
+    async fn send(&self, r: &Record, reason: &Reject) -> Result<(), SourceError> {
+        let detail = reason.to_string();
+        let offset = r.offset.to_string();
+        let partition = r.partition.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "vigie.reason", value: Some(reason.code()) })
+            .insert(Header { key: "vigie.error", value: Some(detail.as_str()) })
+            .insert(Header { key: "vigie.source.topic", value: Some(r.topic.as_str()) })
+            .insert(Header { key: "vigie.source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "vigie.source.offset", value: Some(offset.as_str()) });
+        let payload: &[u8] = r.payload.as_deref().unwrap_or(&[]);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).payload(payload).headers(headers);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        self.producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| SourceError::Kafka(e))?;
+        Ok(())
+    }
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<(), SourceError> {
+    let admin: AdminClient<DefaultClientContext> = producer_config(k).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let res = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+    for r in res {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(SourceError::Other(format!("cannot create topic {t}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Publishes payloads with keys; returns how many were acknowledged and the first error.
+pub async fn publish(k: &KafkaConfig, topic: &str, items: Vec<(Option<String>, Vec<u8>)>, mut progress: impl FnMut(usize)) -> (usize, Option<SourceError>) {
+    let producer: FutureProducer = match producer_config(k).set("message.timeout.ms", "30000").set("linger.ms", "5").create() {
+        Ok(p) => p,
+        Err(e) => return (0, Some(e.into())),
+    };
+    let mut ok = 0;
+    let mut first_err = None;
+    // Keep a bounded number of sends in flight for throughput without unbounded memory.
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    use futures::StreamExt;
+    for (key, payload) in items {
+        let producer = producer.clone();
+        let topic = topic.to_string();
+        in_flight.push_back(async move {
+            let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic).payload(&payload);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_str());
+            }
+            producer.send(rec, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+        });
+        if in_flight.len() >= 1000 {
+            if let Some(r) = in_flight.next().await {
+                match r {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        first_err.get_or_insert(SourceError::Kafka(e));
+                    }
+                }
+                progress(ok);
+            }
+        }
+    }
+    while let Some(r) = in_flight.next().await {
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                first_err.get_or_insert(SourceError::Kafka(e));
+            }
+        }
+        progress(ok);
+    }
+    (ok, first_err)
+}

@@ -1,0 +1,320 @@
+//! The state file: one SQLite database (WAL mode) holding everything that must survive a
+//! restart — consumed offsets, per-rule counts and detector state, the story index, alert
+//! events and the delivery outbox.
+//!
+//! The central invariant: [`Store::commit`] writes a batch's counts, detector state, alert
+//! events, outbox rows *and the offsets of the records that produced them* in one
+//! transaction. After a crash, the consumer resumes from the stored offsets, so every
+//! record is reflected exactly once in the counts, whatever happened to Kafka's own
+//! committed offsets.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::engine::{AlertEvent, Bucket, Changes, RuleState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state file: cannot create directory {path}: {source}")]
+    Dir { path: String, source: std::io::Error },
+    #[error("state file: corrupt record: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS buckets (
+    rule TEXT NOT NULL, bucket INTEGER NOT NULL, articles INTEGER NOT NULL, stories INTEGER NOT NULL,
+    sources BLOB NOT NULL, PRIMARY KEY (rule, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rule_state (rule TEXT PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
+CREATE TABLE IF NOT EXISTS volume (bucket INTEGER PRIMARY KEY, articles INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,
+    at INTEGER NOT NULL, created_at INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alert_events_created ON alert_events (created_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, channel TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, done_ms INTEGER,
+    last_error TEXT, UNIQUE (event_id, channel));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
+"#;
+
+/// A connection to the state file. Each task that needs one opens its own: SQLite in WAL
+/// mode lets readers run beside the single writer; writers wait on `busy_timeout`.
+pub struct Store {
+    conn: Connection,
+}
+
+/// A row of the outbox that is due for delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub channel: String,
+    pub attempts: u32,
+    pub created_ms: i64,
+    pub event: AlertEvent,
+}
+
+/// Outbox counts by status.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutboxStats {
+    pub pending: i64,
+    pub sent: i64,
+    pub dead: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn encode_sources(s: &[u64]) -> Vec<u8> {
+    s.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+fn decode_sources(b: &[u8]) -> Vec<u64> {
+    b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed transaction survives power loss, which is what lets us store
+        // offsets only after effects are durable.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn })
+    }
+
+    /// Checks that the file can be written (for readiness).
+    pub fn writable(&self) -> bool {
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)", params![now_ms().to_string()]).is_ok()
+    }
+
+    /// Writes one batch's effects and the offsets that produced them, atomically.
+    /// `deliveries` are (event id, channel) rows for the outbox.
+    pub fn commit(&mut self, c: &Changes, offsets: &[(String, i32, i64)], deliveries: &[(String, String)]) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put_bucket = tx.prepare_cached("INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for (rule, b, bucket) in &c.buckets {
+                put_bucket.execute(params![rule, b, bucket.articles, bucket.stories, encode_sources(&bucket.sources)])?;
+            }
+            let mut put_rule = tx.prepare_cached("INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)")?;
+            for (rule, st) in &c.rules {
+                put_rule.execute(params![rule, serde_json::to_string(st)?])?;
+            }
+            let mut put_story = tx.prepare_cached("INSERT INTO stories (hash, at) VALUES (?1, ?2)")?;
+            for (h, at) in &c.stories {
+                put_story.execute(params![*h as i64, at])?;
+            }
+            let mut put_volume = tx.prepare_cached("INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)")?;
+            for (b, n) in &c.volume {
+                put_volume.execute(params![b, *n as i64])?;
+            }
+            let now = now_ms();
+            let mut put_event = tx.prepare_cached("INSERT OR IGNORE INTO alert_events (event_id, alert_id, rule, kind, at, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            for e in &c.events {
+                put_event.execute(params![e.event_id, e.alert_id, e.rule, e.kind.as_str(), e.at.timestamp(), now, serde_json::to_string(e)?])?;
+            }
+            let mut put_outbox = tx.prepare_cached("INSERT OR IGNORE INTO outbox (event_id, channel, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?3)")?;
+            for (event, channel) in deliveries {
+                put_outbox.execute(params![event, channel, now])?;
+            }
+            let mut put_offset = tx.prepare_cached("INSERT OR REPLACE INTO offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3)")?;
+            for (topic, partition, next) in offsets {
+                put_offset.execute(params![topic, partition, next])?;
+            }
+            if c.watermark != i64::MIN {
+                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)", params![c.watermark.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stored next offsets by (topic, partition).
+    pub fn offsets(&self) -> Result<HashMap<(String, i32), i64>, StateError> {
+        let mut st = self.conn.prepare("SELECT topic, partition, next_offset FROM offsets")?;
+        let rows = st.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn watermark(&self) -> Result<Option<i64>, StateError> {
+        let v: Option<String> = self.conn.query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| r.get(0)).optional()?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// Rule states.
+    pub fn rule_states(&self) -> Result<Vec<(String, RuleState)>, StateError> {
+        let mut st = self.conn.prepare("SELECT rule, state FROM rule_state")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            out.push((id, serde_json::from_str(&json)?));
+        }
+        Ok(out)
+    }
+
+    /// Buckets of all rules from `since` on.
+    pub fn buckets_since(&self, since: i64) -> Result<Vec<(String, i64, Bucket)>, StateError> {
+        let mut st = self.conn.prepare("SELECT rule, bucket, articles, stories, sources FROM buckets WHERE bucket >= ?1")?;
+        let rows = st.query_map([since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, Bucket { articles: r.get(2)?, stories: r.get(3)?, sources: decode_sources(&r.get::<_, Vec<u8>>(4)?) }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One rule's buckets from `since` on: (start, articles, stories).
+    pub fn rule_series(&self, rule: &str, since: i64) -> Result<Vec<(i64, u32, u32)>, StateError> {
+        let mut st = self.conn.prepare("SELECT bucket, articles, stories FROM buckets WHERE rule = ?1 AND bucket >= ?2 ORDER BY bucket")?;
+        let rows = st.query_map(params![rule, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn stories_since(&self, since: i64) -> Result<Vec<(u64, i64)>, StateError> {
+        let mut st = self.conn.prepare("SELECT hash, at FROM stories WHERE at >= ?1")?;
+        let rows = st.query_map([since], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn volume_since(&self, since: i64) -> Result<Vec<(i64, u64)>, StateError> {
+        let mut st = self.conn.prepare("SELECT bucket, articles FROM volume WHERE bucket >= ?1")?;
+        let rows = st.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Alert events recorded at or after `since_ms` (processing time), oldest first.
+    pub fn alerts_since(&self, since_ms: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare("SELECT payload FROM alert_events WHERE created_at >= ?1 ORDER BY created_at, at LIMIT ?2")?;
+        let rows = st.query_map(params![since_ms, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Alert events whose event time is at or after `since` (unix seconds), oldest first.
+    pub fn alerts_at_since(&self, since: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare("SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at, created_at LIMIT ?2")?;
+        let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Outbox rows due now, oldest first.
+    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StateError> {
+        let mut st = self.conn.prepare(
+            "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
+             WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now_ms, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, i64>(4)?, r.get::<_, String>(5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, event_id, channel, attempts, created_ms, payload) = row?;
+            out.push(Delivery { id, event_id, channel, attempts, created_ms, event: serde_json::from_str(&payload)? });
+        }
+        Ok(out)
+    }
+
+    /// Earliest time a pending row becomes due, if any.
+    pub fn next_due_ms(&self) -> Result<Option<i64>, StateError> {
+        Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?)
+    }
+
+    pub fn mark_sent(&self, id: i64) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_ms = ?2, last_error = NULL WHERE id = ?1", params![id, now_ms()])?;
+        Ok(())
+    }
+
+    pub fn mark_retry(&self, id: i64, next_ms: i64, error: &str) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1", params![id, next_ms, error])?;
+        Ok(())
+    }
+
+    pub fn mark_dead(&self, id: i64, error: &str) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET status = 'dead', attempts = attempts + 1, done_ms = ?2, last_error = ?3 WHERE id = ?1", params![id, now_ms(), error])?;
+        Ok(())
+    }
+
+    pub fn outbox_stats(&self) -> Result<OutboxStats, StateError> {
+        let mut s = OutboxStats::default();
+        let mut st = self.conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (status, n) = row?;
+            match status.as_str() {
+                "pending" => s.pending = n,
+                "sent" => s.sent = n,
+                _ => s.dead += n,
+            }
+        }
+        Ok(s)
+    }
+
+    /// Dead-lettered deliveries with their last error, newest first.
+    pub fn dead_deliveries(&self, limit: usize) -> Result<Vec<(String, String, String)>, StateError> {
+        let mut st = self.conn.prepare("SELECT event_id, channel, COALESCE(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY done_ms DESC LIMIT ?1")?;
+        let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes buckets, stories and finished outbox rows older than the given times.
+    pub fn prune(&self, bucket_before: i64, story_before: i64) -> Result<(), StateError> {
+        self.conn.execute("DELETE FROM buckets WHERE bucket < ?1", [bucket_before])?;
+        self.conn.execute("DELETE FROM volume WHERE bucket < ?1", [bucket_before])?;
+        self.conn.execute("DELETE FROM stories WHERE at < ?1", [story_before])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_and_reloads() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("s/state.db");
+        let mut s = Store::open(&path).unwrap();
+        let c = Changes {
+            buckets: vec![("kz".into(), 300, Bucket { articles: 2, stories: 1, sources: vec![7, 9] })],
+            rules: vec![("kz".into(), RuleState::default())],
+            stories: vec![(u64::MAX, 300)],
+            volume: vec![(300, 5)],
+            events: vec![],
+            watermark: 600,
+        };
+        s.commit(&c, &[("articles".into(), 0, 42)], &[]).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 42);
+        assert_eq!(s.buckets_since(0).unwrap()[0].2.sources, vec![7, 9]);
+        assert_eq!(s.stories_since(0).unwrap(), vec![(u64::MAX, 300)]);
+        assert_eq!(s.watermark().unwrap(), Some(600));
+        assert!(s.writable());
+    }
+}
