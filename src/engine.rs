@@ -157,17 +157,29 @@ mod nan_as_null {
 pub struct Changes {
     pub buckets: Vec<(String, i64, Bucket)>,
     pub rules: Vec<(String, RuleState)>,
-    pub stories: Vec<(u64, i64)>,
+    pub stories: Vec<StoryKey>,
     pub volume: Vec<(i64, u64)>,
     pub events: Vec<AlertEvent>,
     pub watermark: i64,
 }
 
+/// What identifies an article's story: a SimHash of its text and, for titles of four words
+/// or more, a hash of the normalized title (wire copies keep the title, change the tail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoryKey {
+    pub simhash: u64,
+    pub title: Option<u64>,
+    pub at: i64,
+}
+
 /// Near-duplicate index over recent articles, by 64-bit SimHash split in four 16-bit bands:
-/// two hashes within Hamming distance 3 share at least one band exactly.
+/// two hashes within Hamming distance 3 share at least one band exactly. Exact title
+/// hashes are indexed beside.
 #[derive(Debug, Default)]
 pub struct StoryIndex {
     entries: VecDeque<(u64, i64)>,
+    /// Title hash → newest time seen.
+    titles: HashMap<u64, i64>,
     /// Sequence number of `entries[0]`.
     base: u64,
     bands: [HashMap<u16, Vec<u64>>; 4],
@@ -177,10 +189,16 @@ pub struct StoryIndex {
 const SAME_STORY_BITS: u32 = 3;
 
 impl StoryIndex {
-    /// Records `hash` at time `t`; returns true when it starts a new story.
-    pub fn insert(&mut self, hash: u64, t: i64, window: i64) -> bool {
+    /// Records a story key; returns true when it starts a new story.
+    pub fn insert(&mut self, key: StoryKey, window: i64) -> bool {
+        let (hash, t) = (key.simhash, key.at);
         let mut dup = false;
-        'bands: for (i, band) in self.bands.iter().enumerate() {
+        if let Some(title) = key.title {
+            if let Some(prev) = self.titles.insert(title, t) {
+                dup = (prev - t).abs() <= window;
+            }
+        }
+        'bands: for (i, band) in self.bands.iter().enumerate().filter(|_| !dup) {
             if let Some(seqs) = band.get(&((hash >> (16 * i)) as u16)) {
                 for &seq in seqs {
                     if let Some(&(h, at)) = self.entries.get((seq - self.base) as usize) {
@@ -202,6 +220,9 @@ impl StoryIndex {
 
     /// Drops entries recorded before `cutoff` (in insertion order).
     pub fn prune(&mut self, cutoff: i64) {
+        if self.titles.len() > 2 * self.entries.len() + 1024 {
+            self.titles.retain(|_, t| *t >= cutoff);
+        }
         while let Some(&(hash, t)) = self.entries.front() {
             if t >= cutoff {
                 break;
@@ -227,6 +248,12 @@ impl StoryIndex {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Hash of a normalized title of at least four words (shorter ones collide too often).
+pub fn title_hash(title: &str) -> Option<u64> {
+    let n = normalize::normalize_str(title);
+    (n.split(' ').count() >= 4).then(|| xxhash_rust::xxh3::xxh3_64(n.as_bytes()))
 }
 
 /// 64-bit SimHash of an article's normalized words (two-word shingles).
@@ -268,7 +295,7 @@ pub struct Engine {
     dirty_buckets: HashSet<(String, i64)>,
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
-    new_stories: Vec<(u64, i64)>,
+    new_stories: Vec<StoryKey>,
     events: Vec<AlertEvent>,
     /// Articles dropped as too late since start (for metrics).
     pub late_total: u64,
@@ -328,7 +355,7 @@ impl Engine {
     }
 
     /// Restores persisted state (called once at start, before any ingest).
-    pub fn restore(&mut self, rules: Vec<(String, RuleState)>, buckets: Vec<(String, i64, Bucket)>, stories: Vec<(u64, i64)>, volume: Vec<(i64, u64)>, watermark: Option<i64>) {
+    pub fn restore(&mut self, rules: Vec<(String, RuleState)>, buckets: Vec<(String, i64, Bucket)>, stories: Vec<StoryKey>, volume: Vec<(i64, u64)>, watermark: Option<i64>) {
         for (id, mut st) in rules {
             if let Some(cur) = self.rules.get(&id) {
                 if cur.fingerprint != st.fingerprint {
@@ -344,9 +371,9 @@ impl Engine {
             }
         }
         let mut stories = stories;
-        stories.sort_by_key(|s| s.1);
-        for (h, t) in stories {
-            self.stories.insert(h, t, self.settings.story_window_secs);
+        stories.sort_by_key(|s| s.at);
+        for k in stories {
+            self.stories.insert(k, self.settings.story_window_secs);
         }
         self.volume.extend(volume);
         if let Some(w) = watermark {
@@ -364,9 +391,9 @@ impl Engine {
             self.late_total += 1;
             return Ingested::Late;
         }
-        let hash = simhash(&a.title, &a.body);
-        let new_story = self.stories.insert(hash, t, self.settings.story_window_secs);
-        self.new_stories.push((hash, t));
+        let key = StoryKey { simhash: simhash(&a.title, &a.body), title: title_hash(&a.title), at: t };
+        let new_story = self.stories.insert(key, self.settings.story_window_secs);
+        self.new_stories.push(key);
         let b = self.bucket_of(t);
         *self.volume.entry(b).or_default() += 1;
         self.dirty_volume.insert(b);
@@ -625,10 +652,18 @@ mod tests {
     #[test]
     fn simhash_collapses_copies_not_distinct_stories() {
         let a = simhash("Kazakhstan: Tokayev asks CSTO for help", "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities.");
-        let b = simhash("Kazakhstan: Tokayev asks CSTO for help", "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities. (AFP)");
+        let long = "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities. ".repeat(5);
+        let a = simhash("Kazakhstan: Tokayev asks CSTO for help", &long);
+        let b = simhash("Kazakhstan: Tokayev asks CSTO for help", &format!("{long} (AFP) Read more on our site"));
         let c = simhash("Football: results of the weekend", "Paris won again on Sunday while Lyon lost at home in a game marked by two red cards.");
         assert!((a ^ b).count_ones() <= SAME_STORY_BITS, "{}", (a ^ b).count_ones());
         assert!((a ^ c).count_ones() > 10);
+        let mut idx = StoryIndex::default();
+        let title = title_hash("Kazakhstan: Tokayev asks CSTO for help");
+        assert!(idx.insert(StoryKey { simhash: a, title, at: 0 }, 3600));
+        // A short copy whose SimHash drifted still joins its story through the title.
+        assert!(!idx.insert(StoryKey { simhash: !a, title, at: 60 }, 3600));
+        assert!(idx.insert(StoryKey { simhash: c, title: None, at: 90 }, 3600));
     }
 
     #[test]

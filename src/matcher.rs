@@ -134,7 +134,27 @@ impl PatternSet {
             self.targets.push(Vec::new());
             self.patterns.len() - 1
         });
-        self.targets[id].push(target);
+        let targets = &mut self.targets[id];
+        // One surface form votes once per country. When several sources give the same
+        // normalized form (Jordan, Serbian Јордан), the cautious reading wins: if any
+        // says it is ambiguous, it is.
+        if let Target::Country { idx, weight, needs_capital } = target {
+            for t in targets.iter_mut() {
+                if let Target::Country { idx: i, weight: w, needs_capital: n } = t {
+                    if *i == idx {
+                        *w = w.min(weight);
+                        *n = *n || needs_capital;
+                        return;
+                    }
+                }
+            }
+        }
+        if let Target::Entity { idx, .. } = target {
+            if targets.iter().any(|t| matches!(t, Target::Entity { idx: i, .. } if *i == idx)) {
+                return;
+            }
+        }
+        targets.push(target);
     }
 }
 
@@ -420,7 +440,8 @@ impl EvalCtx<'_> {
                 let _ = ta;
                 let (wa, wae) = (word_index(*fa, *sa), word_end(*fa, *ea));
                 let (wb, wbe) = (word_index(*fb, *sb), word_end(*fb, *eb));
-                let gap = if wb > wae { wb - wae } else { wa.saturating_sub(wbe) };
+                // Words strictly between the two terms.
+                let gap = if wb > wae { wb - wae - 1 } else { wa.saturating_sub(wbe + 1) };
                 if gap as u32 <= distance {
                     return true;
                 }

@@ -132,9 +132,12 @@ pub fn parse(text: &str, fallback: Option<DateTime<Utc>>, name: &str) -> Value {
                 }
             }
         }
-        if date.is_none() {
+        // Keep the first written date, unless a later one also gives the time of day.
+        if date.is_none_or(|(d, _)| d.time() == chrono::NaiveTime::MIN) {
             if let Some(d) = written_date(line) {
-                date = Some((d, "text"));
+                if date.is_none() || d.time() != chrono::NaiveTime::MIN {
+                    date = Some((d, "text"));
+                }
             }
         }
         if title.is_none() {

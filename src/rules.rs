@@ -539,6 +539,8 @@ impl Parser {
                 if let Some(Tok::Near(n)) = self.peek().cloned() {
                     self.pos += 1;
                     let (field2, text2, at2) = self.term()?;
+                    // An unprefixed right side searches the same field as the left.
+                    let field2 = field2.or_else(|| field.clone());
                     let (Some(f1), Some(f2)) = (text_field(&field), text_field(&field2)) else {
                         return Err(QueryError { offset: at, message: "NEAR works on words and phrases only".into() });
                     };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{AlertEvent, Bucket, Changes, RuleState};
+use crate::engine::{AlertEvent, Bucket, Changes, RuleState, StoryKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     rule TEXT NOT NULL, bucket INTEGER NOT NULL, articles INTEGER NOT NULL, stories INTEGER NOT NULL,
     sources BLOB NOT NULL, PRIMARY KEY (rule, bucket)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rule_state (rule TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, title INTEGER, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
 CREATE TABLE IF NOT EXISTS volume (bucket INTEGER PRIMARY KEY, articles INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS alert_events (
@@ -120,9 +120,9 @@ impl Store {
             for (rule, st) in &c.rules {
                 put_rule.execute(params![rule, serde_json::to_string(st)?])?;
             }
-            let mut put_story = tx.prepare_cached("INSERT INTO stories (hash, at) VALUES (?1, ?2)")?;
-            for (h, at) in &c.stories {
-                put_story.execute(params![*h as i64, at])?;
+            let mut put_story = tx.prepare_cached("INSERT INTO stories (hash, title, at) VALUES (?1, ?2, ?3)")?;
+            for k in &c.stories {
+                put_story.execute(params![k.simhash as i64, k.title.map(|t| t as i64), k.at])?;
             }
             let mut put_volume = tx.prepare_cached("INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)")?;
             for (b, n) in &c.volume {
@@ -189,9 +189,9 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn stories_since(&self, since: i64) -> Result<Vec<(u64, i64)>, StateError> {
-        let mut st = self.conn.prepare("SELECT hash, at FROM stories WHERE at >= ?1")?;
-        let rows = st.query_map([since], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?;
+    pub fn stories_since(&self, since: i64) -> Result<Vec<StoryKey>, StateError> {
+        let mut st = self.conn.prepare("SELECT hash, title, at FROM stories WHERE at >= ?1")?;
+        let rows = st.query_map([since], |r| Ok(StoryKey { simhash: r.get::<_, i64>(0)? as u64, title: r.get::<_, Option<i64>>(1)?.map(|t| t as u64), at: r.get(2)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -303,7 +303,7 @@ mod tests {
         let c = Changes {
             buckets: vec![("kz".into(), 300, Bucket { articles: 2, stories: 1, sources: vec![7, 9] })],
             rules: vec![("kz".into(), RuleState::default())],
-            stories: vec![(u64::MAX, 300)],
+            stories: vec![StoryKey { simhash: u64::MAX, title: Some(3), at: 300 }],
             volume: vec![(300, 5)],
             events: vec![],
             watermark: 600,
@@ -313,7 +313,7 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 42);
         assert_eq!(s.buckets_since(0).unwrap()[0].2.sources, vec![7, 9]);
-        assert_eq!(s.stories_since(0).unwrap(), vec![(u64::MAX, 300)]);
+        assert_eq!(s.stories_since(0).unwrap(), vec![StoryKey { simhash: u64::MAX, title: Some(3), at: 300 }]);
         assert_eq!(s.watermark().unwrap(), Some(600));
         assert!(s.writable());
     }
