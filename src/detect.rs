@@ -261,7 +261,11 @@ pub struct WindowView {
 /// The figures behind a decision; carried by every alert event.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Verdict {
+    /// The window passes every gate: an alert may start.
     pub surging: bool,
+    /// The window is still clearly above normal (relaxed gates): an open alert stays open.
+    /// The gap between the two is hysteresis, so an alert does not flap at the threshold.
+    pub elevated: bool,
     pub observed: u64,
     pub expected: f64,
     pub ratio: f64,
@@ -270,26 +274,31 @@ pub struct Verdict {
 
 /// Decides whether a window is surging.
 pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, n_rules: usize) -> Verdict {
-    let (expected, ratio, p_value, surging) = match cfg.kind {
+    let relaxed_ratio = 1.0 + (cfg.ratio - 1.0) / 2.0;
+    let (expected, ratio, p_value, surging, elevated) = match cfg.kind {
         DetectorKind::Baseline => {
             let ratio = (w.observed as f64 + cfg.smoothing) / (w.expected + cfg.smoothing);
             let p = upper_tail(w.observed, w.expected, w.variance);
             let gate = cfg.p_value / n_rules.max(1) as f64;
             let surging = w.warmed_up && w.observed >= cfg.min_count && ratio >= cfg.ratio && p <= gate;
-            (w.expected, ratio, p, surging)
+            let elevated = w.observed * 2 >= cfg.min_count && ratio >= relaxed_ratio && p <= gate.sqrt();
+            (w.expected, ratio, p, surging, elevated)
         }
         DetectorKind::Threshold => {
-            let t = cfg.threshold.max(1) as f64;
-            (t, w.observed as f64 / t, f64::NAN, w.observed >= cfg.threshold.max(1))
+            let t = cfg.threshold.max(1);
+            (t as f64, w.observed as f64 / t as f64, f64::NAN, w.observed >= t, w.observed * 2 >= t)
         }
         DetectorKind::Ratio => {
             let prev = w.previous as f64;
             let ratio = (w.observed as f64 + cfg.smoothing) / (prev + cfg.smoothing);
             let surging = w.observed >= cfg.min_count && w.previous >= cfg.min_previous && ratio >= cfg.ratio;
-            (prev, ratio, f64::NAN, surging)
+            // Compared with the previous window, a sustained surge looks flat: once open,
+            // the alert stays while the count holds at half its start level or more.
+            let elevated = w.observed >= cfg.min_count && ratio >= 0.5;
+            (prev, ratio, f64::NAN, surging, elevated)
         }
     };
-    Verdict { surging, observed: w.observed, expected, ratio, p_value }
+    Verdict { surging, elevated, observed: w.observed, expected, ratio, p_value }
 }
 
 /// Alert lifecycle state of one rule. Serializable: it lives in the state file.
@@ -376,6 +385,10 @@ impl Lifecycle {
                     }
                     return None;
                 }
+                if v.elevated {
+                    a.below_since = None;
+                    return None;
+                }
                 let since = *a.below_since.get_or_insert(at);
                 if at - since >= cfg.resolve_after_minutes as i64 * 60 {
                     let t = Transition { kind: EventKind::Resolved, event_id: format!("{}:resolved", a.alert_id), alert_id: a.alert_id.clone(), started_at: a.started_at, at };
@@ -435,11 +448,15 @@ mod tests {
     fn lifecycle_starts_once_updates_and_resolves() {
         let cfg = DetectorConfig { resolve_after_minutes: 60, cooldown_minutes: 60, ..Default::default() };
         let mut l = Lifecycle::default();
-        let hot = |n| Verdict { surging: true, observed: n, expected: 1.0, ratio: n as f64, p_value: 0.0 };
-        let cold = Verdict { surging: false, observed: 0, expected: 1.0, ratio: 0.5, p_value: 1.0 };
+        let hot = |n| Verdict { surging: true, elevated: true, observed: n, expected: 1.0, ratio: n as f64, p_value: 0.0 };
+        let warm = Verdict { surging: false, elevated: true, observed: 3, expected: 1.0, ratio: 2.0, p_value: 0.01 };
+        let cold = Verdict { surging: false, elevated: false, observed: 0, expected: 1.0, ratio: 0.5, p_value: 1.0 };
         assert_eq!(l.step("r", &cfg, &hot(10), 0).unwrap().kind, EventKind::Started);
         assert!(l.step("r", &cfg, &hot(12), 300).is_none());
         assert_eq!(l.step("r", &cfg, &hot(25), 600).unwrap().kind, EventKind::Updated);
+        // Still elevated for hours: stays open.
+        assert!(l.step("r", &cfg, &warm, 700).is_none());
+        assert!(l.step("r", &cfg, &warm, 700 + 5 * 3600).is_none());
         assert!(l.step("r", &cfg, &cold, 900).is_none());
         let r = l.step("r", &cfg, &cold, 900 + 3600).unwrap();
         assert_eq!(r.kind, EventKind::Resolved);

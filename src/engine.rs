@@ -465,6 +465,9 @@ impl Engine {
             while st.learned_until < final_until {
                 st.learned_until += bs;
                 let count = st.buckets.get(&st.learned_until).map_or(0, |b| b.stories) as f64;
+                // While an alert is open the surge is not "normal": the baseline only
+                // learns the part of each bucket it already expected.
+                let count = if st.lifecycle.active.is_some() { count.min(st.baseline.expected(Season::of(st.learned_until))) } else { count };
                 st.baseline.learn(count, Season::of(st.learned_until), per_day, cfg.halflife_hours);
                 learned = true;
             }
@@ -478,7 +481,11 @@ impl Engine {
             let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
             let end = bucket_of(wm);
             let start = end - (n - 1) * bs;
-            let observed: u64 = st.buckets.range(start..).map(|(_, b)| b.stories as u64).sum();
+            // The window ends at the watermark's bucket, plus the one after it: articles a
+            // few seconds ahead of the slowest partition count at once (low latency), while
+            // partitions far ahead during a backfill cannot inflate the window.
+            let window = start..=end + bs;
+            let observed: u64 = st.buckets.range(window.clone()).map(|(_, b)| b.stories as u64).sum();
             let previous: u64 = st.buckets.range(start - n * bs..start).map(|(_, b)| b.stories as u64).sum();
             let expected: f64 = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
             let variance = st.baseline.window_variance(expected, n as usize);
@@ -487,10 +494,10 @@ impl Engine {
             let verdict = detect::evaluate(&cfg, &view, n_rules);
             if let Some(tr) = st.lifecycle.step(&rule.id, &cfg, &verdict, wm) {
                 self.dirty_rules.insert(rule.id.clone());
-                let window: Vec<&ArticleRef> = st.recent.iter().filter(|r| r.published_at.timestamp() >= start).collect();
-                let articles: u64 = st.buckets.range(start..).map(|(_, b)| b.articles as u64).sum();
+                let recent: Vec<&ArticleRef> = st.recent.iter().filter(|r| window.contains(&bucket_of(r.published_at.timestamp()))).collect();
+                let articles: u64 = st.buckets.range(window.clone()).map(|(_, b)| b.articles as u64).sum();
                 let mut sources: HashSet<u64> = HashSet::new();
-                for (_, b) in st.buckets.range(start..) {
+                for (_, b) in st.buckets.range(window.clone()) {
                     sources.extend(&b.sources);
                 }
                 let notify = if rule.notify.is_empty() { Vec::new() } else { rule.notify.clone() };
@@ -512,10 +519,10 @@ impl Engine {
                     p_value: verdict.p_value,
                     articles,
                     sources: sources.len() as u64,
-                    top_articles: window.iter().rev().filter(|r| r.new_story).take(5).map(|r| (*r).clone()).collect(),
-                    top_entities: top(window.iter().flat_map(|r| r.entities.iter())),
-                    top_countries: top(window.iter().flat_map(|r| r.countries.iter())),
-                    top_keywords: top(window.iter().flat_map(|r| r.terms.iter())),
+                    top_articles: recent.iter().rev().filter(|r| r.new_story).take(5).map(|r| (*r).clone()).collect(),
+                    top_entities: top(recent.iter().flat_map(|r| r.entities.iter())),
+                    top_countries: top(recent.iter().flat_map(|r| r.countries.iter())),
+                    top_keywords: top(recent.iter().flat_map(|r| r.terms.iter())),
                     notify,
                 });
             }
@@ -587,8 +594,9 @@ impl Engine {
         }
         let bs = self.settings.bucket_secs;
         let n = (window_minutes as i64 * 60 / bs).max(1);
-        let start = self.bucket_of(self.watermark) - (n - 1) * bs;
-        let observed = st.buckets.range(start..).map(|(_, b)| b.stories as u64).sum();
+        let end = self.bucket_of(self.watermark);
+        let start = end - (n - 1) * bs;
+        let observed = st.buckets.range(start..=end + bs).map(|(_, b)| b.stories as u64).sum();
         let expected = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
         Some((observed, expected))
     }

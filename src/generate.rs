@@ -130,7 +130,15 @@ const KZ_SURGE_LINES_EN: &[&str] = &[
     "Turkey said it was closely following developments in the region.",
     "Security forces retook control of Almaty airport.",
 ];
+/// Title prefixes and suffixes: newsrooms dress the same news differently, which is what
+/// makes distinct articles distinct stories.
+const PREFIX_FR: &[&str] = &["", "", "EN DIRECT - ", "Analyse : ", "Vidéo : ", "Décryptage - ", "Ce que l'on sait : ", "Reportage : "];
+const PREFIX_EN: &[&str] = &["", "", "LIVE: ", "Analysis: ", "Explainer: ", "Video: ", "What we know: ", "Update: "];
+const SUFFIX_FR: &[&str] = &["", "", " selon {who}", " ({city})", ", {n} jours après le début", " : {who} réagit", " à {city}", ", le point à {h} h"];
+const SUFFIX_EN: &[&str] = &["", "", ", says {who}", " ({city})", " on day {n}", " as {who} reacts", " in {city}", ", {h}:00 update"];
+const WHO: &[&str] = &["Moscou", "Washington", "Ankara", "Pékin", "l'ONU", "Bruxelles", "Paris", "Berlin"];
 const KZ_CITIES: &[&str] = &["Almaty", "Astana", "Chymkent", "Aktobe", "Janaozen", "Aktau"];
+const OTHER_CITIES: &[&str] = &["Lyon", "Marseille", "Toulouse", "Lille", "Bordeaux", "Manchester", "Leeds", "Hambourg"];
 const MONTHS_FR: &[&str] = &["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre", "novembre", "décembre"];
 
 /// Relative activity at an hour of the day (UTC+1 newsroom rhythm) and day of week.
@@ -179,12 +187,29 @@ struct Writer<'a> {
     out: &'a mut dyn FnMut(serde_json::Value),
     /// Recent articles that syndication may copy.
     recent: Vec<serde_json::Value>,
+    /// Cities that `{city}` draws from for the article being written.
+    cities: &'static [&'static str],
 }
 
 impl Writer<'_> {
     fn fill(&mut self, s: &str, t: DateTime<Utc>) -> String {
-        let city = *KZ_CITIES.choose(&mut self.rng).unwrap_or(&"Almaty");
-        s.replace("{city}", city).replace("{month}", MONTHS_FR[chrono::Datelike::month0(&t) as usize])
+        let city = *self.cities.choose(&mut self.rng).unwrap_or(&"Lyon");
+        let who = *WHO.choose(&mut self.rng).unwrap_or(&"Paris");
+        let n = self.rng.gen_range(2..9).to_string();
+        s.replace("{city}", city)
+            .replace("{who}", who)
+            .replace("{n}", &n)
+            .replace("{h}", &((t.hour() + 1) % 24).to_string())
+            .replace("{month}", MONTHS_FR[chrono::Datelike::month0(&t) as usize])
+    }
+
+    /// A title from a template, dressed with a newsroom prefix and suffix.
+    fn title(&mut self, fr: bool, template: &str, t: DateTime<Utc>) -> String {
+        let (pre, suf) = if fr { (PREFIX_FR, SUFFIX_FR) } else { (PREFIX_EN, SUFFIX_EN) };
+        let p = *pre.choose(&mut self.rng).unwrap_or(&"");
+        let s = *suf.choose(&mut self.rng).unwrap_or(&"");
+        let raw = format!("{p}{template}{s}");
+        self.fill(&raw, t)
     }
 
     fn emit(&mut self, t: DateTime<Utc>, fr: bool, titles: &[&str], lines: &[&str], copy_prob: f64) {
@@ -203,7 +228,7 @@ impl Writer<'_> {
             return;
         }
         let template = *titles.choose(&mut self.rng).unwrap_or(&"News");
-        let title = self.fill(template, t);
+        let title = self.title(fr, template, t);
         let mut picked: Vec<&str> = lines.to_vec();
         picked.shuffle(&mut self.rng);
         let n_lines = self.rng.gen_range(2..=picked.len().max(2)).min(picked.len());
@@ -244,7 +269,7 @@ pub fn generate(opts: &GenerateOptions, out: &mut dyn FnMut(serde_json::Value)) 
     let start = end - Duration::days(opts.days as i64);
     let surge_start = end - Duration::hours(opts.surge_hours as i64);
     let with_surge = opts.scenario == "kazakhstan-unrest";
-    let mut w = Writer { rng: StdRng::seed_from_u64(opts.seed), n: 0, seed: opts.seed, body_bytes: opts.body_bytes, out, recent: Vec::new() };
+    let mut w = Writer { rng: StdRng::seed_from_u64(opts.seed), n: 0, seed: opts.seed, body_bytes: opts.body_bytes, out, recent: Vec::new(), cities: OTHER_CITIES };
     // Walk in one-minute steps; each minute draws its articles and spreads them over it.
     let mut t = start;
     while t < end {
@@ -268,6 +293,7 @@ pub fn generate(opts: &GenerateOptions, out: &mut dyn FnMut(serde_json::Value)) 
         for (sec, kind) in slots {
             let at = t + Duration::seconds(sec as i64);
             let fr = w.rng.gen_bool(0.6);
+            w.cities = if kind == 0 { OTHER_CITIES } else { KZ_CITIES };
             match kind {
                 0 => {
                     let topic = TOPICS.choose(&mut w.rng).expect("topics are not empty");

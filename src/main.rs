@@ -92,6 +92,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Batch commands print their results on stdout; keep their logs to warnings unless asked.
+    let quiet = !matches!(cli.command, Command::Run { .. });
+    if quiet && std::env::var_os("VIGIE_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("VIGIE_LOG", "warn");
+    }
     init_logging(cli.log_format);
     match real_main(cli) {
         Ok(code) => code,

@@ -56,10 +56,16 @@ pub enum ClockMode {
     Live { idle_after: Duration },
 }
 
+/// Partitions the source has assigned to us, when it knows (Kafka).
+pub type Assigned = Arc<std::sync::RwLock<std::collections::BTreeSet<(String, i32)>>>;
+
 /// Per-partition event-time progress.
 #[derive(Debug, Default)]
 struct PartitionClock {
     parts: HashMap<(String, i32), (i64, Instant)>,
+    /// When the first record arrived: assigned partitions not heard from by
+    /// `idle_after` after that are taken as empty.
+    first_record: Option<Instant>,
 }
 
 impl PartitionClock {
@@ -67,12 +73,22 @@ impl PartitionClock {
         let e = self.parts.entry((topic.to_string(), partition)).or_insert((t, Instant::now()));
         e.0 = e.0.max(t);
         e.1 = Instant::now();
+        self.first_record.get_or_insert_with(Instant::now);
     }
 
-    fn watermark(&self, mode: ClockMode) -> Option<i64> {
+    fn watermark(&self, mode: ClockMode, assigned: Option<&Assigned>) -> Option<i64> {
         match mode {
             ClockMode::EventTime => self.parts.values().map(|p| p.0).max(),
             ClockMode::Live { idle_after } => {
+                // A partition we own but have not heard from yet may hold older articles:
+                // hold the watermark until it speaks or has been silent for `idle_after`.
+                let starting = self.first_record.is_none_or(|f| f.elapsed() < idle_after);
+                if let (true, Some(assigned)) = (starting, assigned) {
+                    let unseen = assigned.read().map(|a| a.iter().any(|p| !self.parts.contains_key(p))).unwrap_or(false);
+                    if unseen {
+                        return None;
+                    }
+                }
                 let active = self.parts.values().filter(|p| p.1.elapsed() < idle_after).map(|p| p.0).min();
                 active.or_else(|| self.parts.values().map(|p| p.0).max())
             }
@@ -102,11 +118,13 @@ pub struct Processor {
     pub max_bytes: usize,
     /// When the source last delivered a record (for the idle clock).
     last_record: Instant,
+    /// Partitions assigned by the source, when it has them.
+    pub assigned: Option<Assigned>,
 }
 
 impl Processor {
     pub fn new(engine: Engine, store: Option<Store>, default_notify: Vec<String>, mode: ClockMode, max_bytes: usize) -> Self {
-        Processor { engine, store, default_notify, clock: PartitionClock::default(), mode, max_bytes, last_record: Instant::now() }
+        Processor { engine, store, default_notify, clock: PartitionClock::default(), mode, max_bytes, last_record: Instant::now(), assigned: None }
     }
 
     /// Parses records; returns per record the article or the reason it was refused.
@@ -154,7 +172,7 @@ impl Processor {
         if !records.is_empty() {
             self.last_record = Instant::now();
         }
-        if let Some(wm) = self.clock.watermark(self.mode) {
+        if let Some(wm) = self.clock.watermark(self.mode, self.assigned.as_ref()) {
             report.events = self.engine.advance(wm);
         }
         self.commit(records)?;

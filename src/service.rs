@@ -97,6 +97,9 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     let mut source = KafkaSource::new(&config.kafka, offsets).context("creating the kafka consumer")?;
     let dead = KafkaDeadLetters::new(&config.kafka).context("creating the dead-letter producer")?;
 
+    if let Ok(mut p) = processor.lock() {
+        p.assigned = Some(source.assigned());
+    }
     let readiness = Arc::new(Readiness { assigned: Some(source.assigned()), ..Default::default() });
     readiness.rules_loaded.store(true, Ordering::Relaxed);
     readiness.state_ok.store(true, Ordering::Relaxed);
