@@ -144,7 +144,8 @@ pub fn parse(payload: &[u8], ctx: &ParseContext) -> Result<Article, Reject> {
     let text = std::str::from_utf8(payload).map_err(|e| Reject::InvalidUtf8 {
         at: e.valid_up_to(),
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| Reject::InvalidJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Reject::InvalidJson(e.to_string()))?;
     match value {
         Value::Object(map) => from_map(map, ctx),
         other => Err(Reject::NotAnObject(json_kind(&other))),
@@ -192,7 +193,10 @@ fn take_string(
     }
 }
 
-fn take_string_list(map: &mut Map<String, Value>, field: &'static str) -> Result<Vec<String>, Reject> {
+fn take_string_list(
+    map: &mut Map<String, Value>,
+    field: &'static str,
+) -> Result<Vec<String>, Reject> {
     let wrong = Reject::WrongType {
         field,
         expected: "an array of strings",
@@ -229,13 +233,14 @@ fn from_map(mut map: Map<String, Value>, ctx: &ParseContext) -> Result<Article, 
     if title.trim().is_empty() && body.trim().is_empty() {
         return Err(Reject::NoText);
     }
-    let (published_at, date_origin) = match take(&mut map, &["published_at", "date", "published", "pub_date"]) {
-        Some(v) => (parse_date_value(&v)?, DateOrigin::Field),
-        None => match ctx.record_time {
-            Some(t) => (t, DateOrigin::RecordTimestamp),
-            None => (ctx.now, DateOrigin::Ingested),
-        },
-    };
+    let (published_at, date_origin) =
+        match take(&mut map, &["published_at", "date", "published", "pub_date"]) {
+            Some(v) => (parse_date_value(&v)?, DateOrigin::Field),
+            None => match ctx.record_time {
+                Some(t) => (t, DateOrigin::RecordTimestamp),
+                None => (ctx.now, DateOrigin::Ingested),
+            },
+        };
     let source = take_string(&mut map, "source", &["site", "domain"])?;
     let language = take_string(&mut map, "language", &["lang"])?
         .map(|l| l.trim().to_ascii_lowercase())
@@ -272,7 +277,11 @@ fn parse_date_value(v: &Value) -> Result<DateTime<Utc>, Reject> {
         Value::Number(n) => {
             // Unix time; values past year 5000 in seconds are taken as milliseconds.
             let secs = n.as_f64().unwrap_or(f64::NAN);
-            let secs = if secs.abs() > 95_617_584_000.0 { secs / 1000.0 } else { secs };
+            let secs = if secs.abs() > 95_617_584_000.0 {
+                secs / 1000.0
+            } else {
+                secs
+            };
             if !secs.is_finite() {
                 return Err(Reject::BadDate {
                     field: "published_at",
@@ -303,13 +312,24 @@ pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc2822(s) {
         return Some(t.with_timezone(&Utc));
     }
-    const WITH_OFFSET: &[&str] = &["%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z"];
+    const WITH_OFFSET: &[&str] = &[
+        "%Y-%m-%dT%H:%M%z",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%d %H:%M:%S%z",
+        "%Y-%m-%d %H:%M%z",
+    ];
     for f in WITH_OFFSET {
         if let Ok(t) = DateTime::<FixedOffset>::parse_from_str(s, f) {
             return Some(t.with_timezone(&Utc));
         }
     }
-    const NAIVE: &[&str] = &["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+    const NAIVE: &[&str] = &[
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ];
     for f in NAIVE {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Some(Utc.from_utc_datetime(&t));
@@ -432,7 +452,10 @@ mod tests {
         .unwrap();
         assert_eq!(a.id, "a1");
         assert_eq!(a.source.as_deref(), Some("lemonde.fr"));
-        assert_eq!(a.published_at, Utc.with_ymd_and_hms(2022, 1, 5, 9, 0, 0).unwrap());
+        assert_eq!(
+            a.published_at,
+            Utc.with_ymd_and_hms(2022, 1, 5, 9, 0, 0).unwrap()
+        );
         assert_eq!(a.extra.get("extra_field").unwrap()["k"], 1);
     }
 
@@ -451,7 +474,10 @@ mod tests {
         assert_eq!(a.language.as_deref(), Some("fr"));
         let b = parse(br#"{"text":"same","date":"2022-01-14T14:00+0100"}"#, &c).unwrap();
         assert!(b.id.starts_with("c-"));
-        assert_eq!(b.published_at, Utc.with_ymd_and_hms(2022, 1, 14, 13, 0, 0).unwrap());
+        assert_eq!(
+            b.published_at,
+            Utc.with_ymd_and_hms(2022, 1, 14, 13, 0, 0).unwrap()
+        );
         let again = parse(br#"{"text":"same","date":"2022-01-14"}"#, &c).unwrap();
         assert_eq!(b.id, again.id, "id derived from content is stable");
     }
@@ -463,25 +489,55 @@ mod tests {
         assert_eq!(parse(b"   \n", &c).unwrap_err().code(), "empty");
         assert_eq!(parse(b"{not json", &c).unwrap_err().code(), "invalid_json");
         assert_eq!(parse(b"[1,2]", &c).unwrap_err().code(), "not_an_object");
-        assert_eq!(parse(b"{\"title\": 3}", &c).unwrap_err().code(), "wrong_type");
-        assert_eq!(parse(b"{\"title\": \"\"}", &c).unwrap_err().code(), "no_text");
-        assert_eq!(parse(b"{\"title\":\"a\",\"date\":\"yesterday\"}", &c).unwrap_err().code(), "bad_date");
-        assert_eq!(parse(b"{\"title\":\"\xff\xfe\"}", &c).unwrap_err().code(), "invalid_utf8");
+        assert_eq!(
+            parse(b"{\"title\": 3}", &c).unwrap_err().code(),
+            "wrong_type"
+        );
+        assert_eq!(
+            parse(b"{\"title\": \"\"}", &c).unwrap_err().code(),
+            "no_text"
+        );
+        assert_eq!(
+            parse(b"{\"title\":\"a\",\"date\":\"yesterday\"}", &c)
+                .unwrap_err()
+                .code(),
+            "bad_date"
+        );
+        assert_eq!(
+            parse(b"{\"title\":\"\xff\xfe\"}", &c).unwrap_err().code(),
+            "invalid_utf8"
+        );
         let mut small = c;
         small.max_bytes = 10;
-        assert_eq!(parse(br#"{"title":"a long title"}"#, &small).unwrap_err().code(), "too_large");
-        let deep = "[".repeat(100_000);
-        assert_eq!(parse(deep.as_bytes(), &c).unwrap_err().code(), "invalid_json");
         assert_eq!(
-            parse(br#"{"title":"a","entities":["x",1]}"#, &c).unwrap_err().code(),
+            parse(br#"{"title":"a long title"}"#, &small)
+                .unwrap_err()
+                .code(),
+            "too_large"
+        );
+        let deep = "[".repeat(100_000);
+        assert_eq!(
+            parse(deep.as_bytes(), &c).unwrap_err().code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse(br#"{"title":"a","entities":["x",1]}"#, &c)
+                .unwrap_err()
+                .code(),
             "wrong_type"
         );
     }
 
     #[test]
     fn host_extraction() {
-        assert_eq!(host_of("https://www.Sputniknews.com/a?b").as_deref(), Some("sputniknews.com"));
-        assert_eq!(host_of("http://user@h.example:8080/").as_deref(), Some("h.example"));
+        assert_eq!(
+            host_of("https://www.Sputniknews.com/a?b").as_deref(),
+            Some("sputniknews.com")
+        );
+        assert_eq!(
+            host_of("http://user@h.example:8080/").as_deref(),
+            Some("h.example")
+        );
         assert_eq!(host_of("not a url"), None);
     }
 }

@@ -133,7 +133,9 @@ pub fn resolve_secret(
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::in_file(path, format!("cannot read {what}: {e}")))?;
-        return Ok(Some(Secret(text.trim_end_matches(['\n', '\r']).to_string())));
+        return Ok(Some(Secret(
+            text.trim_end_matches(['\n', '\r']).to_string(),
+        )));
     }
     if let Some(var) = env {
         let v = std::env::var(var).map_err(|_| ConfigError {
@@ -408,10 +410,13 @@ impl Config {
         };
         // First pass on the text itself, for errors located by line.
         toml::from_str::<Config>(&text).map_err(|e| ConfigError::from_toml(&file, &text, &e))?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::from_toml(&file, &text, &e))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).map_err(|e| ConfigError::from_toml(&file, &text, &e))?;
         let mut applied = Vec::new();
         for (name, value) in vars {
-            let Some(path) = name.strip_prefix("VIGIE_") else { continue };
+            let Some(path) = name.strip_prefix("VIGIE_") else {
+                continue;
+            };
             if !path.contains("__") {
                 continue; // VIGIE_LOG and friends are not config keys.
             }
@@ -419,23 +424,29 @@ impl Config {
             set_path(&mut table, &keys, parse_env_value(value));
             applied.push(name.clone());
         }
-        let config: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| ConfigError {
-            file: Some(file.clone()),
-            line: None,
-            column: None,
-            message: format!(
-                "after environment overrides ({}): {}",
-                applied.join(", "),
-                with_hint(e.message())
-            ),
-        })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError {
+                    file: Some(file.clone()),
+                    line: None,
+                    column: None,
+                    message: format!(
+                        "after environment overrides ({}): {}",
+                        applied.join(", "),
+                        with_hint(e.message())
+                    ),
+                })?;
         config.validate(&file)?;
         Ok(config)
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let err = |m: String| Err(ConfigError::in_file(file, m));
-        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest" | "smallest" | "largest") {
+        if !matches!(
+            self.kafka.auto_offset_reset.as_str(),
+            "earliest" | "latest" | "smallest" | "largest"
+        ) {
             return err(format!(
                 "kafka.auto_offset_reset must be `earliest` or `latest`, not `{}`",
                 self.kafka.auto_offset_reset
@@ -446,7 +457,9 @@ impl Config {
         }
         for name in &self.alerts.default_notify {
             if name != "log" && !self.channels.contains_key(name) {
-                return err(format!("alerts.default_notify names unknown channel `{name}`"));
+                return err(format!(
+                    "alerts.default_notify names unknown channel `{name}`"
+                ));
             }
         }
         for (name, ch) in &self.channels {
@@ -455,7 +468,9 @@ impl Config {
                     return err(format!("channel `{name}`: an email channel needs `to`"))
                 }
                 ChannelKind::Email if self.smtp.is_none() => {
-                    return err(format!("channel `{name}`: email channels need an [smtp] section"))
+                    return err(format!(
+                        "channel `{name}`: email channels need an [smtp] section"
+                    ))
                 }
                 ChannelKind::Webhook if ch.url.is_none() => {
                     return err(format!("channel `{name}`: a webhook channel needs `url`"))
@@ -464,7 +479,9 @@ impl Config {
             }
             if let Some(p) = &ch.preset {
                 if !matches!(p.as_str(), "vigie" | "slack" | "teams") {
-                    return err(format!("channel `{name}`: unknown preset `{p}` (vigie, slack, teams)"));
+                    return err(format!(
+                        "channel `{name}`: unknown preset `{p}` (vigie, slack, teams)"
+                    ));
                 }
             }
         }
@@ -484,13 +501,17 @@ impl Config {
 fn parse_env_value(raw: &str) -> toml::Value {
     // `toml` parses documents, not bare values; wrap it as one key.
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
-    let (first, rest) = keys.split_first().expect("split on __ yields at least one key");
+    let (first, rest) = keys
+        .split_first()
+        .expect("split on __ yields at least one key");
     if rest.is_empty() {
         table.insert(first.clone(), value);
         return;

@@ -111,7 +111,9 @@ impl DetectorConfig {
             min_previous: o.min_previous.unwrap_or(self.min_previous),
             threshold: o.threshold.unwrap_or(self.threshold),
             update_factor: o.update_factor.unwrap_or(self.update_factor),
-            resolve_after_minutes: o.resolve_after_minutes.unwrap_or(self.resolve_after_minutes),
+            resolve_after_minutes: o
+                .resolve_after_minutes
+                .unwrap_or(self.resolve_after_minutes),
             cooldown_minutes: o.cooldown_minutes.unwrap_or(self.cooldown_minutes),
             warmup_hours: o.warmup_hours.unwrap_or(self.warmup_hours),
             halflife_hours: o.halflife_hours.unwrap_or(self.halflife_hours),
@@ -185,7 +187,11 @@ impl Baseline {
         // Faster learning at the start so the first days are usable.
         let alpha = alpha.max(1.0 / (self.buckets_seen as f64 + 1.0));
         let season_factor = self.hour[season.hour] * self.dow[season.dow];
-        let deseasonalized = if season_factor > 0.0 { x / season_factor } else { x };
+        let deseasonalized = if season_factor > 0.0 {
+            x / season_factor
+        } else {
+            x
+        };
         self.level += alpha * (deseasonalized - self.level);
         let resid = x - expected;
         self.sq_resid += alpha * (resid * resid - self.sq_resid);
@@ -280,25 +286,41 @@ pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, n_rules: usize) -> Verdict
             let ratio = (w.observed as f64 + cfg.smoothing) / (w.expected + cfg.smoothing);
             let p = upper_tail(w.observed, w.expected, w.variance);
             let gate = cfg.p_value / n_rules.max(1) as f64;
-            let surging = w.warmed_up && w.observed >= cfg.min_count && ratio >= cfg.ratio && p <= gate;
-            let elevated = w.observed * 2 >= cfg.min_count && ratio >= relaxed_ratio && p <= gate.sqrt();
+            let surging =
+                w.warmed_up && w.observed >= cfg.min_count && ratio >= cfg.ratio && p <= gate;
+            let elevated =
+                w.observed * 2 >= cfg.min_count && ratio >= relaxed_ratio && p <= gate.sqrt();
             (w.expected, ratio, p, surging, elevated)
         }
         DetectorKind::Threshold => {
             let t = cfg.threshold.max(1);
-            (t as f64, w.observed as f64 / t as f64, f64::NAN, w.observed >= t, w.observed * 2 >= t)
+            (
+                t as f64,
+                w.observed as f64 / t as f64,
+                f64::NAN,
+                w.observed >= t,
+                w.observed * 2 >= t,
+            )
         }
         DetectorKind::Ratio => {
             let prev = w.previous as f64;
             let ratio = (w.observed as f64 + cfg.smoothing) / (prev + cfg.smoothing);
-            let surging = w.observed >= cfg.min_count && w.previous >= cfg.min_previous && ratio >= cfg.ratio;
+            let surging =
+                w.observed >= cfg.min_count && w.previous >= cfg.min_previous && ratio >= cfg.ratio;
             // Compared with the previous window, a sustained surge looks flat: once open,
             // the alert stays while the count holds at half its start level or more.
             let elevated = w.observed >= cfg.min_count && ratio >= 0.5;
             (prev, ratio, f64::NAN, surging, elevated)
         }
     };
-    Verdict { surging, elevated, observed: w.observed, expected, ratio, p_value }
+    Verdict {
+        surging,
+        elevated,
+        observed: w.observed,
+        expected,
+        ratio,
+        p_value,
+    }
 }
 
 /// Alert lifecycle state of one rule. Serializable: it lives in the state file.
@@ -356,7 +378,13 @@ pub struct Transition {
 
 impl Lifecycle {
     /// Applies one verdict at event time `at`; returns the transition it causes, if any.
-    pub fn step(&mut self, rule_id: &str, cfg: &DetectorConfig, v: &Verdict, at: i64) -> Option<Transition> {
+    pub fn step(
+        &mut self,
+        rule_id: &str,
+        cfg: &DetectorConfig,
+        v: &Verdict,
+        at: i64,
+    ) -> Option<Transition> {
         match &mut self.active {
             None => {
                 if v.surging && at >= self.cooldown_until {
@@ -370,7 +398,13 @@ impl Lifecycle {
                         notices: 1,
                         below_since: None,
                     });
-                    return Some(Transition { kind: EventKind::Started, event_id: format!("{alert_id}:started"), alert_id, started_at: at, at });
+                    return Some(Transition {
+                        kind: EventKind::Started,
+                        event_id: format!("{alert_id}:started"),
+                        alert_id,
+                        started_at: at,
+                        at,
+                    });
                 }
                 None
             }
@@ -378,10 +412,18 @@ impl Lifecycle {
                 a.peak = a.peak.max(v.observed);
                 if v.surging {
                     a.below_since = None;
-                    if v.observed as f64 >= a.last_notified as f64 * cfg.update_factor && v.observed > a.last_notified {
+                    if v.observed as f64 >= a.last_notified as f64 * cfg.update_factor
+                        && v.observed > a.last_notified
+                    {
                         a.last_notified = v.observed;
                         a.notices += 1;
-                        return Some(Transition { kind: EventKind::Updated, event_id: format!("{}:updated:{}", a.alert_id, a.notices), alert_id: a.alert_id.clone(), started_at: a.started_at, at });
+                        return Some(Transition {
+                            kind: EventKind::Updated,
+                            event_id: format!("{}:updated:{}", a.alert_id, a.notices),
+                            alert_id: a.alert_id.clone(),
+                            started_at: a.started_at,
+                            at,
+                        });
                     }
                     return None;
                 }
@@ -391,7 +433,13 @@ impl Lifecycle {
                 }
                 let since = *a.below_since.get_or_insert(at);
                 if at - since >= cfg.resolve_after_minutes as i64 * 60 {
-                    let t = Transition { kind: EventKind::Resolved, event_id: format!("{}:resolved", a.alert_id), alert_id: a.alert_id.clone(), started_at: a.started_at, at };
+                    let t = Transition {
+                        kind: EventKind::Resolved,
+                        event_id: format!("{}:resolved", a.alert_id),
+                        alert_id: a.alert_id.clone(),
+                        started_at: a.started_at,
+                        at,
+                    };
                     self.active = None;
                     self.cooldown_until = at + cfg.cooldown_minutes as i64 * 60;
                     return Some(t);
@@ -424,12 +472,29 @@ mod tests {
 
     #[test]
     fn ratio_detector_never_fires_on_zero_vs_zero() {
-        let cfg = DetectorConfig { kind: DetectorKind::Ratio, ..Default::default() };
-        let w = WindowView { observed: 0, expected: 0.0, variance: 0.0, previous: 0, warmed_up: true };
+        let cfg = DetectorConfig {
+            kind: DetectorKind::Ratio,
+            ..Default::default()
+        };
+        let w = WindowView {
+            observed: 0,
+            expected: 0.0,
+            variance: 0.0,
+            previous: 0,
+            warmed_up: true,
+        };
         assert!(!evaluate(&cfg, &w, 1).surging);
-        let w = WindowView { observed: 4, previous: 0, ..w };
+        let w = WindowView {
+            observed: 4,
+            previous: 0,
+            ..w
+        };
         assert!(!evaluate(&cfg, &w, 1).surging);
-        let w = WindowView { observed: 40, previous: 4, ..w };
+        let w = WindowView {
+            observed: 40,
+            previous: 4,
+            ..w
+        };
         assert!(evaluate(&cfg, &w, 1).surging);
     }
 
@@ -446,14 +511,45 @@ mod tests {
 
     #[test]
     fn lifecycle_starts_once_updates_and_resolves() {
-        let cfg = DetectorConfig { resolve_after_minutes: 60, cooldown_minutes: 60, ..Default::default() };
+        let cfg = DetectorConfig {
+            resolve_after_minutes: 60,
+            cooldown_minutes: 60,
+            ..Default::default()
+        };
         let mut l = Lifecycle::default();
-        let hot = |n| Verdict { surging: true, elevated: true, observed: n, expected: 1.0, ratio: n as f64, p_value: 0.0 };
-        let warm = Verdict { surging: false, elevated: true, observed: 3, expected: 1.0, ratio: 2.0, p_value: 0.01 };
-        let cold = Verdict { surging: false, elevated: false, observed: 0, expected: 1.0, ratio: 0.5, p_value: 1.0 };
-        assert_eq!(l.step("r", &cfg, &hot(10), 0).unwrap().kind, EventKind::Started);
+        let hot = |n| Verdict {
+            surging: true,
+            elevated: true,
+            observed: n,
+            expected: 1.0,
+            ratio: n as f64,
+            p_value: 0.0,
+        };
+        let warm = Verdict {
+            surging: false,
+            elevated: true,
+            observed: 3,
+            expected: 1.0,
+            ratio: 2.0,
+            p_value: 0.01,
+        };
+        let cold = Verdict {
+            surging: false,
+            elevated: false,
+            observed: 0,
+            expected: 1.0,
+            ratio: 0.5,
+            p_value: 1.0,
+        };
+        assert_eq!(
+            l.step("r", &cfg, &hot(10), 0).unwrap().kind,
+            EventKind::Started
+        );
         assert!(l.step("r", &cfg, &hot(12), 300).is_none());
-        assert_eq!(l.step("r", &cfg, &hot(25), 600).unwrap().kind, EventKind::Updated);
+        assert_eq!(
+            l.step("r", &cfg, &hot(25), 600).unwrap().kind,
+            EventKind::Updated
+        );
         // Still elevated for hours: stays open.
         assert!(l.step("r", &cfg, &warm, 700).is_none());
         assert!(l.step("r", &cfg, &warm, 700 + 5 * 3600).is_none());
@@ -463,6 +559,11 @@ mod tests {
         assert_eq!(r.alert_id, "r:1");
         // Cooldown holds back a new onset.
         assert!(l.step("r", &cfg, &hot(50), 900 + 3600 + 60).is_none());
-        assert_eq!(l.step("r", &cfg, &hot(50), 900 + 7200 + 60).unwrap().alert_id, "r:2");
+        assert_eq!(
+            l.step("r", &cfg, &hot(50), 900 + 7200 + 60)
+                .unwrap()
+                .alert_id,
+            "r:2"
+        );
     }
 }

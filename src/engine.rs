@@ -23,7 +23,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::article::Article;
-use crate::detect::{self, Baseline, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season, WindowView};
+use crate::detect::{
+    self, Baseline, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season, WindowView,
+};
 use crate::matcher::{ArticleMatch, Matcher};
 use crate::normalize;
 
@@ -96,12 +98,16 @@ pub struct RuleState {
     pub learned_until: i64,
     /// Definition hash; a changed rule starts afresh.
     pub fingerprint: u64,
-    /// Recent matches, newest last, for alert evidence.
-    pub recent: VecDeque<ArticleRef>,
+    /// A few matched articles per recent bucket, for alert evidence. Persisted as rows
+    /// (see [`Changes::evidence`]), not with the rest of the state.
+    #[serde(skip)]
+    pub recent: BTreeMap<i64, Vec<ArticleRef>>,
 }
 
-/// Recent matches kept per rule.
-const RECENT_PER_RULE: usize = 50;
+/// Matched articles kept per rule and bucket as evidence.
+const EVIDENCE_PER_BUCKET: usize = 5;
+/// Most bucket boundaries evaluated in one advance (a week of 5-minute buckets).
+const MAX_STEPS: i64 = 7 * 288;
 
 /// An alert event: a lifecycle transition with the evidence behind it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,6 +166,8 @@ pub struct Changes {
     pub stories: Vec<StoryKey>,
     pub volume: Vec<(i64, u64)>,
     pub events: Vec<AlertEvent>,
+    /// New evidence rows: (rule, bucket, article).
+    pub evidence: Vec<(String, i64, ArticleRef)>,
     pub watermark: i64,
 }
 
@@ -280,7 +288,9 @@ pub fn simhash(title: &str, body: &str) -> u64 {
         buf.extend_from_slice(pair[1].as_bytes());
         add(xxhash_rust::xxh3::xxh3_64(&buf));
     }
-    acc.iter().enumerate().fold(0u64, |h, (bit, a)| if *a > 0 { h | (1 << bit) } else { h })
+    acc.iter()
+        .enumerate()
+        .fold(0u64, |h, (bit, a)| if *a > 0 { h | (1 << bit) } else { h })
 }
 
 /// The engine.
@@ -292,10 +302,13 @@ pub struct Engine {
     /// Total articles per bucket, for share-of-volume and the API.
     volume: BTreeMap<i64, u64>,
     watermark: i64,
+    /// Which rules (by index in the matcher) have articles in each recent bucket.
+    activity: BTreeMap<i64, HashSet<usize>>,
     dirty_buckets: HashSet<(String, i64)>,
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
     new_stories: Vec<StoryKey>,
+    new_evidence: Vec<(String, i64, ArticleRef)>,
     events: Vec<AlertEvent>,
     /// Articles dropped as too late since start (for metrics).
     pub late_total: u64,
@@ -317,10 +330,12 @@ impl Engine {
             stories: StoryIndex::default(),
             volume: BTreeMap::new(),
             watermark: i64::MIN,
+            activity: BTreeMap::new(),
             dirty_buckets: HashSet::new(),
             dirty_rules: HashSet::new(),
             dirty_volume: HashSet::new(),
             new_stories: Vec::new(),
+            new_evidence: Vec::new(),
             events: Vec::new(),
             late_total: 0,
         };
@@ -344,18 +359,50 @@ impl Engine {
     /// removed ones keep theirs (in memory and in the state file) in case they come back.
     pub fn set_matcher(&mut self, matcher: Arc<Matcher>) {
         for r in &matcher.rules {
-            let start = if self.watermark == i64::MIN { i64::MIN } else { self.bucket_of(self.watermark) };
-            let st = self.rules.entry(r.id.clone()).or_insert_with(|| RuleState { learned_until: start, fingerprint: r.fingerprint, ..Default::default() });
+            let start = if self.watermark == i64::MIN {
+                i64::MIN
+            } else {
+                self.bucket_of(self.watermark)
+            };
+            let st = self.rules.entry(r.id.clone()).or_insert_with(|| RuleState {
+                learned_until: start,
+                fingerprint: r.fingerprint,
+                ..Default::default()
+            });
             if st.fingerprint != r.fingerprint {
-                *st = RuleState { learned_until: start, fingerprint: r.fingerprint, ..Default::default() };
+                *st = RuleState {
+                    learned_until: start,
+                    fingerprint: r.fingerprint,
+                    ..Default::default()
+                };
                 self.dirty_rules.insert(r.id.clone());
             }
         }
         self.matcher = matcher;
+        self.rebuild_activity();
+    }
+
+    fn rebuild_activity(&mut self) {
+        self.activity.clear();
+        for (idx, r) in self.matcher.rules.iter().enumerate() {
+            if let Some(st) = self.rules.get(&r.id) {
+                for &b in st.buckets.keys() {
+                    self.activity.entry(b).or_default().insert(idx);
+                }
+            }
+        }
     }
 
     /// Restores persisted state (called once at start, before any ingest).
-    pub fn restore(&mut self, rules: Vec<(String, RuleState)>, buckets: Vec<(String, i64, Bucket)>, stories: Vec<StoryKey>, volume: Vec<(i64, u64)>, watermark: Option<i64>) {
+    pub fn restore(
+        &mut self,
+        rules: Vec<(String, RuleState)>,
+        buckets: Vec<(String, i64, Bucket)>,
+        evidence: Vec<(String, i64, ArticleRef)>,
+        stories: Vec<StoryKey>,
+        volume: Vec<(i64, u64)>,
+        watermark: Option<i64>,
+    ) {
         for (id, mut st) in rules {
             if let Some(cur) = self.rules.get(&id) {
                 if cur.fingerprint != st.fingerprint {
@@ -370,6 +417,11 @@ impl Engine {
                 st.buckets.insert(b, bucket);
             }
         }
+        for (id, b, r) in evidence {
+            if let Some(st) = self.rules.get_mut(&id) {
+                st.recent.entry(b).or_default().push(r);
+            }
+        }
         let mut stories = stories;
         stories.sort_by_key(|s| s.at);
         for k in stories {
@@ -379,6 +431,7 @@ impl Engine {
         if let Some(w) = watermark {
             self.watermark = w;
         }
+        self.rebuild_activity();
     }
 
     /// Counts one matched article. `now` (unix seconds) clamps future dates when given.
@@ -391,7 +444,11 @@ impl Engine {
             self.late_total += 1;
             return Ingested::Late;
         }
-        let key = StoryKey { simhash: simhash(&a.title, &a.body), title: title_hash(&a.title), at: t };
+        let key = StoryKey {
+            simhash: simhash(&a.title, &a.body),
+            title: title_hash(&a.title),
+            at: t,
+        };
         let new_story = self.stories.insert(key, self.settings.story_window_secs);
         self.new_stories.push(key);
         let b = self.bucket_of(t);
@@ -400,7 +457,9 @@ impl Engine {
         let source_hash = xxhash_rust::xxh3::xxh3_64(a.source.as_deref().unwrap_or("").as_bytes());
         for &ri in &m.rule_indices {
             let rule = &self.matcher.rules[ri];
-            let Some(st) = self.rules.get_mut(&rule.id) else { continue };
+            let Some(st) = self.rules.get_mut(&rule.id) else {
+                continue;
+            };
             if st.learned_until == i64::MIN {
                 // First data for this rule: the baseline learns from the bucket before it on.
                 st.learned_until = b - self.settings.bucket_secs;
@@ -413,21 +472,27 @@ impl Engine {
             if !bucket.sources.contains(&source_hash) {
                 bucket.sources.push(source_hash);
             }
-            st.recent.push_back(ArticleRef {
-                id: a.id.clone(),
-                title: a.title.chars().take(300).collect(),
-                url: a.url.clone(),
-                source: a.source.clone(),
-                published_at: ts(t),
-                entities: m.entities.clone(),
-                countries: m.countries.clone(),
-                terms: m.terms.clone(),
-                new_story,
-            });
-            while st.recent.len() > RECENT_PER_RULE {
-                st.recent.pop_front();
+            let kept = st.recent.entry(b).or_default();
+            // Keep the first articles of new stories; copies only while there is room.
+            if kept.len() < EVIDENCE_PER_BUCKET
+                && (new_story || kept.len() < EVIDENCE_PER_BUCKET - 1)
+            {
+                let r = ArticleRef {
+                    id: a.id.clone(),
+                    title: a.title.chars().take(300).collect(),
+                    url: a.url.clone(),
+                    source: a.source.clone(),
+                    published_at: ts(t),
+                    entities: m.entities.clone(),
+                    countries: m.countries.clone(),
+                    terms: m.terms.clone(),
+                    new_story,
+                };
+                kept.push(r.clone());
+                self.new_evidence.push((rule.id.clone(), b, r));
             }
             self.dirty_buckets.insert((rule.id.clone(), b));
+            self.activity.entry(b).or_default().insert(ri);
             self.dirty_rules.insert(rule.id.clone());
         }
         Ingested::Counted { new_story }
@@ -435,107 +500,66 @@ impl Engine {
 
     /// Moves the watermark to `wm` (never backwards), lets baselines learn the buckets that
     /// are now final, and evaluates the detectors. Returns the events decided.
+    ///
+    /// The detectors are evaluated at every bucket boundary the watermark passes, then at
+    /// `wm` itself, so the events do not depend on how articles were batched: a backlog
+    /// consumed in one large batch gives the same decisions as a live trickle.
     pub fn advance(&mut self, wm: i64) -> Vec<AlertEvent> {
-        if wm > self.watermark {
-            self.watermark = wm;
-        }
-        if self.watermark == i64::MIN {
+        let from = self.watermark;
+        let target = wm.max(from);
+        if target == i64::MIN {
             return Vec::new();
         }
-        let wm = self.watermark;
-        let s = &self.settings;
-        let bs = s.bucket_secs;
-        let bucket_of = move |t: i64| t.div_euclid(bs) * bs;
-        let final_until = bucket_of(wm - s.lateness_secs) - bs;
-        let per_day = 86_400.0 / bs as f64;
-        let n_rules = self.matcher.rules.len().max(1);
+        let bs = self.settings.bucket_secs;
         let mut out = Vec::new();
-        let memory_from = bucket_of(wm - s.memory_secs);
-        for (idx, rule) in self.matcher.rules.iter().enumerate() {
-            let Some(st) = self.rules.get_mut(&rule.id) else { continue };
-            let cfg = s.detector.with(&rule.spike);
-            if st.learned_until == i64::MIN {
-                st.learned_until = bucket_of(wm) - bs;
+        if from != i64::MIN {
+            // Intermediate points: the last second of each bucket passed (bounded on gaps).
+            let mut end = self.bucket_of(from) + bs;
+            let last = self.bucket_of(target);
+            if (last - end) / bs > MAX_STEPS {
+                end = last - MAX_STEPS * bs;
             }
-            // Learn finished buckets (a long gap is skipped, not replayed as zeros forever).
-            let mut learned = false;
-            if final_until - st.learned_until > 35 * 86_400 {
-                st.learned_until = final_until - 35 * 86_400;
-            }
-            while st.learned_until < final_until {
-                st.learned_until += bs;
-                let count = st.buckets.get(&st.learned_until).map_or(0, |b| b.stories) as f64;
-                // While an alert is open the surge is not "normal": the baseline only
-                // learns the part of each bucket it already expected.
-                let count = if st.lifecycle.active.is_some() { count.min(st.baseline.expected(Season::of(st.learned_until))) } else { count };
-                st.baseline.learn(count, Season::of(st.learned_until), per_day, cfg.halflife_hours);
-                learned = true;
-            }
-            let touched = self.dirty_rules.contains(&rule.id);
-            if learned {
-                self.dirty_rules.insert(rule.id.clone());
-            }
-            if !(touched || learned || st.lifecycle.active.is_some()) {
-                continue;
-            }
-            let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
-            let end = bucket_of(wm);
-            let start = end - (n - 1) * bs;
-            // The window ends at the watermark's bucket, plus the one after it: articles a
-            // few seconds ahead of the slowest partition count at once (low latency), while
-            // partitions far ahead during a backfill cannot inflate the window.
-            let window = start..=end + bs;
-            let observed: u64 = st.buckets.range(window.clone()).map(|(_, b)| b.stories as u64).sum();
-            let previous: u64 = st.buckets.range(start - n * bs..start).map(|(_, b)| b.stories as u64).sum();
-            let expected: f64 = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
-            let variance = st.baseline.window_variance(expected, n as usize);
-            let warmed_up = st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
-            let view = WindowView { observed, expected, variance, previous, warmed_up };
-            let verdict = detect::evaluate(&cfg, &view, n_rules);
-            if let Some(tr) = st.lifecycle.step(&rule.id, &cfg, &verdict, wm) {
-                self.dirty_rules.insert(rule.id.clone());
-                let recent: Vec<&ArticleRef> = st.recent.iter().filter(|r| window.contains(&bucket_of(r.published_at.timestamp()))).collect();
-                let articles: u64 = st.buckets.range(window.clone()).map(|(_, b)| b.articles as u64).sum();
-                let mut sources: HashSet<u64> = HashSet::new();
-                for (_, b) in st.buckets.range(window.clone()) {
-                    sources.extend(&b.sources);
+            while end <= last {
+                let point = end - 1;
+                if point > from {
+                    self.watermark = point;
+                    let candidates = self.candidates(point);
+                    for idx in candidates {
+                        out.extend(self.evaluate(idx, point, false));
+                    }
                 }
-                let notify = if rule.notify.is_empty() { Vec::new() } else { rule.notify.clone() };
-                let _ = idx;
-                out.push(AlertEvent {
-                    event_id: tr.event_id,
-                    alert_id: tr.alert_id,
-                    rule: rule.id.clone(),
-                    rule_name: rule.name.clone(),
-                    kind: tr.kind,
-                    at: ts(tr.at),
-                    started_at: ts(tr.started_at),
-                    window_start: ts(start),
-                    window_end: ts(end + bs),
-                    detector: cfg.kind,
-                    observed: verdict.observed,
-                    expected: (verdict.expected * 1000.0).round() / 1000.0,
-                    ratio: (verdict.ratio * 1000.0).round() / 1000.0,
-                    p_value: verdict.p_value,
-                    articles,
-                    sources: sources.len() as u64,
-                    top_articles: recent.iter().rev().filter(|r| r.new_story).take(5).map(|r| (*r).clone()).collect(),
-                    top_entities: top(recent.iter().flat_map(|r| r.entities.iter())),
-                    top_countries: top(recent.iter().flat_map(|r| r.countries.iter())),
-                    top_keywords: top(recent.iter().flat_map(|r| r.terms.iter())),
-                    notify,
-                });
+                end += bs;
             }
-            // Forget buckets that left memory (they stay in the state file).
+        }
+        self.watermark = target;
+        let n = self.matcher.rules.len();
+        let candidates: HashSet<usize> = self.candidates(target).into_iter().collect();
+        for idx in 0..n {
+            if candidates.contains(&idx) {
+                out.extend(self.evaluate(idx, target, true));
+            } else {
+                // Quiet rules still learn that quiet is normal.
+                self.learn(idx, target);
+            }
+        }
+        let memory_from = self.bucket_of(target - self.settings.memory_secs);
+        for st in self.rules.values_mut() {
             while let Some((&b, _)) = st.buckets.first_key_value() {
                 if b >= memory_from {
                     break;
                 }
                 st.buckets.pop_first();
             }
-            st.recent.retain(|r| r.published_at.timestamp() >= memory_from);
+            st.recent.retain(|&b, _| b >= memory_from);
         }
-        self.stories.prune(wm - self.settings.story_window_secs - self.settings.lateness_secs);
+        while let Some((&b, _)) = self.activity.first_key_value() {
+            if b >= memory_from {
+                break;
+            }
+            self.activity.pop_first();
+        }
+        self.stories
+            .prune(target - self.settings.story_window_secs - self.settings.lateness_secs);
         while let Some((&b, _)) = self.volume.first_key_value() {
             if b >= memory_from {
                 break;
@@ -546,9 +570,165 @@ impl Engine {
         out
     }
 
+    /// Rules worth evaluating at `point`: those with articles in their window (or the
+    /// bucket after it), and those with an open alert.
+    fn candidates(&self, point: i64) -> Vec<usize> {
+        let bs = self.settings.bucket_secs;
+        let widest = self
+            .matcher
+            .rules
+            .iter()
+            .map(|r| self.settings.detector.with(&r.spike).window_minutes)
+            .max()
+            .unwrap_or(60) as i64
+            * 60;
+        let end = self.bucket_of(point);
+        let mut set: HashSet<usize> = HashSet::new();
+        for (_, rules) in self.activity.range(end - widest..=end + bs) {
+            set.extend(rules.iter().copied());
+        }
+        for (idx, r) in self.matcher.rules.iter().enumerate() {
+            if self
+                .rules
+                .get(&r.id)
+                .is_some_and(|st| st.lifecycle.active.is_some())
+            {
+                set.insert(idx);
+            }
+        }
+        let mut v: Vec<usize> = set.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Lets rule `idx`'s baseline learn every bucket final at `point`.
+    fn learn(&mut self, idx: usize, point: i64) {
+        let bs = self.settings.bucket_secs;
+        let final_until = self.bucket_of(point - self.settings.lateness_secs) - bs;
+        let per_day = 86_400.0 / bs as f64;
+        let rule = &self.matcher.rules[idx];
+        let Some(st) = self.rules.get_mut(&rule.id) else {
+            return;
+        };
+        let halflife = self.settings.detector.with(&rule.spike).halflife_hours;
+        if st.learned_until == i64::MIN {
+            st.learned_until = final_until;
+            return;
+        }
+        // A long gap is skipped, not replayed as zeros forever.
+        if final_until - st.learned_until > 35 * 86_400 {
+            st.learned_until = final_until - 35 * 86_400;
+        }
+        if st.learned_until >= final_until {
+            return;
+        }
+        while st.learned_until < final_until {
+            st.learned_until += bs;
+            let count = st.buckets.get(&st.learned_until).map_or(0, |b| b.stories) as f64;
+            // While an alert is open the surge is not "normal": the baseline only learns
+            // the part of each bucket it already expected.
+            let season = Season::of(st.learned_until);
+            let count = if st.lifecycle.active.is_some() {
+                count.min(st.baseline.expected(season))
+            } else {
+                count
+            };
+            st.baseline.learn(count, season, per_day, halflife);
+        }
+        self.dirty_rules.insert(rule.id.clone());
+    }
+
+    /// Learns, then evaluates rule `idx` at event time `point`. `lead` counts the bucket
+    /// after the watermark's too (live feeds, where partitions run seconds apart).
+    fn evaluate(&mut self, idx: usize, point: i64, lead: bool) -> Option<AlertEvent> {
+        self.learn(idx, point);
+        let bs = self.settings.bucket_secs;
+        let end = self.bucket_of(point);
+        let n_rules = self.matcher.rules.len().max(1);
+        let rule = &self.matcher.rules[idx];
+        let cfg = self.settings.detector.with(&rule.spike);
+        let st = self.rules.get_mut(&rule.id)?;
+        let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
+        let start = end - (n - 1) * bs;
+        let window = start..=if lead { end + bs } else { end };
+        let observed: u64 = st
+            .buckets
+            .range(window.clone())
+            .map(|(_, b)| b.stories as u64)
+            .sum();
+        let previous: u64 = st
+            .buckets
+            .range(start - n * bs..start)
+            .map(|(_, b)| b.stories as u64)
+            .sum();
+        let expected: f64 = (0..n)
+            .map(|i| st.baseline.expected(Season::of(start + i * bs)))
+            .sum();
+        let variance = st.baseline.window_variance(expected, n as usize);
+        let warmed_up =
+            st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
+        let view = WindowView {
+            observed,
+            expected,
+            variance,
+            previous,
+            warmed_up,
+        };
+        let verdict = detect::evaluate(&cfg, &view, n_rules);
+        let tr = st.lifecycle.step(&rule.id, &cfg, &verdict, point)?;
+        let recent: Vec<&ArticleRef> = st
+            .recent
+            .range(window.clone())
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        let articles: u64 = st
+            .buckets
+            .range(window.clone())
+            .map(|(_, b)| b.articles as u64)
+            .sum();
+        let mut sources: HashSet<u64> = HashSet::new();
+        for (_, b) in st.buckets.range(window.clone()) {
+            sources.extend(&b.sources);
+        }
+        let event = AlertEvent {
+            event_id: tr.event_id,
+            alert_id: tr.alert_id,
+            rule: rule.id.clone(),
+            rule_name: rule.name.clone(),
+            kind: tr.kind,
+            at: ts(tr.at),
+            started_at: ts(tr.started_at),
+            window_start: ts(start),
+            window_end: ts(*window.end() + bs),
+            detector: cfg.kind,
+            observed: verdict.observed,
+            expected: (verdict.expected * 1000.0).round() / 1000.0,
+            ratio: (verdict.ratio * 1000.0).round() / 1000.0,
+            p_value: verdict.p_value,
+            articles,
+            sources: sources.len() as u64,
+            top_articles: recent
+                .iter()
+                .rev()
+                .filter(|r| r.new_story)
+                .take(5)
+                .map(|r| (*r).clone())
+                .collect(),
+            top_entities: top(recent.iter().flat_map(|r| r.entities.iter())),
+            top_countries: top(recent.iter().flat_map(|r| r.countries.iter())),
+            top_keywords: top(recent.iter().flat_map(|r| r.terms.iter())),
+            notify: rule.notify.clone(),
+        };
+        self.dirty_rules.insert(rule.id.clone());
+        Some(event)
+    }
+
     /// Hands over everything changed since the last call, for the state store.
     pub fn take_changes(&mut self) -> Changes {
-        let mut c = Changes { watermark: self.watermark, ..Default::default() };
+        let mut c = Changes {
+            watermark: self.watermark,
+            ..Default::default()
+        };
         for (id, b) in self.dirty_buckets.drain() {
             if let Some(bucket) = self.rules.get(&id).and_then(|st| st.buckets.get(&b)) {
                 c.buckets.push((id, b, bucket.clone()));
@@ -565,13 +745,16 @@ impl Engine {
             }
         }
         c.stories = std::mem::take(&mut self.new_stories);
+        c.evidence = std::mem::take(&mut self.new_evidence);
         c.events = std::mem::take(&mut self.events);
         c
     }
 
     /// The in-memory series of a rule: (bucket start, bucket, expected per bucket).
     pub fn series(&self, rule_id: &str, since: i64) -> Vec<(i64, Bucket, f64)> {
-        let Some(st) = self.rules.get(rule_id) else { return Vec::new() };
+        let Some(st) = self.rules.get(rule_id) else {
+            return Vec::new();
+        };
         let bs = self.settings.bucket_secs;
         if self.watermark == i64::MIN {
             return Vec::new();
@@ -580,7 +763,11 @@ impl Engine {
         let mut b = self.bucket_of(since.max(end - self.settings.memory_secs));
         let mut out = Vec::new();
         while b <= end {
-            out.push((b, st.buckets.get(&b).cloned().unwrap_or_default(), st.baseline.expected(Season::of(b))));
+            out.push((
+                b,
+                st.buckets.get(&b).cloned().unwrap_or_default(),
+                st.baseline.expected(Season::of(b)),
+            ));
             b += bs;
         }
         out
@@ -596,8 +783,14 @@ impl Engine {
         let n = (window_minutes as i64 * 60 / bs).max(1);
         let end = self.bucket_of(self.watermark);
         let start = end - (n - 1) * bs;
-        let observed = st.buckets.range(start..=end + bs).map(|(_, b)| b.stories as u64).sum();
-        let expected = (0..n).map(|i| st.baseline.expected(Season::of(start + i * bs))).sum();
+        let observed = st
+            .buckets
+            .range(start..=end + bs)
+            .map(|(_, b)| b.stories as u64)
+            .sum();
+        let expected = (0..n)
+            .map(|i| st.baseline.expected(Season::of(start + i * bs)))
+            .sum();
         Some((observed, expected))
     }
 
@@ -638,7 +831,17 @@ mod tests {
             line: 1,
             fingerprint: 1,
         };
-        Arc::new(Matcher::new(vec![rule], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap())
+        Arc::new(
+            Matcher::new(
+                vec![rule],
+                vec![],
+                &MatcherOptions {
+                    gazetteer: false,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
     }
 
     fn article(i: usize, t: i64, text: &str) -> Article {
@@ -662,16 +865,47 @@ mod tests {
         let a = simhash("Kazakhstan: Tokayev asks CSTO for help", "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities.");
         let long = "The president of Kazakhstan asked the CSTO for help on Wednesday as protests spread to Almaty and other cities. ".repeat(5);
         let a = simhash("Kazakhstan: Tokayev asks CSTO for help", &long);
-        let b = simhash("Kazakhstan: Tokayev asks CSTO for help", &format!("{long} (AFP) Read more on our site"));
-        let c = simhash("Football: results of the weekend", "Paris won again on Sunday while Lyon lost at home in a game marked by two red cards.");
-        assert!((a ^ b).count_ones() <= SAME_STORY_BITS, "{}", (a ^ b).count_ones());
+        let b = simhash(
+            "Kazakhstan: Tokayev asks CSTO for help",
+            &format!("{long} (AFP) Read more on our site"),
+        );
+        let c = simhash(
+            "Football: results of the weekend",
+            "Paris won again on Sunday while Lyon lost at home in a game marked by two red cards.",
+        );
+        assert!(
+            (a ^ b).count_ones() <= SAME_STORY_BITS,
+            "{}",
+            (a ^ b).count_ones()
+        );
         assert!((a ^ c).count_ones() > 10);
         let mut idx = StoryIndex::default();
         let title = title_hash("Kazakhstan: Tokayev asks CSTO for help");
-        assert!(idx.insert(StoryKey { simhash: a, title, at: 0 }, 3600));
+        assert!(idx.insert(
+            StoryKey {
+                simhash: a,
+                title,
+                at: 0
+            },
+            3600
+        ));
         // A short copy whose SimHash drifted still joins its story through the title.
-        assert!(!idx.insert(StoryKey { simhash: !a, title, at: 60 }, 3600));
-        assert!(idx.insert(StoryKey { simhash: c, title: None, at: 90 }, 3600));
+        assert!(!idx.insert(
+            StoryKey {
+                simhash: !a,
+                title,
+                at: 60
+            },
+            3600
+        ));
+        assert!(idx.insert(
+            StoryKey {
+                simhash: c,
+                title: None,
+                at: 90
+            },
+            3600
+        ));
     }
 
     #[test]
@@ -703,7 +937,10 @@ mod tests {
             i += 1;
             events.extend(e.advance(surge + k * 120));
         }
-        let started: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Started).collect();
+        let started: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Started)
+            .collect();
         assert_eq!(started.len(), 1, "{events:?}");
         assert!(started[0].observed >= 5 && started[0].ratio >= 3.0);
         assert!(!started[0].top_articles.is_empty());
@@ -711,7 +948,14 @@ mod tests {
         for h in 1..24 {
             events.extend(e.advance(surge + h * 3600));
         }
-        assert_eq!(events.iter().filter(|e| e.kind == EventKind::Resolved).count(), 1, "{events:?}");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == EventKind::Resolved)
+                .count(),
+            1,
+            "{events:?}"
+        );
         let c = e.take_changes();
         assert_eq!(c.events.len(), events.len());
     }
@@ -725,6 +969,9 @@ mod tests {
         let a = article(1, t0, "Kazakhstan");
         assert_eq!(e.ingest(&a, &m.match_article(&a), None), Ingested::Late);
         let b = article(2, t0 + 10 * 3600 - 600, "Kazakhstan");
-        assert!(matches!(e.ingest(&b, &m.match_article(&b), None), Ingested::Counted { .. }));
+        assert!(matches!(
+            e.ingest(&b, &m.match_article(&b), None),
+            Ingested::Counted { .. }
+        ));
     }
 }

@@ -84,7 +84,11 @@ pub fn forms() -> &'static [Form] {
                 let code = parts.next()?.as_bytes();
                 let kind = FormKind::from_code(parts.next()?)?;
                 let text = parts.next()?;
-                (code.len() == 2).then(|| Form { code: [code[0], code[1]], kind, text })
+                (code.len() == 2).then(|| Form {
+                    code: [code[0], code[1]],
+                    kind,
+                    text,
+                })
             })
             .collect()
     })
@@ -115,8 +119,20 @@ mod tests {
         let f = forms();
         assert!(f.len() > 10_000, "{}", f.len());
         assert!(is_country_code("KZ") && is_country_code("FR") && !is_country_code("XX"));
-        let kz: Vec<&str> = f.iter().filter(|f| f.code_str() == "KZ").map(|f| f.text).collect();
-        for want in ["Kazakhstan", "Казахстан", "Almaty", "Alma-Ata", "Nur-Sultan", "Нур-Султан", "kazakhe"] {
+        let kz: Vec<&str> = f
+            .iter()
+            .filter(|f| f.code_str() == "KZ")
+            .map(|f| f.text)
+            .collect();
+        for want in [
+            "Kazakhstan",
+            "Казахстан",
+            "Almaty",
+            "Alma-Ata",
+            "Nur-Sultan",
+            "Нур-Султан",
+            "kazakhe",
+        ] {
             assert!(kz.contains(&want), "missing {want}");
         }
     }

@@ -45,7 +45,8 @@ pub struct Readiness {
 }
 
 /// Reloads rules; returns the number of rules loaded or the errors.
-pub type ReloadFn = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<usize, Vec<String>>> + Send>> + Send + Sync>;
+pub type ReloadFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<usize, Vec<String>>> + Send>> + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -73,8 +74,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until shutdown.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, mut shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { shutdown.recv().await }).await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.recv().await })
+        .await
 }
 
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -86,7 +93,11 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
         if !ok {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
         }
     }
     next.run(req).await
@@ -97,19 +108,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    let partitions = s.readiness.assigned.as_ref().map(|a| a.read().map(|a| a.len()).unwrap_or(0));
+    let partitions = s
+        .readiness
+        .assigned
+        .as_ref()
+        .map(|a| a.read().map(|a| a.len()).unwrap_or(0));
     let path = s.state_path.clone();
-    let writable = tokio::task::spawn_blocking(move || Store::open(&path).map(|st| st.writable()).unwrap_or(false)).await.unwrap_or(false);
+    let writable = tokio::task::spawn_blocking(move || {
+        Store::open(&path).map(|st| st.writable()).unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false);
     let rules = s.readiness.rules_loaded.load(Ordering::Relaxed);
     let state_ok = s.readiness.state_ok.load(Ordering::Relaxed) && writable;
     let assigned_ok = partitions.is_none_or(|n| n > 0);
     let body = json!({ "partitions_assigned": partitions, "state_writable": state_ok, "rules_loaded": rules });
-    let code = if assigned_ok && state_ok && rules { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if assigned_ok && state_ok && rules {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.prometheus.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.prometheus.render(),
+    )
+        .into_response()
 }
 
 async fn rules(State(s): State<AppState>) -> Response {
@@ -153,7 +180,11 @@ struct SeriesQuery {
     hours: Option<u32>,
 }
 
-async fn series(State(s): State<AppState>, Path(id): Path<String>, Query(q): Query<SeriesQuery>) -> Response {
+async fn series(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Response {
     let hours = q.hours.unwrap_or(48).clamp(1, 24 * 35) as i64;
     let p = s.processor.clone();
     let path = s.state_path.clone();
@@ -185,8 +216,16 @@ async fn series(State(s): State<AppState>, Path(id): Path<String>, Query(q): Que
     .await;
     match out {
         Ok(Ok(Some(v))) => Json(v).into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, Json(json!({"error": "unknown rule"}))).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e }))).into_response(),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown rule"})),
+        )
+            .into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e })),
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -201,17 +240,40 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
     let since = match q.since.as_deref().map(crate::article::parse_date) {
         None => 0,
         Some(Some(t)) => t.timestamp(),
-        Some(None) => return (StatusCode::BAD_REQUEST, Json(json!({"error": "since must be an RFC 3339 date"}))).into_response(),
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "since must be an RFC 3339 date"})),
+            )
+                .into_response()
+        }
     };
     let limit = q.limit.unwrap_or(1000).min(10_000);
     let path = s.state_path.clone();
-    let out = tokio::task::spawn_blocking(move || Store::open(&path).and_then(|st| Ok((st.alerts_at_since(since, limit)?, st.outbox_stats()?, st.dead_deliveries(50)?)))).await;
+    let out = tokio::task::spawn_blocking(move || {
+        Store::open(&path).and_then(|st| {
+            Ok((
+                st.alerts_at_since(since, limit)?,
+                st.outbox_stats()?,
+                st.dead_deliveries(50)?,
+            ))
+        })
+    })
+    .await;
     match out {
         Ok(Ok((events, outbox, dead))) => {
-            let dead: Vec<_> = dead.into_iter().map(|(e, c, err)| json!({"event_id": e, "channel": c, "error": err})).collect();
-            Json(json!({ "alerts": events, "outbox": outbox, "dead_deliveries": dead })).into_response()
+            let dead: Vec<_> = dead
+                .into_iter()
+                .map(|(e, c, err)| json!({"event_id": e, "channel": c, "error": err}))
+                .collect();
+            Json(json!({ "alerts": events, "outbox": outbox, "dead_deliveries": dead }))
+                .into_response()
         }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": e.to_string() }))).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -219,6 +281,10 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
 async fn reload(State(s): State<AppState>) -> Response {
     match (s.reload)().await {
         Ok(n) => Json(json!({ "ok": true, "rules": n })).into_response(),
-        Err(errors) => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "ok": false, "errors": errors }))).into_response(),
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "ok": false, "errors": errors })),
+        )
+            .into_response(),
     }
 }

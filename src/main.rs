@@ -17,7 +17,11 @@ use vigie::source::file;
 use vigie::telemetry::{init_logging, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "vigie", version, about = "Watches a news feed on Kafka and alerts when coverage of a topic spikes")]
+#[command(
+    name = "vigie",
+    version,
+    about = "Watches a news feed on Kafka and alerts when coverage of a topic spikes"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -108,7 +112,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -126,8 +133,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(check(&config)),
         Command::Match { config, inputs } => {
             let cfg = Config::load(&config)?;
-            let matcher = vigie::service::load_matcher(&config, &cfg).map_err(|errs| anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
-            let inputs = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs };
+            let matcher = vigie::service::load_matcher(&config, &cfg).map_err(|errs| {
+                anyhow::anyhow!(errs
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            })?;
+            let inputs = if inputs.is_empty() {
+                vec![PathBuf::from("-")]
+            } else {
+                inputs
+            };
             let mut out = std::io::stdout().lock();
             let mut bad = 0;
             for path in file::expand_inputs(&inputs)? {
@@ -149,17 +166,42 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if bad > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Backtest { config, input } => backtest(&config, &input),
-        Command::Generate { scenario, seed, end, days, rate, surge_hours, body_bytes, output } => {
+        Command::Generate {
+            scenario,
+            seed,
+            end,
+            days,
+            rate,
+            surge_hours,
+            body_bytes,
+            output,
+        } => {
             let end = match end {
-                Some(s) => article::parse_date(&s).ok_or_else(|| anyhow::anyhow!("--end must be an RFC 3339 date, not {s:?}"))?,
+                Some(s) => article::parse_date(&s)
+                    .ok_or_else(|| anyhow::anyhow!("--end must be an RFC 3339 date, not {s:?}"))?,
                 None => Utc::now(),
             };
-            let opts = vigie::generate::GenerateOptions { scenario, seed, end, days, rate, surge_hours, body_bytes };
+            let opts = vigie::generate::GenerateOptions {
+                scenario,
+                seed,
+                end,
+                days,
+                rate,
+                surge_hours,
+                body_bytes,
+            };
             let mut w: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
             let mut err = None;
@@ -178,17 +220,32 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("generated {n} articles");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Publish { brokers, topic, partitions, inputs } => {
-            let inputs = if inputs.is_empty() { vec![PathBuf::from("-")] } else { inputs };
+        Command::Publish {
+            brokers,
+            topic,
+            partitions,
+            inputs,
+        } => {
+            let inputs = if inputs.is_empty() {
+                vec![PathBuf::from("-")]
+            } else {
+                inputs
+            };
             let mut items = Vec::new();
             for path in file::expand_inputs(&inputs)? {
                 for payload in file::read_payloads(&path)? {
-                    let key = article::parse(&payload, &ParseContext::new(Utc::now())).ok().map(|a| a.id);
+                    let key = article::parse(&payload, &ParseContext::new(Utc::now()))
+                        .ok()
+                        .map(|a| a.id);
                     items.push((key, payload));
                 }
             }
             let total = items.len();
-            let k = KafkaConfig { brokers, topic: topic.clone(), ..Default::default() };
+            let k = KafkaConfig {
+                brokers,
+                topic: topic.clone(),
+                ..Default::default()
+            };
             runtime()?.block_on(async move {
                 if let Err(e) = vigie::source::kafka::ensure_topic(&k, &topic, partitions).await {
                     eprintln!("warning: {e}");
@@ -202,7 +259,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 })
                 .await;
-                eprintln!("published {ok}/{total} articles to {topic} in {:.1}s", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "published {ok}/{total} articles to {topic} in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
                 match err {
                     Some(e) => {
                         eprintln!("error: {} article(s) not delivered: {e}", total - ok);
@@ -225,7 +285,12 @@ fn check(dir: &std::path::Path) -> ExitCode {
     };
     let mut failed = false;
     match vigie::rules::RuleSet::load(dir, &cfg.channel_names()) {
-        Ok(set) => println!("ok: {} rules, {} entities, {} channels", set.rules.len(), set.entities.len(), cfg.channels.len()),
+        Ok(set) => println!(
+            "ok: {} rules, {} entities, {} channels",
+            set.rules.len(),
+            set.entities.len(),
+            cfg.channels.len()
+        ),
         Err(errs) => {
             for e in errs {
                 eprintln!("error: {e}");
@@ -233,7 +298,11 @@ fn check(dir: &std::path::Path) -> ExitCode {
             failed = true;
         }
     }
-    if let Err(e) = vigie::service::notifiers(&cfg) {
+    // Notifiers hold connection pools that need a runtime even to be built.
+    let built = runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(async { vigie::service::notifiers(&cfg).map(|_| ()) }));
+    if let Err(e) = built {
         eprintln!("error: {e}");
         failed = true;
     }
@@ -246,11 +315,27 @@ fn check(dir: &std::path::Path) -> ExitCode {
 
 fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
-    let matcher = Arc::new(vigie::service::load_matcher(config, &cfg).map_err(|errs| anyhow::anyhow!(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?);
-    let inputs = if input.is_empty() { vec![PathBuf::from("-")] } else { input.to_vec() };
+    let matcher = Arc::new(vigie::service::load_matcher(config, &cfg).map_err(|errs| {
+        anyhow::anyhow!(errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"))
+    })?);
+    let inputs = if input.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        input.to_vec()
+    };
     let records = file::records(&file::expand_inputs(&inputs)?, "backtest")?;
     let engine = Engine::new(EngineSettings::from_config(&cfg), matcher);
-    let mut processor = Processor::new(engine, None, cfg.alerts.default_notify.clone(), ClockMode::EventTime, cfg.kafka.max_message_bytes);
+    let mut processor = Processor::new(
+        engine,
+        None,
+        cfg.alerts.default_notify.clone(),
+        ClockMode::EventTime,
+        cfg.kafka.max_message_bytes,
+    );
     let now = Utc::now();
     // Event-time order, as the feed would have delivered it.
     let parsed = processor.parse(&records, now);

@@ -32,15 +32,30 @@ pub enum BuildError {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Term(u32),
-    Entity { idx: u32, needs_capital: bool },
-    Country { idx: u16, weight: f32, needs_capital: bool },
+    Entity {
+        idx: u32,
+        needs_capital: bool,
+    },
+    Country {
+        idx: u16,
+        weight: f32,
+        needs_capital: bool,
+    },
 }
 
 /// A compiled query: [`Query`] with strings replaced by indices.
 #[derive(Debug, Clone)]
 enum CQuery {
-    Term { id: u32, field: Field },
-    Near { a: u32, b: u32, distance: u32, field: Field },
+    Term {
+        id: u32,
+        field: Field,
+    },
+    Near {
+        a: u32,
+        b: u32,
+        distance: u32,
+        field: Field,
+    },
     Country(u16),
     Entity(u32),
     Lang(String),
@@ -87,7 +102,10 @@ pub struct MatcherOptions {
 
 impl Default for MatcherOptions {
     fn default() -> Self {
-        MatcherOptions { surname_only: true, gazetteer: true }
+        MatcherOptions {
+            surname_only: true,
+            gazetteer: true,
+        }
     }
 }
 
@@ -112,7 +130,10 @@ pub struct Matcher {
 
 impl std::fmt::Debug for Matcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Matcher").field("rules", &self.rules.len()).field("patterns", &self.targets.len()).finish()
+        f.debug_struct("Matcher")
+            .field("rules", &self.rules.len())
+            .field("patterns", &self.targets.len())
+            .finish()
     }
 }
 
@@ -138,9 +159,19 @@ impl PatternSet {
         // One surface form votes once per country. When several sources give the same
         // normalized form (Jordan, Serbian Јордан), the cautious reading wins: if any
         // says it is ambiguous, it is.
-        if let Target::Country { idx, weight, needs_capital } = target {
+        if let Target::Country {
+            idx,
+            weight,
+            needs_capital,
+        } = target
+        {
             for t in targets.iter_mut() {
-                if let Target::Country { idx: i, weight: w, needs_capital: n } = t {
+                if let Target::Country {
+                    idx: i,
+                    weight: w,
+                    needs_capital: n,
+                } = t
+                {
                     if *i == idx {
                         *w = w.min(weight);
                         *n = *n || needs_capital;
@@ -150,7 +181,10 @@ impl PatternSet {
             }
         }
         if let Target::Entity { idx, .. } = target {
-            if targets.iter().any(|t| matches!(t, Target::Entity { idx: i, .. } if *i == idx)) {
+            if targets
+                .iter()
+                .any(|t| matches!(t, Target::Entity { idx: i, .. } if *i == idx))
+            {
                 return;
             }
         }
@@ -159,7 +193,11 @@ impl PatternSet {
 }
 
 impl Matcher {
-    pub fn new(rules: Vec<Rule>, entities: Vec<Entity>, opts: &MatcherOptions) -> Result<Matcher, BuildError> {
+    pub fn new(
+        rules: Vec<Rule>,
+        entities: Vec<Entity>,
+        opts: &MatcherOptions,
+    ) -> Result<Matcher, BuildError> {
         let mut set = PatternSet::default();
         let mut terms: Vec<String> = Vec::new();
         let mut term_index: HashMap<String, u32> = HashMap::new();
@@ -177,28 +215,56 @@ impl Matcher {
             id
         };
 
-        let entity_index: HashMap<String, u32> = entities.iter().enumerate().map(|(i, e)| (e.id.clone(), i as u32)).collect();
+        let entity_index: HashMap<String, u32> = entities
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id.clone(), i as u32))
+            .collect();
         for (i, e) in entities.iter().enumerate() {
             for (form, needs_capital) in entity_forms(e, opts.surname_only) {
-                set.add(form, Target::Entity { idx: i as u32, needs_capital });
+                set.add(
+                    form,
+                    Target::Entity {
+                        idx: i as u32,
+                        needs_capital,
+                    },
+                );
             }
         }
 
         let mut countries: Vec<String> = gazetteer::country_codes().iter().cloned().collect();
         countries.sort();
-        let country_index: HashMap<String, u16> = countries.iter().enumerate().map(|(i, c)| (c.clone(), i as u16)).collect();
+        let country_index: HashMap<String, u16> = countries
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i as u16))
+            .collect();
         if opts.gazetteer {
             for f in gazetteer::forms() {
-                let Some(&idx) = country_index.get(f.code_str()) else { continue };
+                let Some(&idx) = country_index.get(f.code_str()) else {
+                    continue;
+                };
                 for v in normalize::variants(f.text) {
-                    set.add(v, Target::Country { idx, weight: f.kind.weight(), needs_capital: f.kind.needs_capital() });
+                    set.add(
+                        v,
+                        Target::Country {
+                            idx,
+                            weight: f.kind.weight(),
+                            needs_capital: f.kind.needs_capital(),
+                        },
+                    );
                 }
             }
         }
 
         let mut compiled = Vec::with_capacity(rules.len());
         for r in &rules {
-            compiled.push(compile(&r.query, &mut |t| term_id(t, &mut set), &entity_index, &country_index));
+            compiled.push(compile(
+                &r.query,
+                &mut |t| term_id(t, &mut set),
+                &entity_index,
+                &country_index,
+            ));
         }
         let mut by_term: HashMap<u32, Vec<u32>> = HashMap::new();
         let mut by_entity: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -235,7 +301,11 @@ impl Matcher {
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::DFA))
                     .build(&set.patterns)
-                    .or_else(|_| AhoCorasick::builder().match_kind(MatchKind::Standard).build(&set.patterns))?,
+                    .or_else(|_| {
+                        AhoCorasick::builder()
+                            .match_kind(MatchKind::Standard)
+                            .build(&set.patterns)
+                    })?,
             )
         };
         Ok(Matcher {
@@ -281,7 +351,11 @@ impl Matcher {
         for (c, w) in &hits.votes {
             *country_score.entry(*c).or_default() += w;
         }
-        let mut countries: Vec<u16> = country_score.iter().filter(|(_, s)| **s >= 1.0).map(|(c, _)| *c).collect();
+        let mut countries: Vec<u16> = country_score
+            .iter()
+            .filter(|(_, s)| **s >= 1.0)
+            .map(|(c, _)| *c)
+            .collect();
         countries.sort_unstable();
         hits.entities.sort_unstable();
         hits.entities.dedup();
@@ -306,31 +380,67 @@ impl Matcher {
         candidates.sort_unstable();
         candidates.dedup();
 
-        let ctx = EvalCtx { hits: &hits, countries: &countries, article: a, title: &title, body: &body };
-        let rule_indices: Vec<usize> = candidates.into_iter().filter(|&r| ctx.eval(&self.compiled[r as usize])).map(|r| r as usize).collect();
+        let ctx = EvalCtx {
+            hits: &hits,
+            countries: &countries,
+            article: a,
+            title: &title,
+            body: &body,
+        };
+        let rule_indices: Vec<usize> = candidates
+            .into_iter()
+            .filter(|&r| ctx.eval(&self.compiled[r as usize]))
+            .map(|r| r as usize)
+            .collect();
 
-        let mut terms: Vec<String> = hits.term_ids().map(|t| self.terms[t as usize].clone()).collect();
+        let mut terms: Vec<String> = hits
+            .term_ids()
+            .map(|t| self.terms[t as usize].clone())
+            .collect();
         terms.sort();
         terms.dedup();
         let evidence = hits
             .evidence
             .iter()
             .map(|(what, field, start, end)| {
-                let (orig, norm) = if *field == FIELD_TITLE { (&a.title, &title) } else { (&a.body, &body) };
+                let (orig, norm) = if *field == FIELD_TITLE {
+                    (&a.title, &title)
+                } else {
+                    (&a.body, &body)
+                };
                 let (s, e) = norm.original_range(orig, *start, *end);
                 let what = match what {
                     Target::Term(t) => format!("term:{}", self.terms[*t as usize]),
-                    Target::Entity { idx, .. } => format!("entity:{}", self.entities[*idx as usize].id),
-                    Target::Country { idx, .. } => format!("country:{}", self.countries[*idx as usize]),
+                    Target::Entity { idx, .. } => {
+                        format!("entity:{}", self.entities[*idx as usize].id)
+                    }
+                    Target::Country { idx, .. } => {
+                        format!("country:{}", self.countries[*idx as usize])
+                    }
                 };
-                Evidence { surface: orig[s..e].to_string(), field: FIELD_NAMES[*field as usize], offset: s, what }
+                Evidence {
+                    surface: orig[s..e].to_string(),
+                    field: FIELD_NAMES[*field as usize],
+                    offset: s,
+                    what,
+                }
             })
             .collect();
         ArticleMatch {
-            rules: rule_indices.iter().map(|&i| self.rules[i].id.clone()).collect(),
+            rules: rule_indices
+                .iter()
+                .map(|&i| self.rules[i].id.clone())
+                .collect(),
             rule_indices,
-            countries: countries.iter().map(|&c| self.countries[c as usize].clone()).collect(),
-            entities: hits.entities.iter().map(|&e| self.entities[e as usize].id.clone()).collect(),
+            countries: countries
+                .iter()
+                .map(|&c| self.countries[c as usize].clone())
+                .collect(),
+            entities: hits
+                .entities
+                .iter()
+                .map(|&e| self.entities[e as usize].id.clone())
+                .collect(),
             terms,
             evidence,
         }
@@ -346,7 +456,10 @@ impl Matcher {
             if (s > 0 && text[s - 1] != b' ') || (e < text.len() && text[e] != b' ') {
                 continue;
             }
-            let capitalized = original[norm.offsets[s] as usize..].chars().next().is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
+            let capitalized = original[norm.offsets[s] as usize..]
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
             for t in &self.targets[m.pattern().as_usize()] {
                 match *t {
                     Target::Term(id) => hits.terms.push((id, field, s, e)),
@@ -356,7 +469,11 @@ impl Matcher {
                         }
                         hits.entities.push(idx);
                     }
-                    Target::Country { idx, weight, needs_capital } => {
+                    Target::Country {
+                        idx,
+                        weight,
+                        needs_capital,
+                    } => {
                         if needs_capital && !capitalized {
                             continue;
                         }
@@ -414,8 +531,17 @@ fn field_ok(want: Field, got: u8) -> bool {
 impl EvalCtx<'_> {
     fn eval(&self, q: &CQuery) -> bool {
         match q {
-            CQuery::Term { id, field } => self.hits.terms.iter().any(|(t, f, _, _)| t == id && field_ok(*field, *f)),
-            CQuery::Near { a, b, distance, field } => self.near(*a, *b, *distance, *field),
+            CQuery::Term { id, field } => self
+                .hits
+                .terms
+                .iter()
+                .any(|(t, f, _, _)| t == id && field_ok(*field, *f)),
+            CQuery::Near {
+                a,
+                b,
+                distance,
+                field,
+            } => self.near(*a, *b, *distance, *field),
             CQuery::Country(c) => self.countries.binary_search(c).is_ok(),
             CQuery::Entity(e) => self.hits.entities.binary_search(e).is_ok(),
             CQuery::Lang(l) => self.article.language.as_deref() == Some(l.as_str()),
@@ -431,17 +557,33 @@ impl EvalCtx<'_> {
 
     fn near(&self, a: u32, b: u32, distance: u32, field: Field) -> bool {
         let word_index = |f: u8, pos: usize| -> usize {
-            let text = if f == FIELD_TITLE { &self.title.text } else { &self.body.text };
-            text.as_bytes()[..pos].iter().filter(|&&c| c == b' ').count()
+            let text = if f == FIELD_TITLE {
+                &self.title.text
+            } else {
+                &self.body.text
+            };
+            text.as_bytes()[..pos]
+                .iter()
+                .filter(|&&c| c == b' ')
+                .count()
         };
         let word_end = |f: u8, end: usize| -> usize { word_index(f, end) };
-        for (ta, fa, sa, ea) in self.hits.terms.iter().filter(|t| t.0 == a && field_ok(field, t.1)) {
+        for (ta, fa, sa, ea) in self
+            .hits
+            .terms
+            .iter()
+            .filter(|t| t.0 == a && field_ok(field, t.1))
+        {
             for (_, fb, sb, eb) in self.hits.terms.iter().filter(|t| t.0 == b && t.1 == *fa) {
                 let _ = ta;
                 let (wa, wae) = (word_index(*fa, *sa), word_end(*fa, *ea));
                 let (wb, wbe) = (word_index(*fb, *sb), word_end(*fb, *eb));
                 // Words strictly between the two terms.
-                let gap = if wb > wae { wb - wae - 1 } else { wa.saturating_sub(wbe + 1) };
+                let gap = if wb > wae {
+                    wb - wae - 1
+                } else {
+                    wa.saturating_sub(wbe + 1)
+                };
                 if gap as u32 <= distance {
                     return true;
                 }
@@ -460,18 +602,48 @@ fn visit<'a>(q: &'a CQuery, f: &mut impl FnMut(&'a CQuery)) {
     }
 }
 
-fn compile(q: &Query, term: &mut impl FnMut(&str) -> u32, entities: &HashMap<String, u32>, countries: &HashMap<String, u16>) -> CQuery {
+fn compile(
+    q: &Query,
+    term: &mut impl FnMut(&str) -> u32,
+    entities: &HashMap<String, u32>,
+    countries: &HashMap<String, u16>,
+) -> CQuery {
     match q {
-        Query::Text { text, field } => CQuery::Term { id: term(text), field: *field },
-        Query::Near { a, b, distance, field } => CQuery::Near { a: term(a), b: term(b), distance: *distance, field: *field },
+        Query::Text { text, field } => CQuery::Term {
+            id: term(text),
+            field: *field,
+        },
+        Query::Near {
+            a,
+            b,
+            distance,
+            field,
+        } => CQuery::Near {
+            a: term(a),
+            b: term(b),
+            distance: *distance,
+            field: *field,
+        },
         // Rules are validated against known entities and countries before they get here;
         // an unknown one can only come from a race with a reload and simply never matches.
-        Query::Country(c) => countries.get(c).map_or(CQuery::Or(vec![]), |&i| CQuery::Country(i)),
-        Query::Entity(e) => entities.get(e).map_or(CQuery::Or(vec![]), |&i| CQuery::Entity(i)),
+        Query::Country(c) => countries
+            .get(c)
+            .map_or(CQuery::Or(vec![]), |&i| CQuery::Country(i)),
+        Query::Entity(e) => entities
+            .get(e)
+            .map_or(CQuery::Or(vec![]), |&i| CQuery::Entity(i)),
         Query::Lang(l) => CQuery::Lang(l.clone()),
         Query::Source(s) => CQuery::Source(s.clone()),
-        Query::And(qs) => CQuery::And(qs.iter().map(|q| compile(q, term, entities, countries)).collect()),
-        Query::Or(qs) => CQuery::Or(qs.iter().map(|q| compile(q, term, entities, countries)).collect()),
+        Query::And(qs) => CQuery::And(
+            qs.iter()
+                .map(|q| compile(q, term, entities, countries))
+                .collect(),
+        ),
+        Query::Or(qs) => CQuery::Or(
+            qs.iter()
+                .map(|q| compile(q, term, entities, countries))
+                .collect(),
+        ),
         Query::Not(q) => CQuery::Not(Box::new(compile(q, term, entities, countries))),
     }
 }
@@ -576,8 +748,12 @@ pub fn spelling_family(word: &str) -> Vec<String> {
 
 /// Russian case forms of a transliterated surname (Tokayev → Tokayeva, Tokayevu, Tokayevym...).
 fn russian_case_endings(word: &str) -> Vec<String> {
-    if word.ends_with("ev") || word.ends_with("ov") || word.ends_with("in") || word.ends_with("yn") {
-        ["a", "u", "ym", "om", "e"].iter().map(|e| format!("{word}{e}")).collect()
+    if word.ends_with("ev") || word.ends_with("ov") || word.ends_with("in") || word.ends_with("yn")
+    {
+        ["a", "u", "ym", "om", "e"]
+            .iter()
+            .map(|e| format!("{word}{e}"))
+            .collect()
     } else {
         Vec::new()
     }
@@ -620,33 +796,87 @@ mod tests {
 
     fn people() -> Vec<Entity> {
         vec![
-            Entity { id: "tokayev".into(), name: "Kassym-Jomart Tokayev".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
-            Entity { id: "putin".into(), name: "Vladimir Putin".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
-            Entity { id: "zelensky".into(), name: "Volodymyr Zelensky".into(), kind: EntityKind::Person, aliases: vec![], not: vec![] },
+            Entity {
+                id: "tokayev".into(),
+                name: "Kassym-Jomart Tokayev".into(),
+                kind: EntityKind::Person,
+                aliases: vec![],
+                not: vec![],
+            },
+            Entity {
+                id: "putin".into(),
+                name: "Vladimir Putin".into(),
+                kind: EntityKind::Person,
+                aliases: vec![],
+                not: vec![],
+            },
+            Entity {
+                id: "zelensky".into(),
+                name: "Volodymyr Zelensky".into(),
+                kind: EntityKind::Person,
+                aliases: vec![],
+                not: vec![],
+            },
         ]
     }
 
     #[test]
     fn keywords_respect_word_boundaries_and_fields() {
-        let m = Matcher::new(vec![rule("macron", "macron"), rule("t", "title:almaty")], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap();
-        assert_eq!(m.match_article(&art("Le macronisme", "")).rules, Vec::<String>::new());
-        assert_eq!(m.match_article(&art("", "Emmanuel Macron, président")).rules, vec!["macron"]);
-        assert_eq!(m.match_article(&art("", "à Almaty")).rules, Vec::<String>::new());
+        let m = Matcher::new(
+            vec![rule("macron", "macron"), rule("t", "title:almaty")],
+            vec![],
+            &MatcherOptions {
+                gazetteer: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            m.match_article(&art("Le macronisme", "")).rules,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            m.match_article(&art("", "Emmanuel Macron, président"))
+                .rules,
+            vec!["macron"]
+        );
+        assert_eq!(
+            m.match_article(&art("", "à Almaty")).rules,
+            Vec::<String>::new()
+        );
         assert_eq!(m.match_article(&art("À Almaty", "")).rules, vec!["t"]);
     }
 
     #[test]
     fn boolean_and_near() {
         let m = Matcher::new(
-            vec![rule("a", "(kazakhstan OR almaty) AND NOT football"), rule("n", "tokayev NEAR/2 troupes"), rule("l", "lang:de")],
+            vec![
+                rule("a", "(kazakhstan OR almaty) AND NOT football"),
+                rule("n", "tokayev NEAR/2 troupes"),
+                rule("l", "lang:de"),
+            ],
             vec![],
-            &MatcherOptions { gazetteer: false, ..Default::default() },
+            &MatcherOptions {
+                gazetteer: false,
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(m.match_article(&art("Kazakhstan", "")).rules, vec!["a"]);
-        assert_eq!(m.match_article(&art("Kazakhstan", "football")).rules, Vec::<String>::new());
-        assert_eq!(m.match_article(&art("", "Tokayev demande des troupes")).rules, vec!["n"]);
-        assert_eq!(m.match_article(&art("", "Tokayev a parlé hier soir, puis les troupes")).rules, Vec::<String>::new());
+        assert_eq!(
+            m.match_article(&art("Kazakhstan", "football")).rules,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            m.match_article(&art("", "Tokayev demande des troupes"))
+                .rules,
+            vec!["n"]
+        );
+        assert_eq!(
+            m.match_article(&art("", "Tokayev a parlé hier soir, puis les troupes"))
+                .rules,
+            Vec::<String>::new()
+        );
         let mut de = art("x", "");
         de.language = Some("de".into());
         assert_eq!(m.match_article(&de).rules, vec!["l"]);
@@ -654,32 +884,102 @@ mod tests {
 
     #[test]
     fn entity_spelling_families() {
-        let m = Matcher::new(vec![rule("e", "entity:tokayev OR entity:putin OR entity:zelensky")], people(), &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap();
-        for text in ["Tokaïev a dit", "Tokaev a dit", "Токаев заявил", "Тоқаев", "Kassym-Jomart Tokayev", "Tokajew sagte", "Vladimir Poutine", "Путин", "встреча с Токаевым", "Zelenskyy", "Зеленский"] {
+        let m = Matcher::new(
+            vec![rule(
+                "e",
+                "entity:tokayev OR entity:putin OR entity:zelensky",
+            )],
+            people(),
+            &MatcherOptions {
+                gazetteer: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for text in [
+            "Tokaïev a dit",
+            "Tokaev a dit",
+            "Токаев заявил",
+            "Тоқаев",
+            "Kassym-Jomart Tokayev",
+            "Tokajew sagte",
+            "Vladimir Poutine",
+            "Путин",
+            "встреча с Токаевым",
+            "Zelenskyy",
+            "Зеленский",
+        ] {
             let r = m.match_article(&art(text, ""));
             assert!(!r.entities.is_empty(), "{text} gave no entity");
         }
         for text in ["une poutine au fromage", "zelensky en minuscules"] {
-            assert!(m.match_article(&art(text, "")).entities.is_empty(), "{text} matched");
+            assert!(
+                m.match_article(&art(text, "")).entities.is_empty(),
+                "{text} matched"
+            );
         }
     }
 
     #[test]
     fn countries_from_gazetteer_with_traps() {
-        let m = Matcher::new(vec![rule("kz", "country:KZ")], vec![], &MatcherOptions::default()).unwrap();
-        for text in ["Almaty", "Alma-Ata", "Astana", "Nur-Sultan", "Noursoultan", "Нур-Султан", "les Kazakhs", "le président kazakh", "Kazakhstan", "Казахстан", "kasachische Regierung"] {
-            assert_eq!(m.match_article(&art("", text)).countries, vec!["KZ"], "{text}");
+        let m = Matcher::new(
+            vec![rule("kz", "country:KZ")],
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        for text in [
+            "Almaty",
+            "Alma-Ata",
+            "Astana",
+            "Nur-Sultan",
+            "Noursoultan",
+            "Нур-Султан",
+            "les Kazakhs",
+            "le président kazakh",
+            "Kazakhstan",
+            "Казахстан",
+            "kasachische Regierung",
+        ] {
+            assert_eq!(
+                m.match_article(&art("", text)).countries,
+                vec!["KZ"],
+                "{text}"
+            );
         }
-        for text in ["the oral exam", "roast the turkey", "Michael Jordan scored", "une poutine"] {
-            assert!(m.match_article(&art("", text)).countries.is_empty(), "{text}: {:?}", m.match_article(&art("", text)).countries);
+        for text in [
+            "the oral exam",
+            "roast the turkey",
+            "Michael Jordan scored",
+            "une poutine",
+        ] {
+            assert!(
+                m.match_article(&art("", text)).countries.is_empty(),
+                "{text}: {:?}",
+                m.match_article(&art("", text)).countries
+            );
         }
     }
 
     #[test]
     fn evidence_quotes_the_original() {
-        let m = Matcher::new(vec![rule("kz", "country:KZ")], people(), &MatcherOptions::default()).unwrap();
+        let m = Matcher::new(
+            vec![rule("kz", "country:KZ")],
+            people(),
+            &MatcherOptions::default(),
+        )
+        .unwrap();
         let r = m.match_article(&art("", "Le président Tokaïev à Almaty"));
-        assert!(r.evidence.iter().any(|e| e.surface == "Tokaïev" && e.what == "entity:tokayev"), "{:?}", r.evidence);
-        assert!(r.evidence.iter().any(|e| e.surface == "Almaty" && e.what == "country:KZ"));
+        assert!(
+            r.evidence
+                .iter()
+                .any(|e| e.surface == "Tokaïev" && e.what == "entity:tokayev"),
+            "{:?}",
+            r.evidence
+        );
+        assert!(r
+            .evidence
+            .iter()
+            .any(|e| e.surface == "Almaty" && e.what == "country:KZ"));
     }
 }

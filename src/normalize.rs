@@ -29,7 +29,11 @@ impl Normalized {
     /// The original byte range covered by normalized bytes `start..end`.
     pub fn original_range(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
         let s = self.offsets.get(start).copied().unwrap_or(0) as usize;
-        let last = self.offsets.get(end.saturating_sub(1)).copied().unwrap_or(0) as usize;
+        let last = self
+            .offsets
+            .get(end.saturating_sub(1))
+            .copied()
+            .unwrap_or(0) as usize;
         // Extend to the end of the last original character.
         let e = original[last..]
             .chars()

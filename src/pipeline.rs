@@ -70,7 +70,10 @@ struct PartitionClock {
 
 impl PartitionClock {
     fn observe(&mut self, topic: &str, partition: i32, t: i64) {
-        let e = self.parts.entry((topic.to_string(), partition)).or_insert((t, Instant::now()));
+        let e = self
+            .parts
+            .entry((topic.to_string(), partition))
+            .or_insert((t, Instant::now()));
         e.0 = e.0.max(t);
         e.1 = Instant::now();
         self.first_record.get_or_insert_with(Instant::now);
@@ -84,12 +87,20 @@ impl PartitionClock {
                 // hold the watermark until it speaks or has been silent for `idle_after`.
                 let starting = self.first_record.is_none_or(|f| f.elapsed() < idle_after);
                 if let (true, Some(assigned)) = (starting, assigned) {
-                    let unseen = assigned.read().map(|a| a.iter().any(|p| !self.parts.contains_key(p))).unwrap_or(false);
+                    let unseen = assigned
+                        .read()
+                        .map(|a| a.iter().any(|p| !self.parts.contains_key(p)))
+                        .unwrap_or(false);
                     if unseen {
                         return None;
                     }
                 }
-                let active = self.parts.values().filter(|p| p.1.elapsed() < idle_after).map(|p| p.0).min();
+                let active = self
+                    .parts
+                    .values()
+                    .filter(|p| p.1.elapsed() < idle_after)
+                    .map(|p| p.0)
+                    .min();
                 active.or_else(|| self.parts.values().map(|p| p.0).max())
             }
         }
@@ -123,8 +134,23 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(engine: Engine, store: Option<Store>, default_notify: Vec<String>, mode: ClockMode, max_bytes: usize) -> Self {
-        Processor { engine, store, default_notify, clock: PartitionClock::default(), mode, max_bytes, last_record: Instant::now(), assigned: None }
+    pub fn new(
+        engine: Engine,
+        store: Option<Store>,
+        default_notify: Vec<String>,
+        mode: ClockMode,
+        max_bytes: usize,
+    ) -> Self {
+        Processor {
+            engine,
+            store,
+            default_notify,
+            clock: PartitionClock::default(),
+            mode,
+            max_bytes,
+            last_record: Instant::now(),
+            assigned: None,
+        }
     }
 
     /// Parses records; returns per record the article or the reason it was refused.
@@ -132,23 +158,44 @@ impl Processor {
         records
             .iter()
             .map(|r| {
-                let ctx = ParseContext { max_bytes: self.max_bytes, record_time: r.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()), now };
+                let ctx = ParseContext {
+                    max_bytes: self.max_bytes,
+                    record_time: r
+                        .timestamp_ms
+                        .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+                    now,
+                };
                 article::parse(r.payload.as_deref().unwrap_or(&[]), &ctx)
             })
             .collect()
     }
 
     /// Matches, counts, detects and commits one parsed batch.
-    pub fn apply(&mut self, records: &[Record], parsed: Vec<Result<Article, Reject>>, now: DateTime<Utc>) -> Result<BatchReport, PipelineError> {
+    pub fn apply(
+        &mut self,
+        records: &[Record],
+        parsed: Vec<Result<Article, Reject>>,
+        now: DateTime<Utc>,
+    ) -> Result<BatchReport, PipelineError> {
         let started = Instant::now();
         let clamp = match self.mode {
             ClockMode::Live { .. } => Some(now.timestamp()),
             ClockMode::EventTime => None,
         };
         let matcher = self.engine.matcher().clone();
-        let articles: Vec<(usize, Article)> = parsed.into_iter().enumerate().filter_map(|(i, p)| p.ok().map(|a| (i, a))).collect();
-        let matches: Vec<_> = articles.par_iter().map(|(_, a)| matcher.match_article(a)).collect();
-        let mut report = BatchReport { rejected: records.len() - articles.len(), ..Default::default() };
+        let articles: Vec<(usize, Article)> = parsed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.ok().map(|a| (i, a)))
+            .collect();
+        let matches: Vec<_> = articles
+            .par_iter()
+            .map(|(_, a)| matcher.match_article(a))
+            .collect();
+        let mut report = BatchReport {
+            rejected: records.len() - articles.len(),
+            ..Default::default()
+        };
         for ((i, a), mm) in articles.iter().zip(&matches) {
             let r = &records[*i];
             let mut t = a.published_at.timestamp();
@@ -188,8 +235,12 @@ impl Processor {
     /// With a live clock, lets the watermark follow the wall clock once the feed has been
     /// silent for `idle_after`, so alerts resolve when coverage stops.
     pub fn idle_tick(&mut self, now: DateTime<Utc>) -> Result<Vec<AlertEvent>, PipelineError> {
-        let ClockMode::Live { idle_after } = self.mode else { return Ok(Vec::new()) };
-        if self.last_record.elapsed() < idle_after || self.engine.watermark().is_none_or(|w| w >= now) {
+        let ClockMode::Live { idle_after } = self.mode else {
+            return Ok(Vec::new());
+        };
+        if self.last_record.elapsed() < idle_after
+            || self.engine.watermark().is_none_or(|w| w >= now)
+        {
             return Ok(Vec::new());
         }
         let events = self.engine.advance(now.timestamp());
@@ -199,20 +250,28 @@ impl Processor {
 
     fn commit(&mut self, records: &[Record]) -> Result<(), PipelineError> {
         let changes = self.engine.take_changes();
-        let Some(store) = &mut self.store else { return Ok(()) };
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
         let offsets = next_offsets(records);
         let mut deliveries = Vec::new();
         for e in &changes.events {
-            let channels = if e.notify.is_empty() { &self.default_notify } else { &e.notify };
+            let channels = if e.notify.is_empty() {
+                &self.default_notify
+            } else {
+                &e.notify
+            };
             for c in channels {
                 deliveries.push((e.event_id.clone(), c.clone()));
             }
         }
         metrics::gauge!(m::WATERMARK).set(changes.watermark.max(0) as f64);
-        store.commit(&changes, &offsets, &deliveries).inspect_err(|e| {
-            metrics::counter!(m::STATE_ERRORS).increment(1);
-            tracing::error!(error = %e, "cannot write the state file; stopping consumption");
-        })?;
+        store
+            .commit(&changes, &offsets, &deliveries)
+            .inspect_err(|e| {
+                metrics::counter!(m::STATE_ERRORS).increment(1);
+                tracing::error!(error = %e, "cannot write the state file; stopping consumption");
+            })?;
         Ok(())
     }
 }
@@ -221,7 +280,9 @@ impl Processor {
 pub fn next_offsets(records: &[Record]) -> Vec<(String, i32, i64)> {
     let mut m: HashMap<(String, i32), i64> = HashMap::new();
     for r in records {
-        let e = m.entry((r.topic.clone(), r.partition)).or_insert(r.offset + 1);
+        let e = m
+            .entry((r.topic.clone(), r.partition))
+            .or_insert(r.offset + 1);
         *e = (*e).max(r.offset + 1);
     }
     let mut v: Vec<_> = m.into_iter().map(|((t, p), o)| (t, p, o)).collect();
@@ -259,15 +320,25 @@ pub async fn run<S: Source, D: DeadLetters>(
         let now = Utc::now();
         if batch.is_empty() {
             let p = processor.clone();
-            let events = tokio::task::spawn_blocking(move || p.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.idle_tick(now))
-                .await
-                .map_err(|e| PipelineError::Join(e.to_string()))??;
+            let events = tokio::task::spawn_blocking(move || {
+                p.lock()
+                    .map_err(|_| PipelineError::Join("poisoned".into()))?
+                    .idle_tick(now)
+            })
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))??;
             if !events.is_empty() {
-                after_commit(&BatchReport { events, ..Default::default() });
+                after_commit(&BatchReport {
+                    events,
+                    ..Default::default()
+                });
             }
             continue;
         }
-        let parsed = processor.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.parse(&batch, now);
+        let parsed = processor
+            .lock()
+            .map_err(|_| PipelineError::Join("poisoned".into()))?
+            .parse(&batch, now);
         for (r, p) in batch.iter().zip(&parsed) {
             if let Err(reason) = p {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = reason.code(), error = %reason, "message refused, sending to dead-letter topic");
@@ -290,9 +361,13 @@ pub async fn run<S: Source, D: DeadLetters>(
         }
         let p = processor.clone();
         let records = batch.clone();
-        let report = tokio::task::spawn_blocking(move || p.lock().map_err(|_| PipelineError::Join("poisoned".into()))?.apply(&records, parsed, now))
-            .await
-            .map_err(|e| PipelineError::Join(e.to_string()))??;
+        let report = tokio::task::spawn_blocking(move || {
+            p.lock()
+                .map_err(|_| PipelineError::Join("poisoned".into()))?
+                .apply(&records, parsed, now)
+        })
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))??;
         source.commit(&next_offsets(&batch)).await?;
         total += report.articles as u64;
         after_commit(&report);
@@ -309,12 +384,37 @@ mod tests {
 
     #[tokio::test]
     async fn bad_messages_go_to_dead_letters_and_the_stream_goes_on() {
-        let rule = Rule { id: "kz".into(), name: "kz".into(), query: parse_query("kazakhstan").unwrap(), notify: vec![], spike: Default::default(), file: "t".into(), line: 1, fingerprint: 1 };
-        let matcher = Arc::new(Matcher::new(vec![rule], vec![], &MatcherOptions { gazetteer: false, ..Default::default() }).unwrap());
+        let rule = Rule {
+            id: "kz".into(),
+            name: "kz".into(),
+            query: parse_query("kazakhstan").unwrap(),
+            notify: vec![],
+            spike: Default::default(),
+            file: "t".into(),
+            line: 1,
+            fingerprint: 1,
+        };
+        let matcher = Arc::new(
+            Matcher::new(
+                vec![rule],
+                vec![],
+                &MatcherOptions {
+                    gazetteer: false,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s.db")).unwrap();
         let engine = Engine::new(EngineSettings::default(), matcher);
-        let processor = Arc::new(Mutex::new(Processor::new(engine, Some(store), vec!["log".into()], ClockMode::EventTime, 1000)));
+        let processor = Arc::new(Mutex::new(Processor::new(
+            engine,
+            Some(store),
+            vec!["log".into()],
+            ClockMode::EventTime,
+            1000,
+        )));
         let mut payloads: Vec<Vec<u8>> = Vec::new();
         for i in 0..5 {
             payloads.push(format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b","published_at":"2022-01-05T10:0{i}:00Z"}}"#).into_bytes());
@@ -325,14 +425,44 @@ mod tests {
         let mut source = MemorySource::from_payloads("articles", payloads);
         let dead = MemoryDeadLetters::default();
         let (_t, shutdown) = crate::shutdown::channel();
-        let n = run(&mut source, &dead, processor.clone(), LoopSettings { batch_size: 3, poll: Duration::from_millis(10) }, shutdown, |_| {}).await.unwrap();
+        let n = run(
+            &mut source,
+            &dead,
+            processor.clone(),
+            LoopSettings {
+                batch_size: 3,
+                poll: Duration::from_millis(10),
+            },
+            shutdown,
+            |_| {},
+        )
+        .await
+        .unwrap();
         assert_eq!(n, 5);
-        let reasons: Vec<String> = dead.records.lock().unwrap().iter().map(|(_, r)| r.clone()).collect();
+        let reasons: Vec<String> = dead
+            .records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect();
         assert_eq!(reasons.len(), 7);
-        assert!(reasons.contains(&"invalid_utf8".to_string()) && reasons.contains(&"too_large".to_string()));
-        assert_eq!(source.committed.last().unwrap().2, 12, "the last offset is committed like any other");
+        assert!(
+            reasons.contains(&"invalid_utf8".to_string())
+                && reasons.contains(&"too_large".to_string())
+        );
+        assert_eq!(
+            source.committed.last().unwrap().2,
+            12,
+            "the last offset is committed like any other"
+        );
         let s = Store::open(&d.path().join("s.db")).unwrap();
-        let stories: u32 = s.buckets_since(0).unwrap().iter().map(|b| b.2.articles).sum();
+        let stories: u32 = s
+            .buckets_since(0)
+            .unwrap()
+            .iter()
+            .map(|b| b.2.articles)
+            .sum();
         assert_eq!(stories, 5);
         assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 12);
     }

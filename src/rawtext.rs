@@ -35,7 +35,9 @@ fn is_junk(line: &str, norm: &str) -> bool {
     line.starts_with("/html")
         || line.contains("@content")
         || (line.starts_with("http") && !line.contains(' '))
-        || line.contains('@') && line.contains('.') && line.split_whitespace().any(|w| w.contains('@'))
+        || line.contains('@')
+            && line.contains('.')
+            && line.split_whitespace().any(|w| w.contains('@'))
         || norm == "prev"
         || norm == "next"
         || norm.starts_with("next ")
@@ -44,7 +46,20 @@ fn is_junk(line: &str, norm: &str) -> bool {
         || norm.chars().all(|c| c.is_ascii_digit() || c == ' ')
 }
 
-const FRENCH_MONTHS: &[&str] = &["janvier", "fevrier", "mars", "avril", "mai", "juin", "juillet", "aout", "septembre", "octobre", "novembre", "decembre"];
+const FRENCH_MONTHS: &[&str] = &[
+    "janvier",
+    "fevrier",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "aout",
+    "septembre",
+    "octobre",
+    "novembre",
+    "decembre",
+];
 
 /// Finds an explicitly written date in a line: an ISO date(-time) standing alone,
 /// `dd.mm.yyyy`, or `Publié le 7 janvier 2022`.
@@ -67,11 +82,20 @@ fn written_date(line: &str) -> Option<DateTime<Utc>> {
         }
     }
     let n = normalize_str(t);
-    for prefix in ["publie le ", "mis a jour le ", "published on ", "published "] {
+    for prefix in [
+        "publie le ",
+        "mis a jour le ",
+        "published on ",
+        "published ",
+    ] {
         if let Some(rest) = n.find(prefix).map(|i| &n[i + prefix.len()..]) {
             let words: Vec<&str> = rest.split(' ').collect();
             if words.len() >= 3 {
-                if let (Ok(d), Some(m), Ok(y)) = (words[0].parse::<u32>(), FRENCH_MONTHS.iter().position(|m| *m == words[1]), words[2].parse::<i32>()) {
+                if let (Ok(d), Some(m), Ok(y)) = (
+                    words[0].parse::<u32>(),
+                    FRENCH_MONTHS.iter().position(|m| *m == words[1]),
+                    words[2].parse::<i32>(),
+                ) {
                     if let Some(date) = NaiveDate::from_ymd_opt(y, m as u32 + 1, d) {
                         return date.and_hms_opt(0, 0, 0).map(|x| Utc.from_utc_datetime(&x));
                     }
@@ -93,7 +117,11 @@ fn url_date(url: &str) -> Option<DateTime<Utc>> {
             }
         }
         if s.len() == 4 && i + 2 < segs.len() {
-            if let (Ok(y), Ok(m), Ok(d)) = (s.parse::<i32>(), segs[i + 1].parse::<u32>(), segs[i + 2].parse::<u32>()) {
+            if let (Ok(y), Ok(m), Ok(d)) = (
+                s.parse::<i32>(),
+                segs[i + 1].parse::<u32>(),
+                segs[i + 2].parse::<u32>(),
+            ) {
                 if (1990..2100).contains(&y) {
                     if let Some(date) = NaiveDate::from_ymd_opt(y, m, d) {
                         return date.and_hms_opt(0, 0, 0).map(|x| Utc.from_utc_datetime(&x));
@@ -113,7 +141,11 @@ fn is_paragraph(line: &str) -> bool {
 
 /// Parses raw text. `fallback` is the time to use when the page states no date.
 pub fn parse(text: &str, fallback: Option<DateTime<Utc>>, name: &str) -> Value {
-    let lines: Vec<&str> = text.lines().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
     let mut url = None;
     let mut date: Option<(DateTime<Utc>, &str)> = None;
     let mut title: Option<String> = None;
@@ -125,7 +157,10 @@ pub fn parse(text: &str, fallback: Option<DateTime<Utc>>, name: &str) -> Value {
         let norm = normalize_str(line);
         // URL lines: `https://…` or `date 2022-01 https://…`.
         if url.is_none() && line.split_whitespace().count() <= 3 {
-            if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://")) {
+            if let Some(u) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+            {
                 if title.is_none() {
                     url = Some(u.to_string());
                     continue;
@@ -141,14 +176,22 @@ pub fn parse(text: &str, fallback: Option<DateTime<Utc>>, name: &str) -> Value {
             }
         }
         if title.is_none() {
-            if norm.is_empty() || is_junk(line, &norm) || written_date(line).is_some() || norm.starts_with("date ") {
+            if norm.is_empty()
+                || is_junk(line, &norm)
+                || written_date(line).is_some()
+                || norm.starts_with("date ")
+            {
                 continue;
             }
             title = Some(line.to_string());
             title_norm = norm;
             continue;
         }
-        if !body.is_empty() && STOP_MARKERS.iter().any(|m| norm.starts_with(m) || norm.contains(&format!(" {m}")) && norm.len() < 120) {
+        if !body.is_empty()
+            && STOP_MARKERS
+                .iter()
+                .any(|m| norm.starts_with(m) || norm.contains(&format!(" {m}")) && norm.len() < 120)
+        {
             break;
         }
         if norm == title_norm || norm.is_empty() || is_junk(line, &norm) {
@@ -202,7 +245,10 @@ mod tests {
         assert_eq!(v["url"], "https://ex.org/20220105/crise-1.html");
         assert_eq!(v["title"], "Crise kazakhe: Ankara suit de près");
         assert_eq!(v["date_source"], "url");
-        assert!(v["published_at"].as_str().unwrap().starts_with("2022-01-05"));
+        assert!(v["published_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2022-01-05"));
         let body = v["body"].as_str().unwrap();
         assert!(body.starts_with("Les manifestations"));
         assert!(!body.contains("lecteur"));
@@ -213,7 +259,10 @@ mod tests {
         let fallback = Utc.with_ymd_and_hms(2024, 11, 2, 0, 0, 0).unwrap();
         let v = parse("Un titre\nLe chef de la diplomatie, lors d'une conférence le 7 janvier 2022, a parlé longuement de la crise.\n", Some(fallback), "t");
         assert_eq!(v["date_source"], "file_time");
-        assert!(v["published_at"].as_str().unwrap().starts_with("2024-11-02"));
+        assert!(v["published_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-11-02"));
     }
 
     #[test]

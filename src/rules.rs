@@ -40,9 +40,17 @@ pub enum Field {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Query {
     /// A word or phrase, as written by the user (normalized by the matcher).
-    Text { text: String, field: Field },
+    Text {
+        text: String,
+        field: Field,
+    },
     /// Two terms within `distance` words of each other, either order.
-    Near { a: String, b: String, distance: u32, field: Field },
+    Near {
+        a: String,
+        b: String,
+        distance: u32,
+        field: Field,
+    },
     Country(String),
     Entity(String),
     Lang(String),
@@ -188,21 +196,41 @@ impl RuleSet {
         let mut entities = Vec::new();
         let mut entity_ids: HashMap<String, PathBuf> = HashMap::new();
         for file in toml_files(&dir.join("entities"), &mut errors) {
-            let Some(text) = read(&file, &mut errors) else { continue };
+            let Some(text) = read(&file, &mut errors) else {
+                continue;
+            };
             match toml::from_str::<EntitiesFile>(&text) {
                 Err(e) => errors.push(ConfigError::from_toml(&file, &text, &e)),
                 Ok(parsed) => {
                     for def in parsed.entity {
                         let id = def.id.get_ref().trim().to_string();
                         if !valid_id(&id) {
-                            errors.push(ConfigError::at_offset(&file, &text, def.id.span().start, format!("invalid entity id `{id}`: use letters, digits, `-` and `_`")));
+                            errors.push(ConfigError::at_offset(
+                                &file,
+                                &text,
+                                def.id.span().start,
+                                format!(
+                                    "invalid entity id `{id}`: use letters, digits, `-` and `_`"
+                                ),
+                            ));
                             continue;
                         }
                         if let Some(prev) = entity_ids.insert(id.clone(), file.clone()) {
-                            errors.push(ConfigError::at_offset(&file, &text, def.id.span().start, format!("entity `{id}` is already defined in {}", prev.display())));
+                            errors.push(ConfigError::at_offset(
+                                &file,
+                                &text,
+                                def.id.span().start,
+                                format!("entity `{id}` is already defined in {}", prev.display()),
+                            ));
                             continue;
                         }
-                        entities.push(Entity { id, name: def.name, kind: def.kind, aliases: def.aliases, not: def.not });
+                        entities.push(Entity {
+                            id,
+                            name: def.name,
+                            kind: def.kind,
+                            aliases: def.aliases,
+                            not: def.not,
+                        });
                     }
                 }
             }
@@ -210,7 +238,9 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut rule_ids: HashMap<String, PathBuf> = HashMap::new();
         for file in toml_files(&dir.join("rules"), &mut errors) {
-            let Some(text) = read(&file, &mut errors) else { continue };
+            let Some(text) = read(&file, &mut errors) else {
+                continue;
+            };
             let parsed = match toml::from_str::<RulesFile>(&text) {
                 Ok(p) => p,
                 Err(e) => {
@@ -224,7 +254,16 @@ impl RuleSet {
                 match compile_rule(&file, &text, span.start, def, &entity_ids, known_channels) {
                     Ok(rule) => {
                         if let Some(prev) = rule_ids.insert(rule.id.clone(), file.clone()) {
-                            errors.push(ConfigError { file: Some(file.clone()), line: Some(rule.line), column: None, message: format!("rule `{}` is already defined in {}", rule.id, prev.display()) });
+                            errors.push(ConfigError {
+                                file: Some(file.clone()),
+                                line: Some(rule.line),
+                                column: None,
+                                message: format!(
+                                    "rule `{}` is already defined in {}",
+                                    rule.id,
+                                    prev.display()
+                                ),
+                            });
                         } else {
                             rules.push(rule);
                         }
@@ -242,7 +281,11 @@ impl RuleSet {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 fn toml_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
@@ -283,7 +326,10 @@ fn compile_rule(
     let err_at = |offset: usize, m: String| ConfigError::at_offset(file, text, offset, m);
     let id = def.id.get_ref().trim().to_string();
     if !valid_id(&id) {
-        return Err(err_at(def.id.span().start, format!("invalid rule id `{id}`: use letters, digits, `-`, `_` and `.`")));
+        return Err(err_at(
+            def.id.span().start,
+            format!("invalid rule id `{id}`: use letters, digits, `-`, `_` and `.`"),
+        ));
     }
     let fingerprint = {
         use std::hash::{Hash, Hasher};
@@ -295,65 +341,135 @@ fn compile_rule(
     let mut positive = Vec::new();
     for k in &def.keywords {
         if crate::normalize::normalize_str(k).is_empty() {
-            return Err(err_at(at, format!("rule `{id}`: keyword {k:?} has no letters or digits")));
+            return Err(err_at(
+                at,
+                format!("rule `{id}`: keyword {k:?} has no letters or digits"),
+            ));
         }
-        positive.push(Query::Text { text: k.clone(), field: Field::Any });
+        positive.push(Query::Text {
+            text: k.clone(),
+            field: Field::Any,
+        });
     }
     for c in &def.countries {
         let code = c.get_ref().trim().to_ascii_uppercase();
         if !crate::gazetteer::is_country_code(&code) {
-            return Err(err_at(c.span().start, format!("rule `{id}`: unknown country code `{}` (ISO 3166-1 alpha-2 expected)", c.get_ref())));
+            return Err(err_at(
+                c.span().start,
+                format!(
+                    "rule `{id}`: unknown country code `{}` (ISO 3166-1 alpha-2 expected)",
+                    c.get_ref()
+                ),
+            ));
         }
         positive.push(Query::Country(code));
     }
     for e in &def.entities {
         if !entity_ids.contains_key(e.get_ref()) {
-            return Err(err_at(e.span().start, format!("rule `{id}`: unknown entity `{}`{}", e.get_ref(), suggest(e.get_ref(), entity_ids.keys()))));
+            return Err(err_at(
+                e.span().start,
+                format!(
+                    "rule `{id}`: unknown entity `{}`{}",
+                    e.get_ref(),
+                    suggest(e.get_ref(), entity_ids.keys())
+                ),
+            ));
         }
         positive.push(Query::Entity(e.get_ref().clone()));
     }
     let mut all = Vec::new();
     if !positive.is_empty() {
-        all.push(if positive.len() == 1 { positive.pop().unwrap() } else { Query::Or(positive) });
+        all.push(if positive.len() == 1 {
+            positive.pop().unwrap()
+        } else {
+            Query::Or(positive)
+        });
     }
     if let Some(q) = &def.query {
         // +1 skips the opening quote of the TOML string.
         let base = q.span().start + 1;
-        let parsed = parse_query(q.get_ref()).map_err(|e| err_at(base + e.offset, format!("rule `{id}`: query: {}", e.message)))?;
+        let parsed = parse_query(q.get_ref()).map_err(|e| {
+            err_at(
+                base + e.offset,
+                format!("rule `{id}`: query: {}", e.message),
+            )
+        })?;
         let mut bad_entity = None;
         let mut bad_country = None;
         parsed.visit(&mut |leaf| match leaf {
             Query::Entity(e) if !entity_ids.contains_key(e) => bad_entity = Some(e.clone()),
-            Query::Country(c) if !crate::gazetteer::is_country_code(c) => bad_country = Some(c.clone()),
+            Query::Country(c) if !crate::gazetteer::is_country_code(c) => {
+                bad_country = Some(c.clone())
+            }
             _ => {}
         });
         if let Some(e) = bad_entity {
-            return Err(err_at(base, format!("rule `{id}`: query names unknown entity `{e}`{}", suggest(&e, entity_ids.keys()))));
+            return Err(err_at(
+                base,
+                format!(
+                    "rule `{id}`: query names unknown entity `{e}`{}",
+                    suggest(&e, entity_ids.keys())
+                ),
+            ));
         }
         if let Some(c) = bad_country {
-            return Err(err_at(base, format!("rule `{id}`: query names unknown country code `{c}`")));
+            return Err(err_at(
+                base,
+                format!("rule `{id}`: query names unknown country code `{c}`"),
+            ));
         }
         all.push(parsed);
     }
     if all.is_empty() {
-        return Err(err_at(at, format!("rule `{id}` matches nothing: give keywords, countries, entities or a query")));
+        return Err(err_at(
+            at,
+            format!("rule `{id}` matches nothing: give keywords, countries, entities or a query"),
+        ));
     }
     if !def.languages.is_empty() {
-        all.push(Query::Or(def.languages.iter().map(|l| Query::Lang(l.trim().to_ascii_lowercase())).collect()));
+        all.push(Query::Or(
+            def.languages
+                .iter()
+                .map(|l| Query::Lang(l.trim().to_ascii_lowercase()))
+                .collect(),
+        ));
     }
     if !def.sources.is_empty() {
-        all.push(Query::Or(def.sources.iter().map(|s| Query::Source(s.trim().to_ascii_lowercase())).collect()));
+        all.push(Query::Or(
+            def.sources
+                .iter()
+                .map(|s| Query::Source(s.trim().to_ascii_lowercase()))
+                .collect(),
+        ));
     }
     if !def.exclude.is_empty() {
-        let ex = def.exclude.iter().map(|k| Query::Text { text: k.clone(), field: Field::Any }).collect();
+        let ex = def
+            .exclude
+            .iter()
+            .map(|k| Query::Text {
+                text: k.clone(),
+                field: Field::Any,
+            })
+            .collect();
         all.push(Query::Not(Box::new(Query::Or(ex))));
     }
     for n in &def.notify {
         if !known_channels.iter().any(|c| c == n.get_ref()) {
-            return Err(err_at(n.span().start, format!("rule `{id}`: unknown channel `{}`{}", n.get_ref(), suggest(n.get_ref(), known_channels.iter()))));
+            return Err(err_at(
+                n.span().start,
+                format!(
+                    "rule `{id}`: unknown channel `{}`{}",
+                    n.get_ref(),
+                    suggest(n.get_ref(), known_channels.iter())
+                ),
+            ));
         }
     }
-    let query = if all.len() == 1 { all.pop().unwrap() } else { Query::And(all) };
+    let query = if all.len() == 1 {
+        all.pop().unwrap()
+    } else {
+        Query::And(all)
+    };
     let _ = def.enabled;
     Ok(Rule {
         name: def.name.clone().unwrap_or_else(|| id.clone()),
@@ -420,18 +536,27 @@ fn tokenize(q: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                 out.push((start, Tok::RParen));
                 i += 1;
             }
-            b'-' if i + 1 < bytes.len() && !bytes[i + 1].is_ascii_whitespace() && out.last().is_none_or(|(_, t)| !matches!(t, Tok::Field(_))) => {
+            b'-' if i + 1 < bytes.len()
+                && !bytes[i + 1].is_ascii_whitespace()
+                && out.last().is_none_or(|(_, t)| !matches!(t, Tok::Field(_))) =>
+            {
                 out.push((start, Tok::Not));
                 i += 1;
             }
             b'"' => {
-                let end = q[i + 1..].find('"').ok_or(QueryError { offset: start, message: "unclosed quote".into() })?;
+                let end = q[i + 1..].find('"').ok_or(QueryError {
+                    offset: start,
+                    message: "unclosed quote".into(),
+                })?;
                 out.push((start, Tok::Phrase(q[i + 1..i + 1 + end].to_string())));
                 i += end + 2;
             }
             _ => {
                 let mut j = i;
-                while j < bytes.len() && !bytes[j].is_ascii_whitespace() && !matches!(bytes[j], b'(' | b')' | b'"') {
+                while j < bytes.len()
+                    && !bytes[j].is_ascii_whitespace()
+                    && !matches!(bytes[j], b'(' | b')' | b'"')
+                {
                     if bytes[j] == b':' {
                         break;
                     }
@@ -449,9 +574,15 @@ fn tokenize(q: &str) -> Result<Vec<(usize, Tok)>, QueryError> {
                     "OR" => Tok::Or,
                     "NOT" => Tok::Not,
                     w if w.starts_with("NEAR/") => {
-                        let n = w[5..].parse::<u32>().map_err(|_| QueryError { offset: start, message: format!("`{w}`: NEAR needs a distance, like NEAR/5") })?;
+                        let n = w[5..].parse::<u32>().map_err(|_| QueryError {
+                            offset: start,
+                            message: format!("`{w}`: NEAR needs a distance, like NEAR/5"),
+                        })?;
                         if n == 0 || n > 1000 {
-                            return Err(QueryError { offset: start, message: "NEAR distance must be between 1 and 1000".into() });
+                            return Err(QueryError {
+                                offset: start,
+                                message: "NEAR distance must be between 1 and 1000".into(),
+                            });
                         }
                         Tok::Near(n)
                     }
@@ -478,7 +609,10 @@ impl Parser {
         self.toks.get(self.pos).map_or(self.len, |(o, _)| *o)
     }
     fn err<T>(&self, message: impl Into<String>) -> Result<T, QueryError> {
-        Err(QueryError { offset: self.offset(), message: message.into() })
+        Err(QueryError {
+            offset: self.offset(),
+            message: message.into(),
+        })
     }
 
     fn or(&mut self, depth: usize) -> Result<Query, QueryError> {
@@ -490,7 +624,11 @@ impl Parser {
             self.pos += 1;
             parts.push(self.and(depth)?);
         }
-        Ok(if parts.len() == 1 { parts.pop().unwrap() } else { Query::Or(parts) })
+        Ok(if parts.len() == 1 {
+            parts.pop().unwrap()
+        } else {
+            Query::Or(parts)
+        })
     }
 
     fn and(&mut self, depth: usize) -> Result<Query, QueryError> {
@@ -505,7 +643,11 @@ impl Parser {
                 Some(_) => parts.push(self.unary(depth)?),
             }
         }
-        Ok(if parts.len() == 1 { parts.pop().unwrap() } else { Query::And(parts) })
+        Ok(if parts.len() == 1 {
+            parts.pop().unwrap()
+        } else {
+            Query::And(parts)
+        })
     }
 
     fn unary(&mut self, depth: usize) -> Result<Query, QueryError> {
@@ -542,12 +684,23 @@ impl Parser {
                     // An unprefixed right side searches the same field as the left.
                     let field2 = field2.or_else(|| field.clone());
                     let (Some(f1), Some(f2)) = (text_field(&field), text_field(&field2)) else {
-                        return Err(QueryError { offset: at, message: "NEAR works on words and phrases only".into() });
+                        return Err(QueryError {
+                            offset: at,
+                            message: "NEAR works on words and phrases only".into(),
+                        });
                     };
                     if f1 != f2 {
-                        return Err(QueryError { offset: at2, message: "both sides of NEAR must search the same field".into() });
+                        return Err(QueryError {
+                            offset: at2,
+                            message: "both sides of NEAR must search the same field".into(),
+                        });
                     }
-                    return Ok(Query::Near { a: text, b: text2, distance: n, field: f1 });
+                    return Ok(Query::Near {
+                        a: text,
+                        b: text2,
+                        distance: n,
+                        field: f1,
+                    });
                 }
                 leaf(field.as_deref(), text, at)
             }
@@ -566,7 +719,10 @@ impl Parser {
             Some(Tok::Word(w)) | Some(Tok::Phrase(w)) => {
                 self.pos += 1;
                 if w.trim().is_empty() {
-                    return Err(QueryError { offset: at, message: "empty phrase".into() });
+                    return Err(QueryError {
+                        offset: at,
+                        message: "empty phrase".into(),
+                    });
                 }
                 Ok((field, w, at))
             }
@@ -586,9 +742,18 @@ fn text_field(field: &Option<String>) -> Option<Field> {
 
 fn leaf(field: Option<&str>, text: String, at: usize) -> Result<Query, QueryError> {
     let q = match field {
-        None => Query::Text { text, field: Field::Any },
-        Some("title") => Query::Text { text, field: Field::Title },
-        Some("body") | Some("text") => Query::Text { text, field: Field::Body },
+        None => Query::Text {
+            text,
+            field: Field::Any,
+        },
+        Some("title") => Query::Text {
+            text,
+            field: Field::Title,
+        },
+        Some("body") | Some("text") => Query::Text {
+            text,
+            field: Field::Body,
+        },
         Some("country") => Query::Country(text.trim().to_ascii_uppercase()),
         Some("entity") => Query::Entity(text.trim().to_string()),
         Some("lang") | Some("language") => Query::Lang(text.trim().to_ascii_lowercase()),
@@ -596,13 +761,18 @@ fn leaf(field: Option<&str>, text: String, at: usize) -> Result<Query, QueryErro
         Some(other) => {
             return Err(QueryError {
                 offset: at,
-                message: format!("unknown field `{other}:` (title, body, country, entity, lang, source)"),
+                message: format!(
+                    "unknown field `{other}:` (title, body, country, entity, lang, source)"
+                ),
             })
         }
     };
     if let Query::Text { text, .. } = &q {
         if crate::normalize::normalize_str(text).is_empty() {
-            return Err(QueryError { offset: at, message: format!("term {text:?} has no letters or digits") });
+            return Err(QueryError {
+                offset: at,
+                message: format!("term {text:?} has no letters or digits"),
+            });
         }
     }
     Ok(q)
@@ -611,10 +781,17 @@ fn leaf(field: Option<&str>, text: String, at: usize) -> Result<Query, QueryErro
 /// Parses a boolean query string.
 pub fn parse_query(q: &str) -> Result<Query, QueryError> {
     if q.len() > MAX_QUERY_LEN {
-        return Err(QueryError { offset: 0, message: format!("query longer than {MAX_QUERY_LEN} bytes") });
+        return Err(QueryError {
+            offset: 0,
+            message: format!("query longer than {MAX_QUERY_LEN} bytes"),
+        });
     }
     let toks = tokenize(q)?;
-    let mut p = Parser { toks, pos: 0, len: q.len() };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        len: q.len(),
+    };
     let query = p.or(0)?;
     if p.pos < p.toks.len() {
         return p.err("unexpected text after the end of the query");
@@ -645,12 +822,21 @@ mod tests {
         assert_eq!(
             q,
             Query::And(vec![
-                Query::Or(vec![Query::Country("KZ".into()), Query::Entity("tokayev".into())]),
-                Query::Not(Box::new(Query::Text { text: "football".into(), field: Field::Any })),
+                Query::Or(vec![
+                    Query::Country("KZ".into()),
+                    Query::Entity("tokayev".into())
+                ]),
+                Query::Not(Box::new(Query::Text {
+                    text: "football".into(),
+                    field: Field::Any
+                })),
             ])
         );
         let q = parse_query("title:almaty NEAR/3 protests lang:fr").unwrap();
-        assert!(matches!(&q, Query::And(v) if matches!(v[0], Query::Near { distance: 3, field: Field::Title, .. })), "{q:?}");
+        assert!(
+            matches!(&q, Query::And(v) if matches!(v[0], Query::Near { distance: 3, field: Field::Title, .. })),
+            "{q:?}"
+        );
     }
 
     #[test]
@@ -670,14 +856,19 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("rules")).unwrap();
         std::fs::create_dir_all(d.path().join("entities")).unwrap();
-        std::fs::write(d.path().join("entities/people.toml"), "[[entity]]\nid = \"tokayev\"\nname = \"Kassym-Jomart Tokayev\"\nkind = \"person\"\n").unwrap();
+        std::fs::write(
+            d.path().join("entities/people.toml"),
+            "[[entity]]\nid = \"tokayev\"\nname = \"Kassym-Jomart Tokayev\"\nkind = \"person\"\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("rules/r.toml"), rules).unwrap();
         d
     }
 
     #[test]
     fn loads_minimal_rule() {
-        let d = setup("[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n");
+        let d =
+            setup("[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n");
         let set = RuleSet::load(d.path(), &["log".into()]).unwrap();
         assert_eq!(set.rules[0].query, Query::Country("KZ".into()));
         assert_eq!(set.entities[0].id, "tokayev");
@@ -689,7 +880,11 @@ mod tests {
         let errs = RuleSet::load(d.path(), &[]).unwrap_err();
         assert_eq!(errs[0].line, Some(3));
         assert!(errs[0].to_string().contains("r.toml:3"), "{}", errs[0]);
-        assert!(errs[0].message.contains("did you mean `keywords`"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("did you mean `keywords`"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -697,10 +892,19 @@ mod tests {
         let d = setup("[[rule]]\nid = \"k\"\n\nentities = [\"tokaev\"]\n");
         let errs = RuleSet::load(d.path(), &[]).unwrap_err();
         assert_eq!(errs[0].line, Some(4), "{}", errs[0]);
-        assert!(errs[0].message.contains("did you mean `tokayev`"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("did you mean `tokayev`"),
+            "{}",
+            errs[0]
+        );
         let d = setup("[[rule]]\nid = \"k\"\nquery = 'a AND (b'\n");
         let errs = RuleSet::load(d.path(), &[]).unwrap_err();
-        assert_eq!((errs[0].line, errs[0].column), (Some(3), Some(18)), "{}", errs[0]);
+        assert_eq!(
+            (errs[0].line, errs[0].column),
+            (Some(3), Some(18)),
+            "{}",
+            errs[0]
+        );
         let d = setup("[[rule]]\nid = \"k\"\ncountries = [\"XX\"]\n");
         assert!(RuleSet::load(d.path(), &[]).is_err());
         let d = setup("[[rule]]\nid = \"k\"\n[[rule]]\nid = \"k\"\nkeywords=[\"a\"]\n");

@@ -27,8 +27,18 @@ use crate::telemetry as m;
 /// Loads and validates rules and entities and builds their matcher.
 pub fn load_matcher(dir: &Path, config: &Config) -> Result<Matcher, Vec<ConfigError>> {
     let set = RuleSet::load(dir, &config.channel_names())?;
-    let opts = MatcherOptions { surname_only: config.matching.surname_only, gazetteer: true };
-    Matcher::new(set.rules, set.entities, &opts).map_err(|e| vec![ConfigError { file: None, line: None, column: None, message: e.to_string() }])
+    let opts = MatcherOptions {
+        surname_only: config.matching.surname_only,
+        gazetteer: true,
+    };
+    Matcher::new(set.rules, set.entities, &opts).map_err(|e| {
+        vec![ConfigError {
+            file: None,
+            line: None,
+            column: None,
+            message: e.to_string(),
+        }]
+    })
 }
 
 /// Builds one notifier per configured channel (plus `log`).
@@ -39,17 +49,45 @@ pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, 
         let n: Arc<dyn Notifier> = match ch.kind {
             ChannelKind::Log => Arc::new(crate::sink::log::LogNotifier),
             ChannelKind::Webhook => {
-                let secret = resolve_secret(&ch.secret, &ch.secret_file, &ch.secret_env, &format!("channel {name} secret")).map_err(|e| e.to_string())?;
-                let url = ch.url.clone().ok_or_else(|| format!("channel `{name}` needs `url`"))?;
+                let secret = resolve_secret(
+                    &ch.secret,
+                    &ch.secret_file,
+                    &ch.secret_env,
+                    &format!("channel {name} secret"),
+                )
+                .map_err(|e| e.to_string())?;
+                let url = ch
+                    .url
+                    .clone()
+                    .ok_or_else(|| format!("channel `{name}` needs `url`"))?;
                 Arc::new(
-                    crate::sink::webhook::WebhookNotifier::new(url, secret, ch.headers.clone(), ch.preset.clone(), Duration::from_secs(ch.timeout_secs), ch.danger_accept_invalid_certs)
-                        .map_err(|e| format!("channel `{name}`: {e}"))?,
+                    crate::sink::webhook::WebhookNotifier::new(
+                        url,
+                        secret,
+                        ch.headers.clone(),
+                        ch.preset.clone(),
+                        Duration::from_secs(ch.timeout_secs),
+                        ch.danger_accept_invalid_certs,
+                    )
+                    .map_err(|e| format!("channel `{name}`: {e}"))?,
                 )
             }
             ChannelKind::Email => {
-                let smtp = config.smtp.as_ref().ok_or_else(|| format!("channel `{name}` needs an [smtp] section"))?;
-                let password = resolve_secret(&smtp.password, &smtp.password_file, &smtp.password_env, "smtp password").map_err(|e| e.to_string())?;
-                Arc::new(crate::sink::email::EmailNotifier::new(smtp, password, &ch.to).map_err(|e| format!("channel `{name}`: {e}"))?)
+                let smtp = config
+                    .smtp
+                    .as_ref()
+                    .ok_or_else(|| format!("channel `{name}` needs an [smtp] section"))?;
+                let password = resolve_secret(
+                    &smtp.password,
+                    &smtp.password_file,
+                    &smtp.password_env,
+                    "smtp password",
+                )
+                .map_err(|e| e.to_string())?;
+                Arc::new(
+                    crate::sink::email::EmailNotifier::new(smtp, password, &ch.to)
+                        .map_err(|e| format!("channel `{name}`: {e}"))?,
+                )
             }
         };
         out.insert(name.clone(), n);
@@ -58,12 +96,24 @@ pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, 
 }
 
 /// Opens the state file and builds an engine restored from it.
-pub fn restored_engine(config: &Config, matcher: Arc<Matcher>, store: &Store) -> anyhow::Result<Engine> {
+pub fn restored_engine(
+    config: &Config,
+    matcher: Arc<Matcher>,
+    store: &Store,
+) -> anyhow::Result<Engine> {
     let settings = EngineSettings::from_config(config);
     let mut engine = Engine::new(settings.clone(), matcher);
     let wm = store.watermark()?;
     let since = wm.unwrap_or(0) - settings.memory_secs;
-    engine.restore(store.rule_states()?, store.buckets_since(since)?, store.stories_since(wm.unwrap_or(0) - settings.story_window_secs - settings.lateness_secs)?, store.volume_since(since)?, wm);
+    engine.restore(
+        store.rule_states()?,
+        store.buckets_since(since)?,
+        store.evidence_since(since)?,
+        store
+            .stories_since(wm.unwrap_or(0) - settings.story_window_secs - settings.lateness_secs)?,
+        store.volume_since(since)?,
+        wm,
+    );
     Ok(engine)
 }
 
@@ -78,29 +128,42 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         anyhow::anyhow!("{} error(s) in rules or entities", errs.len())
     })?);
     metrics::gauge!(m::RULES_LOADED).set(matcher.rules.len() as f64);
-    tracing::info!(rules = matcher.rules.len(), entities = matcher.entities().len(), "rules loaded");
+    tracing::info!(
+        rules = matcher.rules.len(),
+        entities = matcher.entities().len(),
+        "rules loaded"
+    );
 
-    let store = Store::open(&config.state.path).with_context(|| format!("opening state file {}", config.state.path.display()))?;
+    let store = Store::open(&config.state.path)
+        .with_context(|| format!("opening state file {}", config.state.path.display()))?;
     let engine = restored_engine(&config, matcher, &store)?;
     let offsets = store.offsets()?;
     let processor = Arc::new(Mutex::new(Processor::new(
         engine,
         Some(store),
         config.alerts.default_notify.clone(),
-        ClockMode::Live { idle_after: Duration::from_secs(10) },
+        ClockMode::Live {
+            idle_after: Duration::from_secs(10),
+        },
         config.kafka.max_message_bytes,
     )));
 
-    if let Err(e) = crate::source::kafka::ensure_topic(&config.kafka, &config.kafka.dlq_topic(), 1).await {
+    if let Err(e) =
+        crate::source::kafka::ensure_topic(&config.kafka, &config.kafka.dlq_topic(), 1).await
+    {
         tracing::warn!(error = %e, topic = %config.kafka.dlq_topic(), "cannot create the dead-letter topic; it must exist");
     }
-    let mut source = KafkaSource::new(&config.kafka, offsets).context("creating the kafka consumer")?;
+    let mut source =
+        KafkaSource::new(&config.kafka, offsets).context("creating the kafka consumer")?;
     let dead = KafkaDeadLetters::new(&config.kafka).context("creating the dead-letter producer")?;
 
     if let Ok(mut p) = processor.lock() {
         p.assigned = Some(source.assigned());
     }
-    let readiness = Arc::new(Readiness { assigned: Some(source.assigned()), ..Default::default() });
+    let readiness = Arc::new(Readiness {
+        assigned: Some(source.assigned()),
+        ..Default::default()
+    });
     readiness.rules_loaded.store(true, Ordering::Relaxed);
     readiness.state_ok.store(true, Ordering::Relaxed);
 
@@ -109,7 +172,10 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     let worker = OutboxWorker {
         store: Arc::new(Mutex::new(Store::open(&config.state.path)?)),
         notifiers: notifiers(&config).map_err(|e| anyhow::anyhow!(e))?,
-        policy: RetryPolicy { give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600), ..Default::default() },
+        policy: RetryPolicy {
+            give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600),
+            ..Default::default()
+        },
         wake: wake.clone(),
     };
     let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
@@ -125,7 +191,9 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             let config = config.clone();
             let processor = processor.clone();
             Box::pin(async move {
-                let built = tokio::task::spawn_blocking(move || load_matcher(&dir, &config)).await.map_err(|e| vec![e.to_string()])?;
+                let built = tokio::task::spawn_blocking(move || load_matcher(&dir, &config))
+                    .await
+                    .map_err(|e| vec![e.to_string()])?;
                 match built {
                     Ok(matcher) => {
                         let n = matcher.rules.len();
@@ -159,11 +227,29 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     let http_task = if config.http.listen.is_empty() {
         None
     } else {
-        let listener = tokio::net::TcpListener::bind(&config.http.listen).await.with_context(|| format!("binding http.listen {}", config.http.listen))?;
+        let listener = tokio::net::TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("binding http.listen {}", config.http.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "http server listening");
-        let api_token = resolve_secret(&config.http.api_token, &config.http.api_token_file, &None, "api token")?;
-        let state = AppState { processor: processor.clone(), state_path: config.state.path.clone(), readiness: readiness.clone(), prometheus, api_token, reload: reload.clone() };
-        Some(tokio::spawn(crate::http::serve(listener, state, shutdown.clone())))
+        let api_token = resolve_secret(
+            &config.http.api_token,
+            &config.http.api_token_file,
+            &None,
+            "api token",
+        )?;
+        let state = AppState {
+            processor: processor.clone(),
+            state_path: config.state.path.clone(),
+            readiness: readiness.clone(),
+            prometheus,
+            api_token,
+            reload: reload.clone(),
+        };
+        Some(tokio::spawn(crate::http::serve(
+            listener,
+            state,
+            shutdown.clone(),
+        )))
     };
 
     // Lag.
@@ -175,7 +261,8 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             let p = probe.clone();
             if let Ok(lag) = tokio::task::spawn_blocking(move || p.lag()).await {
                 for (partition, l) in lag {
-                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string()).set(l as f64);
+                    metrics::gauge!(m::CONSUMER_LAG, "partition" => partition.to_string())
+                        .set(l as f64);
                 }
             }
             tokio::select! {
@@ -186,9 +273,20 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     });
 
     tracing::info!(topic = %config.kafka.topic, group = %config.kafka.group_id, brokers = %config.kafka.brokers, "consuming");
-    let settings = LoopSettings { batch_size: config.kafka.batch_size, poll: Duration::from_millis(500) };
+    let settings = LoopSettings {
+        batch_size: config.kafka.batch_size,
+        poll: Duration::from_millis(500),
+    };
     let wake2 = wake.clone();
-    let result = crate::pipeline::run(&mut source, &dead, processor.clone(), settings, shutdown.clone(), move |_| wake2.notify_one()).await;
+    let result = crate::pipeline::run(
+        &mut source,
+        &dead,
+        processor.clone(),
+        settings,
+        shutdown.clone(),
+        move |_| wake2.notify_one(),
+    )
+    .await;
     if let Err(e) = &result {
         readiness.state_ok.store(false, Ordering::Relaxed);
         tracing::error!(error = %e, "pipeline stopped");

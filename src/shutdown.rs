@@ -18,7 +18,12 @@ pub struct ShutdownTrigger {
 /// A linked trigger and signal.
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
-    (ShutdownTrigger { tx: std::sync::Arc::new(tx) }, Shutdown { rx })
+    (
+        ShutdownTrigger {
+            tx: std::sync::Arc::new(tx),
+        },
+        Shutdown { rx },
+    )
 }
 
 impl ShutdownTrigger {
@@ -27,7 +32,9 @@ impl ShutdownTrigger {
     }
 
     pub fn signal(&self) -> Shutdown {
-        Shutdown { rx: self.tx.subscribe() }
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 
@@ -49,7 +56,10 @@ impl Shutdown {
 /// Fires `trigger` on SIGINT or SIGTERM.
 pub async fn on_signals(trigger: ShutdownTrigger) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{AlertEvent, Bucket, Changes, RuleState, StoryKey};
+use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, RuleState, StoryKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state file: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("state file: cannot create directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state file: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -37,6 +40,8 @@ CREATE TABLE IF NOT EXISTS buckets (
 CREATE TABLE IF NOT EXISTS rule_state (rule TEXT PRIMARY KEY, state TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, title INTEGER, at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
+CREATE TABLE IF NOT EXISTS evidence (rule TEXT NOT NULL, bucket INTEGER NOT NULL, article TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS evidence_bucket ON evidence (bucket);
 CREATE TABLE IF NOT EXISTS volume (bucket INTEGER PRIMARY KEY, articles INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS alert_events (
     event_id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,
@@ -84,13 +89,18 @@ fn encode_sources(s: &[u64]) -> Vec<u8> {
 }
 
 fn decode_sources(b: &[u8]) -> Vec<u64> {
-    b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+    b.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect()
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -104,34 +114,69 @@ impl Store {
 
     /// Checks that the file can be written (for readiness).
     pub fn writable(&self) -> bool {
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)", params![now_ms().to_string()]).is_ok()
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?1)",
+                params![now_ms().to_string()],
+            )
+            .is_ok()
     }
 
     /// Writes one batch's effects and the offsets that produced them, atomically.
     /// `deliveries` are (event id, channel) rows for the outbox.
-    pub fn commit(&mut self, c: &Changes, offsets: &[(String, i32, i64)], deliveries: &[(String, String)]) -> Result<(), StateError> {
+    pub fn commit(
+        &mut self,
+        c: &Changes,
+        offsets: &[(String, i32, i64)],
+        deliveries: &[(String, String)],
+    ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         {
             let mut put_bucket = tx.prepare_cached("INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for (rule, b, bucket) in &c.buckets {
-                put_bucket.execute(params![rule, b, bucket.articles, bucket.stories, encode_sources(&bucket.sources)])?;
+                put_bucket.execute(params![
+                    rule,
+                    b,
+                    bucket.articles,
+                    bucket.stories,
+                    encode_sources(&bucket.sources)
+                ])?;
             }
-            let mut put_rule = tx.prepare_cached("INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)")?;
+            let mut put_rule = tx.prepare_cached(
+                "INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)",
+            )?;
             for (rule, st) in &c.rules {
                 put_rule.execute(params![rule, serde_json::to_string(st)?])?;
             }
-            let mut put_story = tx.prepare_cached("INSERT INTO stories (hash, title, at) VALUES (?1, ?2, ?3)")?;
+            let mut put_story =
+                tx.prepare_cached("INSERT INTO stories (hash, title, at) VALUES (?1, ?2, ?3)")?;
             for k in &c.stories {
                 put_story.execute(params![k.simhash as i64, k.title.map(|t| t as i64), k.at])?;
             }
-            let mut put_volume = tx.prepare_cached("INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)")?;
+            let mut put_evidence = tx.prepare_cached(
+                "INSERT INTO evidence (rule, bucket, article) VALUES (?1, ?2, ?3)",
+            )?;
+            for (rule, b, a) in &c.evidence {
+                put_evidence.execute(params![rule, b, serde_json::to_string(a)?])?;
+            }
+            let mut put_volume = tx.prepare_cached(
+                "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
+            )?;
             for (b, n) in &c.volume {
                 put_volume.execute(params![b, *n as i64])?;
             }
             let now = now_ms();
             let mut put_event = tx.prepare_cached("INSERT OR IGNORE INTO alert_events (event_id, alert_id, rule, kind, at, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
             for e in &c.events {
-                put_event.execute(params![e.event_id, e.alert_id, e.rule, e.kind.as_str(), e.at.timestamp(), now, serde_json::to_string(e)?])?;
+                put_event.execute(params![
+                    e.event_id,
+                    e.alert_id,
+                    e.rule,
+                    e.kind.as_str(),
+                    e.at.timestamp(),
+                    now,
+                    serde_json::to_string(e)?
+                ])?;
             }
             let mut put_outbox = tx.prepare_cached("INSERT OR IGNORE INTO outbox (event_id, channel, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?3)")?;
             for (event, channel) in deliveries {
@@ -142,7 +187,10 @@ impl Store {
                 put_offset.execute(params![topic, partition, next])?;
             }
             if c.watermark != i64::MIN {
-                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)", params![c.watermark.to_string()])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)",
+                    params![c.watermark.to_string()],
+                )?;
             }
         }
         tx.commit()?;
@@ -151,13 +199,25 @@ impl Store {
 
     /// Stored next offsets by (topic, partition).
     pub fn offsets(&self) -> Result<HashMap<(String, i32), i64>, StateError> {
-        let mut st = self.conn.prepare("SELECT topic, partition, next_offset FROM offsets")?;
-        let rows = st.query_map([], |r| Ok(((r.get::<_, String>(0)?, r.get::<_, i32>(1)?), r.get::<_, i64>(2)?)))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT topic, partition, next_offset FROM offsets")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                (r.get::<_, String>(0)?, r.get::<_, i32>(1)?),
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn watermark(&self) -> Result<Option<i64>, StateError> {
-        let v: Option<String> = self.conn.query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| r.get(0)).optional()?;
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
         Ok(v.and_then(|v| v.parse().ok()))
     }
 
@@ -175,9 +235,19 @@ impl Store {
 
     /// Buckets of all rules from `since` on.
     pub fn buckets_since(&self, since: i64) -> Result<Vec<(String, i64, Bucket)>, StateError> {
-        let mut st = self.conn.prepare("SELECT rule, bucket, articles, stories, sources FROM buckets WHERE bucket >= ?1")?;
+        let mut st = self.conn.prepare(
+            "SELECT rule, bucket, articles, stories, sources FROM buckets WHERE bucket >= ?1",
+        )?;
         let rows = st.query_map([since], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, Bucket { articles: r.get(2)?, stories: r.get(3)?, sources: decode_sources(&r.get::<_, Vec<u8>>(4)?) }))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                Bucket {
+                    articles: r.get(2)?,
+                    stories: r.get(3)?,
+                    sources: decode_sources(&r.get::<_, Vec<u8>>(4)?),
+                },
+            ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -185,18 +255,50 @@ impl Store {
     /// One rule's buckets from `since` on: (start, articles, stories).
     pub fn rule_series(&self, rule: &str, since: i64) -> Result<Vec<(i64, u32, u32)>, StateError> {
         let mut st = self.conn.prepare("SELECT bucket, articles, stories FROM buckets WHERE rule = ?1 AND bucket >= ?2 ORDER BY bucket")?;
-        let rows = st.query_map(params![rule, since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let rows = st.query_map(params![rule, since], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn stories_since(&self, since: i64) -> Result<Vec<StoryKey>, StateError> {
-        let mut st = self.conn.prepare("SELECT hash, title, at FROM stories WHERE at >= ?1")?;
-        let rows = st.query_map([since], |r| Ok(StoryKey { simhash: r.get::<_, i64>(0)? as u64, title: r.get::<_, Option<i64>>(1)?.map(|t| t as u64), at: r.get(2)? }))?;
+        let mut st = self
+            .conn
+            .prepare("SELECT hash, title, at FROM stories WHERE at >= ?1")?;
+        let rows = st.query_map([since], |r| {
+            Ok(StoryKey {
+                simhash: r.get::<_, i64>(0)? as u64,
+                title: r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                at: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Evidence rows from `since` on.
+    pub fn evidence_since(&self, since: i64) -> Result<Vec<(String, i64, ArticleRef)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT rule, bucket, article FROM evidence WHERE bucket >= ?1")?;
+        let rows = st.query_map([since], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (rule, b, json) = row?;
+            out.push((rule, b, serde_json::from_str(&json)?));
+        }
+        Ok(out)
+    }
+
     pub fn volume_since(&self, since: i64) -> Result<Vec<(i64, u64)>, StateError> {
-        let mut st = self.conn.prepare("SELECT bucket, articles FROM volume WHERE bucket >= ?1")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT bucket, articles FROM volume WHERE bucket >= ?1")?;
         let rows = st.query_map([since], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -214,7 +316,9 @@ impl Store {
 
     /// Alert events whose event time is at or after `since` (unix seconds), oldest first.
     pub fn alerts_at_since(&self, since: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare("SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at, created_at LIMIT ?2")?;
+        let mut st = self.conn.prepare(
+            "SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at, created_at LIMIT ?2",
+        )?;
         let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
@@ -230,19 +334,37 @@ impl Store {
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now_ms, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, i64>(4)?, r.get::<_, String>(5)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, event_id, channel, attempts, created_ms, payload) = row?;
-            out.push(Delivery { id, event_id, channel, attempts, created_ms, event: serde_json::from_str(&payload)? });
+            out.push(Delivery {
+                id,
+                event_id,
+                channel,
+                attempts,
+                created_ms,
+                event: serde_json::from_str(&payload)?,
+            });
         }
         Ok(out)
     }
 
     /// Earliest time a pending row becomes due, if any.
     pub fn next_due_ms(&self) -> Result<Option<i64>, StateError> {
-        Ok(self.conn.query_row("SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn mark_sent(&self, id: i64) -> Result<(), StateError> {
@@ -262,7 +384,9 @@ impl Store {
 
     pub fn outbox_stats(&self) -> Result<OutboxStats, StateError> {
         let mut s = OutboxStats::default();
-        let mut st = self.conn.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (status, n) = row?;
@@ -276,7 +400,10 @@ impl Store {
     }
 
     /// Dead-lettered deliveries with their last error, newest first.
-    pub fn dead_deliveries(&self, limit: usize) -> Result<Vec<(String, String, String)>, StateError> {
+    pub fn dead_deliveries(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>, StateError> {
         let mut st = self.conn.prepare("SELECT event_id, channel, COALESCE(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY done_ms DESC LIMIT ?1")?;
         let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -284,9 +411,14 @@ impl Store {
 
     /// Deletes buckets, stories and finished outbox rows older than the given times.
     pub fn prune(&self, bucket_before: i64, story_before: i64) -> Result<(), StateError> {
-        self.conn.execute("DELETE FROM buckets WHERE bucket < ?1", [bucket_before])?;
-        self.conn.execute("DELETE FROM volume WHERE bucket < ?1", [bucket_before])?;
-        self.conn.execute("DELETE FROM stories WHERE at < ?1", [story_before])?;
+        self.conn
+            .execute("DELETE FROM buckets WHERE bucket < ?1", [bucket_before])?;
+        self.conn
+            .execute("DELETE FROM volume WHERE bucket < ?1", [bucket_before])?;
+        self.conn
+            .execute("DELETE FROM evidence WHERE bucket < ?1", [bucket_before])?;
+        self.conn
+            .execute("DELETE FROM stories WHERE at < ?1", [story_before])?;
         Ok(())
     }
 }
@@ -301,11 +433,24 @@ mod tests {
         let path = d.path().join("s/state.db");
         let mut s = Store::open(&path).unwrap();
         let c = Changes {
-            buckets: vec![("kz".into(), 300, Bucket { articles: 2, stories: 1, sources: vec![7, 9] })],
+            buckets: vec![(
+                "kz".into(),
+                300,
+                Bucket {
+                    articles: 2,
+                    stories: 1,
+                    sources: vec![7, 9],
+                },
+            )],
             rules: vec![("kz".into(), RuleState::default())],
-            stories: vec![StoryKey { simhash: u64::MAX, title: Some(3), at: 300 }],
+            stories: vec![StoryKey {
+                simhash: u64::MAX,
+                title: Some(3),
+                at: 300,
+            }],
             volume: vec![(300, 5)],
             events: vec![],
+            evidence: vec![],
             watermark: 600,
         };
         s.commit(&c, &[("articles".into(), 0, 42)], &[]).unwrap();
@@ -313,7 +458,14 @@ mod tests {
         let s = Store::open(&path).unwrap();
         assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 42);
         assert_eq!(s.buckets_since(0).unwrap()[0].2.sources, vec![7, 9]);
-        assert_eq!(s.stories_since(0).unwrap(), vec![StoryKey { simhash: u64::MAX, title: Some(3), at: 300 }]);
+        assert_eq!(
+            s.stories_since(0).unwrap(),
+            vec![StoryKey {
+                simhash: u64::MAX,
+                title: Some(3),
+                at: 300
+            }]
+        );
         assert_eq!(s.watermark().unwrap(), Some(600));
         assert!(s.writable());
     }

@@ -24,10 +24,20 @@ fn feed(prefix: &str, n_kz: usize, n_foot: usize) -> Vec<Vec<u8>> {
     let now = Utc::now();
     let mut v = Vec::new();
     for i in 0..n_kz {
-        v.push(article(&format!("{prefix}-kz-{i}"), &format!("Manifestations à Almaty, jour {i}"), &format!("Le président kazakh a parlé (dépêche {prefix} {i})."), now - chrono::Duration::minutes(20 - (i % 15) as i64)));
+        v.push(article(
+            &format!("{prefix}-kz-{i}"),
+            &format!("Manifestations à Almaty, jour {i}"),
+            &format!("Le président kazakh a parlé (dépêche {prefix} {i})."),
+            now - chrono::Duration::minutes(20 - (i % 15) as i64),
+        ));
     }
     for i in 0..n_foot {
-        v.push(article(&format!("{prefix}-fb-{i}"), &format!("Ligue 1 : résultat du match {i}"), &format!("Le football français en fête ({prefix} {i})."), now - chrono::Duration::minutes(10)));
+        v.push(article(
+            &format!("{prefix}-fb-{i}"),
+            &format!("Ligue 1 : résultat du match {i}"),
+            &format!("Le football français en fête ({prefix} {i})."),
+            now - chrono::Duration::minutes(10),
+        ));
     }
     v
 }
@@ -39,7 +49,12 @@ async fn articles_are_counted_bad_messages_dead_lettered_and_restarts_lose_nothi
     create_topic(&brokers, &topic, 2).await;
     let cfg = TestConfig::new(&brokers, &topic, "", RULES, "");
     // std::fs::write is enough to raise the message limit for this test.
-    let toml = std::fs::read_to_string(cfg.path().join("vigie.toml")).unwrap().replace("batch_timeout_ms = 50", "batch_timeout_ms = 50\nmax_message_bytes = 4000");
+    let toml = std::fs::read_to_string(cfg.path().join("vigie.toml"))
+        .unwrap()
+        .replace(
+            "batch_timeout_ms = 50",
+            "batch_timeout_ms = 50\nmax_message_bytes = 4000",
+        );
     std::fs::write(cfg.path().join("vigie.toml"), toml).unwrap();
 
     // 20 Kazakhstan and 10 football articles, with five bad messages among them.
@@ -47,24 +62,66 @@ async fn articles_are_counted_bad_messages_dead_lettered_and_restarts_lose_nothi
     payloads.insert(3, b"{\"title\": \"broken".to_vec());
     payloads.insert(7, vec![0xff, 0xfe, 0x00]);
     payloads.insert(11, Vec::new());
-    payloads.insert(15, serde_json::to_vec(&serde_json::json!({"title": "x", "body": "y".repeat(5000)})).unwrap());
+    payloads.insert(
+        15,
+        serde_json::to_vec(&serde_json::json!({"title": "x", "body": "y".repeat(5000)})).unwrap(),
+    );
     payloads.insert(19, br#"{"title": 42, "body": "wrong type"}"#.to_vec());
     produce(&brokers, &topic, &payloads).await;
 
     let vigie = Vigie::start(&cfg, "first");
-    wait_for("30 articles processed", Duration::from_secs(60), async || metric(&cfg, "vigie_articles_processed_total", "").await.filter(|v| *v >= 30.0)).await;
-    assert_eq!(metric(&cfg, "vigie_articles_processed_total", "").await, Some(30.0));
-    assert_eq!(metric(&cfg, "vigie_dead_lettered_total", "").await, Some(5.0));
+    wait_for(
+        "30 articles processed",
+        Duration::from_secs(60),
+        async || {
+            metric(&cfg, "vigie_articles_processed_total", "")
+                .await
+                .filter(|v| *v >= 30.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(&cfg, "vigie_articles_processed_total", "").await,
+        Some(30.0)
+    );
+    assert_eq!(
+        metric(&cfg, "vigie_dead_lettered_total", "").await,
+        Some(5.0)
+    );
     assert_eq!(series_total(&cfg, "kazakhstan", "articles").await, Some(20));
     assert_eq!(series_total(&cfg, "football", "articles").await, Some(10));
     let ready = reqwest::get(cfg.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
 
-    let dead = read_all(&brokers, &format!("{topic}.dlq"), 5, Duration::from_secs(20));
-    let mut reasons: Vec<String> = dead.iter().filter_map(|(_, h)| h.iter().find(|(k, _)| k == "vigie.reason").map(|(_, v)| v.clone())).collect();
+    let dead = read_all(
+        &brokers,
+        &format!("{topic}.dlq"),
+        5,
+        Duration::from_secs(20),
+    );
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .filter_map(|(_, h)| {
+            h.iter()
+                .find(|(k, _)| k == "vigie.reason")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
     reasons.sort();
-    assert_eq!(reasons, ["empty", "invalid_json", "invalid_utf8", "too_large", "wrong_type"]);
-    assert!(dead.iter().any(|(p, _)| p == &vec![0xff, 0xfe, 0x00]), "the payload is kept verbatim");
+    assert_eq!(
+        reasons,
+        [
+            "empty",
+            "invalid_json",
+            "invalid_utf8",
+            "too_large",
+            "wrong_type"
+        ]
+    );
+    assert!(
+        dead.iter().any(|(p, _)| p == &vec![0xff, 0xfe, 0x00]),
+        "the payload is kept verbatim"
+    );
 
     // A clean stop within 15 s.
     let (status, took) = vigie.terminate();
@@ -74,10 +131,23 @@ async fn articles_are_counted_bad_messages_dead_lettered_and_restarts_lose_nothi
     // More articles while vigie is down, then a restart: only the new ones are processed.
     produce(&brokers, &topic, &feed("b", 10, 0)).await;
     let _vigie = Vigie::start(&cfg, "second");
-    wait_for("10 more articles", Duration::from_secs(60), async || metric(&cfg, "vigie_articles_processed_total", "").await.filter(|v| *v >= 10.0)).await;
+    wait_for("10 more articles", Duration::from_secs(60), async || {
+        metric(&cfg, "vigie_articles_processed_total", "")
+            .await
+            .filter(|v| *v >= 10.0)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(metric(&cfg, "vigie_articles_processed_total", "").await, Some(10.0), "nothing reprocessed");
-    assert_eq!(series_total(&cfg, "kazakhstan", "articles").await, Some(30), "nothing lost, nothing counted twice");
+    assert_eq!(
+        metric(&cfg, "vigie_articles_processed_total", "").await,
+        Some(10.0),
+        "nothing reprocessed"
+    );
+    assert_eq!(
+        series_total(&cfg, "kazakhstan", "articles").await,
+        Some(30),
+        "nothing lost, nothing counted twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,13 +160,30 @@ async fn kill_9_mid_stream_then_restart_counts_every_article_once() {
     let payloads = feed("k", total, 0);
     produce(&brokers, &topic, &payloads[..1000]).await;
     let vigie = Vigie::start(&cfg, "killed");
-    wait_for("some progress", Duration::from_secs(60), async || metric(&cfg, "vigie_articles_processed_total", "").await.filter(|v| *v >= 1.0)).await;
+    wait_for("some progress", Duration::from_secs(60), async || {
+        metric(&cfg, "vigie_articles_processed_total", "")
+            .await
+            .filter(|v| *v >= 1.0)
+    })
+    .await;
     // Keep producing while it consumes, then kill it without warning.
     produce(&brokers, &topic, &payloads[1000..2000]).await;
     vigie.kill9();
     produce(&brokers, &topic, &payloads[2000..]).await;
     let _vigie = Vigie::start(&cfg, "restarted");
-    wait_for("every article counted", Duration::from_secs(90), async || series_total(&cfg, "kazakhstan", "articles").await.filter(|n| *n >= total as u64)).await;
+    wait_for(
+        "every article counted",
+        Duration::from_secs(90),
+        async || {
+            series_total(&cfg, "kazakhstan", "articles")
+                .await
+                .filter(|n| *n >= total as u64)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(series_total(&cfg, "kazakhstan", "articles").await, Some(total as u64));
+    assert_eq!(
+        series_total(&cfg, "kazakhstan", "articles").await,
+        Some(total as u64)
+    );
 }

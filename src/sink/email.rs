@@ -27,37 +27,72 @@ pub enum EmailSetupError {
 }
 
 impl EmailNotifier {
-    pub fn new(smtp: &SmtpConfig, password: Option<Secret>, to: &[String]) -> Result<Self, EmailSetupError> {
-        let parse = |s: &String| s.parse::<Mailbox>().map_err(|e| EmailSetupError::Address(s.clone(), e));
+    pub fn new(
+        smtp: &SmtpConfig,
+        password: Option<Secret>,
+        to: &[String],
+    ) -> Result<Self, EmailSetupError> {
+        let parse = |s: &String| {
+            s.parse::<Mailbox>()
+                .map_err(|e| EmailSetupError::Address(s.clone(), e))
+        };
         let from = parse(&smtp.from)?;
         let to = to.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
         let tls_params = || {
-            TlsParameters::builder(smtp.host.clone()).dangerous_accept_invalid_certs(smtp.danger_accept_invalid_certs).build()
+            TlsParameters::builder(smtp.host.clone())
+                .dangerous_accept_invalid_certs(smtp.danger_accept_invalid_certs)
+                .build()
         };
         let mut builder = match smtp.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(Tls::Required(tls_params()?)),
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(Tls::Wrapper(tls_params()?)),
+            SmtpTls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+                    .tls(Tls::Required(tls_params()?))
+            }
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+                .tls(Tls::Wrapper(tls_params()?)),
         }
         .port(smtp.port)
         .timeout(Some(Duration::from_secs(smtp.timeout_secs)));
         if let (Some(user), Some(pass)) = (&smtp.username, password) {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), pass.expose().to_string()));
         }
-        Ok(EmailNotifier { transport: builder.build(), from, to })
+        Ok(EmailNotifier {
+            transport: builder.build(),
+            from,
+            to,
+        })
     }
 
     /// Builds the message for an event.
     pub fn message(&self, e: &AlertEvent) -> Result<Message, SendError> {
-        let mut b = Message::builder().from(self.from.clone()).subject(super::render::subject(e));
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(super::render::subject(e));
         for t in &self.to {
             b = b.to(t.clone());
         }
-        b = b.message_id(Some(format!("<{}@vigie>", e.event_id.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.', "."))));
+        b = b.message_id(Some(format!(
+            "<{}@vigie>",
+            e.event_id.replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '.',
+                "."
+            )
+        )));
         let body = MultiPart::alternative()
-            .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(super::render::text_body(e)))
-            .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(super::render::html_body(e)));
-        b.multipart(body).map_err(|err| SendError::Permanent(format!("cannot build email: {err}")))
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(super::render::text_body(e)),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(super::render::html_body(e)),
+            );
+        b.multipart(body)
+            .map_err(|err| SendError::Permanent(format!("cannot build email: {err}")))
     }
 }
 
@@ -67,8 +102,13 @@ impl Notifier for EmailNotifier {
             let msg = self.message(e)?;
             match self.transport.send(msg).await {
                 Ok(_) => Ok(()),
-                Err(err) if err.is_permanent() => Err(SendError::Permanent(format!("smtp rejected the message: {err}"))),
-                Err(err) => Err(SendError::Retryable { message: format!("smtp: {err}"), retry_after: None }),
+                Err(err) if err.is_permanent() => Err(SendError::Permanent(format!(
+                    "smtp rejected the message: {err}"
+                ))),
+                Err(err) => Err(SendError::Retryable {
+                    message: format!("smtp: {err}"),
+                    retry_after: None,
+                }),
             }
         })
     }

@@ -23,7 +23,10 @@ use crate::engine::AlertEvent;
 pub enum SendError {
     /// Connection errors, timeouts, 408, 429, 5xx, transient SMTP replies.
     #[error("{message}")]
-    Retryable { message: String, retry_after: Option<Duration> },
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Anything else (4xx, permanent SMTP replies, bad configuration): dead-lettered.
     #[error("{0}")]
     Permanent(String),

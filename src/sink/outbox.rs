@@ -30,9 +30,15 @@ fn now_ms() -> i64 {
 }
 
 impl OutboxWorker {
-    async fn with_store<T: Send + 'static>(&self, f: impl FnOnce(&Store) -> T + Send + 'static) -> Option<T> {
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Option<T> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.lock().ok().map(|s| f(&s))).await.ok().flatten()
+        tokio::task::spawn_blocking(move || store.lock().ok().map(|s| f(&s)))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Sends everything due now; returns how many rows were handled.
@@ -49,7 +55,10 @@ impl OutboxWorker {
         let sends = due.into_iter().map(|d| async move {
             let result = match self.notifiers.get(&d.channel) {
                 Some(n) => n.send(&d.event).await,
-                None => Err(SendError::Permanent(format!("channel `{}` is not configured", d.channel))),
+                None => Err(SendError::Permanent(format!(
+                    "channel `{}` is not configured",
+                    d.channel
+                ))),
             };
             (d, result)
         });
@@ -61,17 +70,24 @@ impl OutboxWorker {
                     let _ = self.with_store(move |s| s.mark_sent(id)).await;
                     "sent"
                 }
-                Err(SendError::Retryable { message, retry_after }) => {
+                Err(SendError::Retryable {
+                    message,
+                    retry_after,
+                }) => {
                     let age = Duration::from_millis((now_ms() - d.created_ms).max(0) as u64);
                     if self.policy.keep_trying(age) {
                         let delay = self.policy.delay(d.attempts, retry_after);
                         tracing::warn!(channel = %channel, event = %event_id, attempts = d.attempts + 1, retry_in_ms = delay.as_millis() as u64, error = %message, "alert delivery failed, will retry");
                         let next = now_ms() + delay.as_millis() as i64;
-                        let _ = self.with_store(move |s| s.mark_retry(id, next, &message)).await;
+                        let _ = self
+                            .with_store(move |s| s.mark_retry(id, next, &message))
+                            .await;
                         "retry"
                     } else {
                         tracing::error!(channel = %channel, event = %event_id, attempts = d.attempts + 1, error = %message, "alert delivery given up");
-                        let _ = self.with_store(move |s| s.mark_dead(id, &format!("gave up: {message}"))).await;
+                        let _ = self
+                            .with_store(move |s| s.mark_dead(id, &format!("gave up: {message}")))
+                            .await;
                         "dead"
                     }
                 }
@@ -81,7 +97,8 @@ impl OutboxWorker {
                     "dead"
                 }
             };
-            metrics::counter!(m::DELIVERIES, "channel" => channel, "outcome" => outcome).increment(1);
+            metrics::counter!(m::DELIVERIES, "channel" => channel, "outcome" => outcome)
+                .increment(1);
         }
         if let Some(Ok(stats)) = self.with_store(|s| s.outbox_stats()).await {
             metrics::gauge!(m::OUTBOX_PENDING).set(stats.pending as f64);

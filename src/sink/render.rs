@@ -58,18 +58,29 @@ pub fn headline(e: &AlertEvent) -> String {
         crate::detect::EventKind::Updated => "coverage spike growing",
         crate::detect::EventKind::Resolved => "coverage spike resolved",
     };
-    format!("{}: {what} — {} stories in the window vs {:.1} expected ({:.1}×)", e.rule_name, e.observed, e.expected, e.ratio)
+    format!(
+        "{}: {what} — {} stories in the window vs {:.1} expected ({:.1}×)",
+        e.rule_name, e.observed, e.expected, e.ratio
+    )
 }
 
 /// Email subject. Control characters from rule names or articles cannot reach headers.
 pub fn subject(e: &AlertEvent) -> String {
     let s = format!("[vigie] {}", headline(e));
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
-    env.set_auto_escape_callback(|name| if name.ends_with(".html") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None });
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html") {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
     env
 }
 
@@ -77,19 +88,24 @@ fn env() -> Environment<'static> {
 pub fn render(name: &str, template: &str, e: &AlertEvent) -> Result<String, minijinja::Error> {
     let mut env = env();
     env.add_template_owned(name.to_string(), template.to_string())?;
-    env.get_template(name)?.render(context! { e => e, headline => headline(e) })
+    env.get_template(name)?
+        .render(context! { e => e, headline => headline(e) })
 }
 
 pub fn text_body(e: &AlertEvent) -> String {
-    render("body.txt", DEFAULT_TEXT, e).unwrap_or_else(|err| format!("{}\n\n(template error: {err})", headline(e)))
+    render("body.txt", DEFAULT_TEXT, e)
+        .unwrap_or_else(|err| format!("{}\n\n(template error: {err})", headline(e)))
 }
 
 pub fn html_body(e: &AlertEvent) -> String {
-    render("body.html", DEFAULT_HTML, e).unwrap_or_else(|_| format!("<p>{}</p>", html_escape(&headline(e))))
+    render("body.html", DEFAULT_HTML, e)
+        .unwrap_or_else(|_| format!("<p>{}</p>", html_escape(&headline(e))))
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The webhook body for a preset: `vigie` (default), `slack` or `teams`.

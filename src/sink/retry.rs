@@ -17,7 +17,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { base: Duration::from_millis(500), max: Duration::from_secs(600), give_up_after: Duration::from_secs(24 * 3600) }
+        RetryPolicy {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -27,7 +31,10 @@ impl RetryPolicy {
         if let Some(ra) = retry_after {
             return ra.min(self.max);
         }
-        let exp = self.base.saturating_mul(1u32 << attempts.min(20)).min(self.max);
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempts.min(20))
+            .min(self.max);
         // Jitter between half and the full delay keeps a fleet of retries from aligning.
         let lo = exp.as_millis() as u64 / 2;
         let hi = exp.as_millis() as u64;
@@ -63,7 +70,10 @@ mod tests {
             let full = p.base.saturating_mul(1 << attempt).min(p.max);
             assert!(d <= full && d >= full / 2, "{attempt}: {d:?}");
         }
-        assert_eq!(p.delay(0, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
         assert_eq!(p.delay(0, Some(Duration::from_secs(7200))), p.max);
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert!(parse_retry_after("soon").is_none());

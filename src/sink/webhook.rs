@@ -25,7 +25,8 @@ pub struct WebhookNotifier {
 
 /// `t=<t>,v1=<hex hmac>` for a body.
 pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -43,8 +44,11 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
             _ => {}
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else { return false };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -52,36 +56,72 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 }
 
 impl WebhookNotifier {
-    pub fn new(url: String, secret: Option<Secret>, headers: BTreeMap<String, String>, preset: Option<String>, timeout: Duration, accept_invalid_certs: bool) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        url: String,
+        secret: Option<Secret>,
+        headers: BTreeMap<String, String>,
+        preset: Option<String>,
+        timeout: Duration,
+        accept_invalid_certs: bool,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .danger_accept_invalid_certs(accept_invalid_certs)
             .user_agent(concat!("vigie/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(WebhookNotifier { client, url, secret, headers, preset })
+        Ok(WebhookNotifier {
+            client,
+            url,
+            secret,
+            headers,
+            preset,
+        })
     }
 }
 
 impl Notifier for WebhookNotifier {
     fn send<'a>(&'a self, e: &'a AlertEvent) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&super::render::webhook_body(e, self.preset.as_deref())).map_err(|err| SendError::Permanent(err.to_string()))?;
-            let mut req = self.client.post(&self.url).header("content-type", "application/json").header("idempotency-key", &e.event_id).header("x-vigie-event", e.kind.as_str());
+            let body = serde_json::to_vec(&super::render::webhook_body(e, self.preset.as_deref()))
+                .map_err(|err| SendError::Permanent(err.to_string()))?;
+            let mut req = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", &e.event_id)
+                .header("x-vigie-event", e.kind.as_str());
             for (k, v) in &self.headers {
                 req = req.header(k, v);
             }
             if let Some(s) = &self.secret {
-                req = req.header("x-vigie-signature", signature(s.expose(), chrono::Utc::now().timestamp(), &body));
+                req = req.header(
+                    "x-vigie-signature",
+                    signature(s.expose(), chrono::Utc::now().timestamp(), &body),
+                );
             }
-            let resp = req.body(body).send().await.map_err(|err| SendError::Retryable { message: format!("request failed: {}", without_url(&err)), retry_after: None })?;
+            let resp = req
+                .body(body)
+                .send()
+                .await
+                .map_err(|err| SendError::Retryable {
+                    message: format!("request failed: {}", without_url(&err)),
+                    retry_after: None,
+                })?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(());
             }
-            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
             let message = format!("receiver answered {status}");
             if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
-                Err(SendError::Retryable { message, retry_after })
+                Err(SendError::Retryable {
+                    message,
+                    retry_after,
+                })
             } else {
                 Err(SendError::Permanent(message))
             }

@@ -37,10 +37,19 @@ pub struct VigieContext {
 impl ClientContext for VigieContext {}
 
 impl ConsumerContext for VigieContext {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 let stored = self.stored.read().map(|m| m.clone()).unwrap_or_default();
                 for (topic, partition) in &parts {
                     if let Some(&next) = stored.get(&(topic.clone(), *partition)) {
@@ -84,7 +93,18 @@ pub fn client_config(k: &KafkaConfig) -> ClientConfig {
 }
 
 /// Properties that only make sense for consumers; removed from producer/admin configs.
-const CONSUMER_ONLY: &[&str] = &["session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "auto.offset.reset", "group.id", "fetch.min.bytes", "fetch.wait.max.ms", "enable.auto.commit", "partition.assignment.strategy", "group.instance.id"];
+const CONSUMER_ONLY: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "group.id",
+    "fetch.min.bytes",
+    "fetch.wait.max.ms",
+    "enable.auto.commit",
+    "partition.assignment.strategy",
+    "group.instance.id",
+];
 
 fn producer_config(k: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -106,22 +126,36 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn new(k: &KafkaConfig, stored: HashMap<(String, i32), i64>) -> Result<KafkaSource, SourceError> {
+    pub fn new(
+        k: &KafkaConfig,
+        stored: HashMap<(String, i32), i64>,
+    ) -> Result<KafkaSource, SourceError> {
         let stored: OffsetMap = Arc::new(RwLock::new(stored));
         let assigned = Arc::new(RwLock::new(BTreeSet::new()));
-        let ctx = VigieContext { stored: stored.clone(), assigned: assigned.clone() };
+        let ctx = VigieContext {
+            stored: stored.clone(),
+            assigned: assigned.clone(),
+        };
         let mut c = client_config(k);
         c.set("group.id", &k.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", &k.auto_offset_reset)
-            .set("message.max.bytes", (k.max_message_bytes.max(1_000_000) * 2).to_string());
+            .set(
+                "message.max.bytes",
+                (k.max_message_bytes.max(1_000_000) * 2).to_string(),
+            );
         for (key, value) in &k.properties {
             c.set(key, value);
         }
         let consumer: StreamConsumer<VigieContext> = c.create_with_context(ctx)?;
         consumer.subscribe(&[&k.topic])?;
-        Ok(KafkaSource { consumer: Arc::new(consumer), stored, assigned, linger: Duration::from_millis(k.batch_timeout_ms) })
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            stored,
+            assigned,
+            linger: Duration::from_millis(k.batch_timeout_ms),
+        })
     }
 
     /// Shared view of assigned partitions.
@@ -131,7 +165,11 @@ impl KafkaSource {
 
     /// A handle that measures lag from another task.
     pub fn probe(&self) -> LagProbe {
-        LagProbe { consumer: self.consumer.clone(), stored: self.stored.clone(), assigned: self.assigned.clone() }
+        LagProbe {
+            consumer: self.consumer.clone(),
+            stored: self.stored.clone(),
+            assigned: self.assigned.clone(),
+        }
     }
 
     /// Leaves the group cleanly.
@@ -152,11 +190,18 @@ impl LagProbe {
     /// Consumer lag per partition: high watermark minus our next offset. Blocking: call
     /// from a blocking thread.
     pub fn lag(&self) -> BTreeMap<i32, i64> {
-        let parts: Vec<(String, i32)> = self.assigned.read().map(|a| a.iter().cloned().collect()).unwrap_or_default();
+        let parts: Vec<(String, i32)> = self
+            .assigned
+            .read()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default();
         let stored = self.stored.read().map(|m| m.clone()).unwrap_or_default();
         let mut out = BTreeMap::new();
         for (topic, p) in parts {
-            if let Ok((_, high)) = self.consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)) {
+            if let Ok((_, high)) = self
+                .consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(2))
+            {
                 let next = stored.get(&(topic.clone(), p)).copied().unwrap_or(0);
                 out.insert(p, (high - next).max(0));
             }
@@ -256,8 +301,14 @@ pub struct KafkaDeadLetters {
 impl KafkaDeadLetters {
     pub fn new(k: &KafkaConfig) -> Result<Self, SourceError> {
         let mut c = producer_config(k);
-        c.set("message.timeout.ms", "30000").set("message.max.bytes", (k.max_message_bytes.max(1_000_000) * 12).to_string());
-        Ok(KafkaDeadLetters { producer: c.create()?, topic: k.dlq_topic() })
+        c.set("message.timeout.ms", "30000").set(
+            "message.max.bytes",
+            (k.max_message_bytes.max(1_000_000) * 12).to_string(),
+        );
+        Ok(KafkaDeadLetters {
+            producer: c.create()?,
+            topic: k.dlq_topic(),
+        })
     }
 }
 
@@ -267,30 +318,61 @@ impl DeadLetters for KafkaDeadLetters {
         let offset = r.offset.to_string();
         let partition = r.partition.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "vigie.reason", value: Some(reason.code()) })
-            .insert(Header { key: "vigie.error", value: Some(detail.as_str()) })
-            .insert(Header { key: "vigie.source.topic", value: Some(r.topic.as_str()) })
-            .insert(Header { key: "vigie.source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "vigie.source.offset", value: Some(offset.as_str()) });
+            .insert(Header {
+                key: "vigie.reason",
+                value: Some(reason.code()),
+            })
+            .insert(Header {
+                key: "vigie.error",
+                value: Some(detail.as_str()),
+            })
+            .insert(Header {
+                key: "vigie.source.topic",
+                value: Some(r.topic.as_str()),
+            })
+            .insert(Header {
+                key: "vigie.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "vigie.source.offset",
+                value: Some(offset.as_str()),
+            });
         let payload: &[u8] = r.payload.as_deref().unwrap_or(&[]);
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).payload(payload).headers(headers);
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .payload(payload)
+            .headers(headers);
         if let Some(k) = &r.key {
             rec = rec.key(k.as_slice());
         }
-        self.producer.send(rec, Duration::from_secs(30)).await.map_err(|(e, _)| SourceError::Kafka(e))?;
+        self.producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| SourceError::Kafka(e))?;
         Ok(())
     }
 }
 
 /// Creates `topic` with `partitions` partitions unless it exists.
-pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Result<(), SourceError> {
+pub async fn ensure_topic(
+    k: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), SourceError> {
     let admin: AdminClient<DefaultClientContext> = producer_config(k).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let res = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+    let res = admin
+        .create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
     for r in res {
         if let Err((t, code)) = r {
             if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(SourceError::Other(format!("cannot create topic {t}: {code}")));
+                return Err(SourceError::Other(format!(
+                    "cannot create topic {t}: {code}"
+                )));
             }
         }
     }
@@ -298,8 +380,17 @@ pub async fn ensure_topic(k: &KafkaConfig, topic: &str, partitions: i32) -> Resu
 }
 
 /// Publishes payloads with keys; returns how many were acknowledged and the first error.
-pub async fn publish(k: &KafkaConfig, topic: &str, items: Vec<(Option<String>, Vec<u8>)>, mut progress: impl FnMut(usize)) -> (usize, Option<SourceError>) {
-    let producer: FutureProducer = match producer_config(k).set("message.timeout.ms", "30000").set("linger.ms", "5").create() {
+pub async fn publish(
+    k: &KafkaConfig,
+    topic: &str,
+    items: Vec<(Option<String>, Vec<u8>)>,
+    mut progress: impl FnMut(usize),
+) -> (usize, Option<SourceError>) {
+    let producer: FutureProducer = match producer_config(k)
+        .set("message.timeout.ms", "30000")
+        .set("linger.ms", "5")
+        .create()
+    {
         Ok(p) => p,
         Err(e) => return (0, Some(e.into())),
     };
@@ -316,7 +407,11 @@ pub async fn publish(k: &KafkaConfig, topic: &str, items: Vec<(Option<String>, V
             if let Some(k) = &key {
                 rec = rec.key(k.as_str());
             }
-            producer.send(rec, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+            producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
         });
         if in_flight.len() >= 1000 {
             if let Some(r) = in_flight.next().await {

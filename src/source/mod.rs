@@ -32,7 +32,10 @@ pub enum SourceError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("input {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -41,10 +44,17 @@ pub enum SourceError {
 pub trait Source: Send {
     /// Up to `max` records, waiting at most `wait` for the first one. An empty batch means
     /// the source is idle (or, for finite sources, finished: see [`Source::finished`]).
-    fn next_batch(&mut self, max: usize, wait: Duration) -> impl Future<Output = Result<Vec<Record>, SourceError>> + Send;
+    fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Vec<Record>, SourceError>> + Send;
 
     /// Called after the effects of records up to these next offsets are durable.
-    fn commit(&mut self, offsets: &[(String, i32, i64)]) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn commit(
+        &mut self,
+        offsets: &[(String, i32, i64)],
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 
     /// True once a finite source has nothing more to give.
     fn finished(&self) -> bool {
@@ -55,7 +65,11 @@ pub trait Source: Send {
 /// Where refused records go.
 pub trait DeadLetters: Send + Sync {
     /// Stores `record` with its reason; returns once it is durable (acknowledged).
-    fn send(&self, record: &Record, reason: &Reject) -> impl Future<Output = Result<(), SourceError>> + Send;
+    fn send(
+        &self,
+        record: &Record,
+        reason: &Reject,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
 /// Keeps dead letters in memory (tests, backtests).
@@ -66,7 +80,10 @@ pub struct MemoryDeadLetters {
 
 impl DeadLetters for MemoryDeadLetters {
     async fn send(&self, record: &Record, reason: &Reject) -> Result<(), SourceError> {
-        self.records.lock().map_err(|_| SourceError::Other("poisoned".into()))?.push((record.clone(), reason.code().to_string()));
+        self.records
+            .lock()
+            .map_err(|_| SourceError::Other("poisoned".into()))?
+            .push((record.clone(), reason.code().to_string()));
         Ok(())
     }
 }
@@ -83,14 +100,28 @@ impl MemorySource {
         let records = payloads
             .into_iter()
             .enumerate()
-            .map(|(i, p)| Record { topic: topic.into(), partition: 0, offset: i as i64, key: None, payload: Some(p), timestamp_ms: None })
+            .map(|(i, p)| Record {
+                topic: topic.into(),
+                partition: 0,
+                offset: i as i64,
+                key: None,
+                payload: Some(p),
+                timestamp_ms: None,
+            })
             .collect();
-        MemorySource { records, committed: Vec::new() }
+        MemorySource {
+            records,
+            committed: Vec::new(),
+        }
     }
 }
 
 impl Source for MemorySource {
-    async fn next_batch(&mut self, max: usize, _wait: Duration) -> Result<Vec<Record>, SourceError> {
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        _wait: Duration,
+    ) -> Result<Vec<Record>, SourceError> {
         let n = max.min(self.records.len());
         Ok(self.records.drain(..n).collect())
     }

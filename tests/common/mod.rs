@@ -21,49 +21,103 @@ pub fn broker() -> String {
     if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
         return b;
     }
-    let out = Command::new("bash").arg(repo().join("scripts/broker.sh")).arg("start").output().expect("run scripts/broker.sh");
-    assert!(out.status.success(), "broker did not start: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/broker.sh"))
+        .arg("start")
+        .output()
+        .expect("run scripts/broker.sh");
+    assert!(
+        out.status.success(),
+        "broker did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A topic name no other test uses.
 pub fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn kafka_config(brokers: &str, topic: &str) -> vigie::config::KafkaConfig {
-    vigie::config::KafkaConfig { brokers: brokers.into(), topic: topic.into(), ..Default::default() }
+    vigie::config::KafkaConfig {
+        brokers: brokers.into(),
+        topic: topic.into(),
+        ..Default::default()
+    }
 }
 
 pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    vigie::source::kafka::ensure_topic(&kafka_config(brokers, topic), topic, partitions).await.expect("create topic");
+    vigie::source::kafka::ensure_topic(&kafka_config(brokers, topic), topic, partitions)
+        .await
+        .expect("create topic");
 }
 
 /// Produces payloads (key = index) and waits for every acknowledgement.
 pub async fn produce(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
-    let p: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).set("message.max.bytes", "20000000").create().unwrap();
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "20000000")
+        .create()
+        .unwrap();
     for (i, payload) in payloads.iter().enumerate() {
         let key = format!("k{i}");
-        p.send(FutureRecord::to(topic).key(&key).payload(payload), Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
+        p.send(
+            FutureRecord::to(topic).key(&key).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
     }
 }
 
 /// Reads every message of a one-partition topic: (payload, headers).
-pub fn read_all(brokers: &str, topic: &str, expect: usize, timeout: Duration) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", unique("reader")).set("enable.auto.commit", "false").create().unwrap();
+pub fn read_all(
+    brokers: &str,
+    topic: &str,
+    expect: usize,
+    timeout: Duration,
+) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
     while out.len() < expect && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let headers = m.headers().map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect()).unwrap_or_default();
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             out.push((m.payload().unwrap_or_default().to_vec(), headers));
         }
     }
@@ -155,17 +209,32 @@ impl Vigie {
 
 impl Drop for Vigie {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {} ---", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Polls `f` until it returns Some or the timeout passes.
-pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f().await {
@@ -180,7 +249,12 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut f: impl AsyncFnMut()
 
 /// A metric's value from /metrics (sum over label sets matching `labels`).
 pub async fn metric(cfg: &TestConfig, name: &str, labels: &str) -> Option<f64> {
-    let body = reqwest::get(cfg.url("/metrics")).await.ok()?.text().await.ok()?;
+    let body = reqwest::get(cfg.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     let mut total = None;
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix(name) {
@@ -194,7 +268,12 @@ pub async fn metric(cfg: &TestConfig, name: &str, labels: &str) -> Option<f64> {
 }
 
 /// An article of the feed contract as JSON bytes.
-pub fn article(id: &str, title: &str, body: &str, published_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+pub fn article(
+    id: &str,
+    title: &str,
+    body: &str,
+    published_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "id": id, "url": format!("https://news.example/{id}"), "title": title, "body": body,
         "published_at": published_at.to_rfc3339(), "source": "news.example", "language": "fr",
@@ -204,6 +283,17 @@ pub fn article(id: &str, title: &str, body: &str, published_at: chrono::DateTime
 
 /// Sum of `field` over a rule's series from the API.
 pub async fn series_total(cfg: &TestConfig, rule: &str, field: &str) -> Option<u64> {
-    let v: serde_json::Value = reqwest::get(cfg.url(&format!("/api/rules/{rule}/series?hours=48"))).await.ok()?.json().await.ok()?;
-    Some(v["buckets"].as_array()?.iter().map(|b| b[field].as_u64().unwrap_or(0)).sum())
+    let v: serde_json::Value = reqwest::get(cfg.url(&format!("/api/rules/{rule}/series?hours=48")))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        v["buckets"]
+            .as_array()?
+            .iter()
+            .map(|b| b[field].as_u64().unwrap_or(0))
+            .sum(),
+    )
 }

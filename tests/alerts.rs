@@ -1,0 +1,128 @@
+//! A generated Kazakhstan surge flows through a real broker into vigie, which sends one
+//! signed webhook and one email per alert event to real receivers.
+
+mod common;
+#[path = "support/receiver.rs"]
+mod receiver;
+#[path = "support/smtp.rs"]
+mod smtp;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kazakhstan_surge_alerts_by_webhook_and_email() {
+    let brokers = broker();
+    let topic = unique("surge");
+    create_topic(&brokers, &topic, 4).await;
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let smtp_port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let smtp = smtp::Smtp::start(smtp_port, &tmp.path().join("maildir"));
+
+    let extra = format!(
+        r#"
+[detector]
+warmup_hours = 24
+
+[alerts]
+default_notify = ["mail", "hook"]
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "vigie <vigie@example.org>"
+
+[channels.mail]
+type = "email"
+to = ["desk@example.org"]
+
+[channels.hook]
+type = "webhook"
+url = "{}"
+secret = "s3cret"
+"#,
+        hook.url()
+    );
+    let rules = "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n";
+    let cfg = TestConfig::new(&brokers, &topic, &extra, rules, "");
+
+    let end = Utc::now();
+    let opts = vigie::generate::GenerateOptions {
+        seed: 3,
+        end,
+        days: 4,
+        rate: 20.0,
+        surge_hours: 20,
+        ..Default::default()
+    };
+    let mut payloads = Vec::new();
+    vigie::generate::generate(&opts, &mut |a| {
+        payloads.push(serde_json::to_vec(&a).unwrap())
+    })
+    .unwrap();
+    produce(&brokers, &topic, &payloads).await;
+
+    let _vigie = Vigie::start(&cfg, "alerts");
+    let started = wait_for("a started webhook", Duration::from_secs(120), async || {
+        hook.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|r| r.body["kind"] == "started")
+            .cloned()
+    })
+    .await;
+    assert!(started.signature_ok, "signature verifies");
+    assert_eq!(
+        started.idempotency_key,
+        started.body["event_id"].as_str().unwrap()
+    );
+    assert_eq!(started.body["rule"], "kazakhstan");
+    assert_eq!(started.body["schema"], 1);
+    let at = vigie::article::parse_date(started.body["at"].as_str().unwrap()).unwrap();
+    assert!(
+        at >= end - chrono::Duration::hours(20),
+        "no alert before the surge (at {at})"
+    );
+    assert!(
+        started.body["observed"].as_u64().unwrap() as f64
+            >= 3.0 * started.body["expected"].as_f64().unwrap()
+    );
+    assert!(!started.body["top_articles"].as_array().unwrap().is_empty());
+
+    let mail = wait_for("an alert email", Duration::from_secs(60), async || {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.contains("coverage spike started"))
+    })
+    .await;
+    assert!(mail.contains("Subject: [vigie] Kazakhstan"), "{mail}");
+    assert!(mail.contains("To: desk@example.org"), "{mail}");
+    assert!(mail.contains("text/html"));
+
+    // Give the pipeline time to finish the feed: still one started event per onset.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let starts = hook
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.body["kind"] == "started")
+        .count();
+    assert_eq!(starts, 1);
+    let api: serde_json::Value = reqwest::get(cfg.url("/api/alerts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(api["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "started"));
+}

@@ -1,0 +1,89 @@
+//! A real HTTP webhook receiver for tests: verifies signatures, can fail on purpose.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub body: serde_json::Value,
+    pub idempotency_key: String,
+    pub signature_ok: bool,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    /// Requests answered 2xx.
+    pub accepted: Arc<Mutex<Vec<Received>>>,
+    /// Every request seen, whatever the answer.
+    pub attempts: Arc<AtomicUsize>,
+}
+
+struct Inner {
+    secret: String,
+    fail_first: usize,
+    fail_status: u16,
+    accepted: Arc<Mutex<Vec<Received>>>,
+    attempts: Arc<AtomicUsize>,
+}
+
+/// Starts a receiver on 127.0.0.1:0 that answers `fail_status` to the first `fail_first`
+/// requests, then 200.
+pub async fn start(secret: &str, fail_first: usize, fail_status: u16) -> Receiver {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let inner = Arc::new(Inner {
+        secret: secret.into(),
+        fail_first,
+        fail_status,
+        accepted: accepted.clone(),
+        attempts: attempts.clone(),
+    });
+    let app = Router::new().route("/hook", post(handle)).with_state(inner);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        addr,
+        accepted,
+        attempts,
+    }
+}
+
+async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let n = s.attempts.fetch_add(1, Ordering::SeqCst);
+    if n < s.fail_first {
+        return StatusCode::from_u16(s.fail_status).unwrap();
+    }
+    let sig = headers
+        .get("x-vigie-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let signature_ok = vigie::sink::webhook::verify(&s.secret, sig, &body);
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    s.accepted.lock().unwrap().push(Received {
+        body,
+        idempotency_key,
+        signature_ok,
+    });
+    StatusCode::OK
+}
+
+impl Receiver {
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
