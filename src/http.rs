@@ -12,12 +12,11 @@
 //!
 //! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
@@ -38,7 +37,7 @@ use crate::state::Store;
 #[derive(Default)]
 pub struct Readiness {
     /// Partitions assigned by the group (None for sources without partitions).
-    pub assigned: Option<Arc<RwLock<BTreeSet<(String, i32)>>>>,
+    pub assigned: Option<crate::pipeline::Assigned>,
     pub rules_loaded: AtomicBool,
     /// Cleared when a state commit fails.
     pub state_ok: AtomicBool,

@@ -84,13 +84,11 @@ pub async fn produce(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
     }
 }
 
+/// A message read back: payload and headers.
+pub type DeadLetter = (Vec<u8>, Vec<(String, String)>);
+
 /// Reads every message of a one-partition topic: (payload, headers).
-pub fn read_all(
-    brokers: &str,
-    topic: &str,
-    expect: usize,
-    timeout: Duration,
-) -> Vec<(Vec<u8>, Vec<(String, String)>)> {
+pub fn read_all(brokers: &str, topic: &str, expect: usize, timeout: Duration) -> Vec<DeadLetter> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))

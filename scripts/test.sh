@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: format and lint checks, unit tests, and the integration tests
+# against a real Kafka-API broker (Tansu, or KAFKA_BOOTSTRAP), a real SMTP server
+# (aiosmtpd) and real HTTP receivers. Installs what it needs first.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+PYTHON=$(scripts/setup.sh)
+export PYTHON
+started_broker=0
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  KAFKA_BOOTSTRAP=$(scripts/broker.sh start)
+  started_broker=1
+fi
+export KAFKA_BOOTSTRAP
+trap '[ "$started_broker" = 1 ] && scripts/broker.sh stop' EXIT
+echo "broker: $KAFKA_BOOTSTRAP"
+
+if rustup component list --installed 2>/dev/null | grep -q rustfmt; then
+  cargo fmt --check
+fi
+if rustup component list --installed 2>/dev/null | grep -q clippy; then
+  cargo clippy --all-targets --quiet -- -D warnings
+fi
+cargo test --all-targets
