@@ -90,6 +90,9 @@ enum Command {
         /// Partitions when the topic has to be created.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// How long each article may take to be acknowledged before it counts as failed.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
         inputs: Vec<PathBuf>,
     },
 }
