@@ -102,7 +102,8 @@ fn main() -> ExitCode {
     // Batch commands print their results on stdout; keep their logs to warnings unless asked.
     let quiet = !matches!(cli.command, Command::Run { .. });
     if quiet && std::env::var_os("VIGIE_LOG").is_none() && std::env::var_os("RUST_LOG").is_none() {
-        std::env::set_var("VIGIE_LOG", "warn");
+        // librdkafka reports every failed connection; the commands report failures themselves.
+        std::env::set_var("VIGIE_LOG", "warn,librdkafka=off,rdkafka=off");
     }
     init_logging(cli.log_format);
     match real_main(cli) {
@@ -227,6 +228,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             brokers,
             topic,
             partitions,
+            timeout_ms,
             inputs,
         } => {
             let inputs = if inputs.is_empty() {
@@ -244,12 +246,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let total = items.len();
-            let k = KafkaConfig {
+            let mut k = KafkaConfig {
                 brokers,
                 topic: topic.clone(),
                 ..Default::default()
             };
+            k.properties
+                .insert("message.timeout.ms".into(), timeout_ms.to_string());
             runtime()?.block_on(async move {
+                let probe = k.clone();
+                let wait = std::time::Duration::from_millis(timeout_ms.min(10_000));
+                if let Err(e) = tokio::task::spawn_blocking(move || {
+                    vigie::source::kafka::reachable(&probe, wait)
+                })
+                .await?
+                {
+                    eprintln!("error: {e}; {total} article(s) not delivered");
+                    return Ok(ExitCode::FAILURE);
+                }
                 if let Err(e) = vigie::source::kafka::ensure_topic(&k, &topic, partitions).await {
                     eprintln!("warning: {e}");
                 }

@@ -13,14 +13,25 @@ fn repo() -> PathBuf {
 
 fn seeds() -> PathBuf {
     let p = repo().join("../shared/seeds");
-    assert!(p.is_dir(), "the seed articles are expected in ../shared/seeds");
+    assert!(
+        p.is_dir(),
+        "the seed articles are expected in ../shared/seeds"
+    );
     p
 }
 
 #[test]
 fn check_accepts_the_example_config() {
-    let out = vigie().args(["check", "--config"]).arg(repo().join("config")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(repo().join("config"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rules"));
 }
 
@@ -34,14 +45,22 @@ fn config_with_rule(rule: &str) -> tempfile::TempDir {
 #[test]
 fn check_names_file_and_line_for_unknown_keys_and_syntax_errors() {
     let d = config_with_rule("[[rule]]\nid = \"kz\"\nkeywrods = [\"Almaty\"]\n");
-    let out = vigie().args(["check", "--config"]).arg(d.path()).output().unwrap();
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(d.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("watch.toml:3:"), "{err}");
     assert!(err.contains("did you mean `keywords`"), "{err}");
 
     let d = config_with_rule("[[rule]]\nid = \"kz\"\ncountries = [\"KZ\"\nname = \"x\"\n");
-    let out = vigie().args(["check", "--config"]).arg(d.path()).output().unwrap();
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(d.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("watch.toml:"), "{err}");
@@ -49,18 +68,44 @@ fn check_names_file_and_line_for_unknown_keys_and_syntax_errors() {
 
 #[test]
 fn match_finds_kazakhstan_and_entities_in_every_seed() {
-    let out = vigie().args(["match", "--config"]).arg(repo().join("config")).arg(seeds()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = vigie()
+        .args(["match", "--config"])
+        .arg(repo().join("config"))
+        .arg(seeds())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 5);
     for l in &lines {
-        let countries: Vec<&str> = l["countries"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+        let countries: Vec<&str> = l["countries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
         assert!(countries.contains(&"KZ"), "{}: {countries:?}", l["file"]);
-        assert!(l["rules"].as_array().unwrap().iter().any(|r| r == "kazakhstan"));
+        assert!(l["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "kazakhstan"));
         assert!(!l["evidence"].as_array().unwrap().is_empty());
     }
     // The seeds name Tokayev (as Tokaïev or Tokayev) and Putin (as Poutine).
-    let with = |id: &str| lines.iter().filter(|l| l["entities"].as_array().unwrap().iter().any(|e| e == id)).count();
+    let with = |id: &str| {
+        lines
+            .iter()
+            .filter(|l| l["entities"].as_array().unwrap().iter().any(|e| e == id))
+            .count()
+    };
     assert!(with("tokayev") >= 3, "tokayev in {}", with("tokayev"));
     assert!(with("putin") >= 1);
 }
@@ -71,21 +116,63 @@ fn generate_is_reproducible_and_backtest_alerts_only_during_the_surge() {
     let a = d.path().join("a.jsonl");
     let b = d.path().join("b.jsonl");
     for p in [&a, &b] {
-        let st = vigie().args(["generate", "--scenario", "kazakhstan-unrest", "--seed", "7", "--end", "2022-01-08T12:00:00Z", "--days", "8", "-o"]).arg(p).status().unwrap();
+        let st = vigie()
+            .args([
+                "generate",
+                "--scenario",
+                "kazakhstan-unrest",
+                "--seed",
+                "7",
+                "--end",
+                "2022-01-08T12:00:00Z",
+                "--days",
+                "8",
+                "-o",
+            ])
+            .arg(p)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
-    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "byte-for-byte reproducible");
-    let cfg = config_with_rule("[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n");
-    let out = vigie().args(["backtest", "--config"]).arg(cfg.path()).arg("--input").arg(&a).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let starts: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "started" && e["rule"] == "kazakhstan").collect();
+    assert_eq!(
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        "byte-for-byte reproducible"
+    );
+    let cfg = config_with_rule(
+        "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n",
+    );
+    let out = vigie()
+        .args(["backtest", "--config"])
+        .arg(cfg.path())
+        .arg("--input")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let starts: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "started" && e["rule"] == "kazakhstan")
+        .collect();
     assert_eq!(starts.len(), 1, "{events:?}");
     // The surge starts 30 hours before the end (2022-01-07T06:00Z).
     let at = vigie::article::parse_date(starts[0]["at"].as_str().unwrap()).unwrap();
     let surge = vigie::article::parse_date("2022-01-07T06:00:00Z").unwrap();
-    assert!(at >= surge && at <= surge + chrono::Duration::hours(6), "started at {at}");
-    for field in ["rule", "kind", "at", "observed", "expected", "ratio", "p_value"] {
+    assert!(
+        at >= surge && at <= surge + chrono::Duration::hours(6),
+        "started at {at}"
+    );
+    for field in [
+        "rule", "kind", "at", "observed", "expected", "ratio", "p_value",
+    ] {
         assert!(starts[0].get(field).is_some(), "missing {field}");
     }
 }

@@ -12,11 +12,21 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// Every message of a topic, all partitions from the beginning.
-fn read_topic(brokers: &str, topic: &str, partitions: i32, expect: usize) -> Vec<(Option<String>, serde_json::Value)> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", unique("reader")).create().unwrap();
+fn read_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expect: usize,
+) -> Vec<(Option<String>, serde_json::Value)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -35,39 +45,94 @@ fn publishing_the_raw_seeds_gives_five_clean_articles() {
     let brokers = broker();
     let topic = unique("seeds");
     let seeds = repo().join("../shared/seeds");
-    let out = Command::new(env!("CARGO_BIN_EXE_vigie")).args(["publish", "--brokers", &brokers, "--topic", &topic, "--partitions", "2"]).arg(&seeds).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args([
+            "publish",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--partitions",
+            "2",
+        ])
+        .arg(&seeds)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("published 5/5"));
 
     let got = read_topic(&brokers, &topic, 2, 5);
     assert_eq!(got.len(), 5);
     for (key, a) in &got {
         assert_eq!(key.as_deref(), a["id"].as_str(), "keyed by article id");
-        let parsed = vigie::article::parse(&serde_json::to_vec(a).unwrap(), &vigie::article::ParseContext::new(chrono::Utc::now())).expect("valid feed contract");
+        let parsed = vigie::article::parse(
+            &serde_json::to_vec(a).unwrap(),
+            &vigie::article::ParseContext::new(chrono::Utc::now()),
+        )
+        .expect("valid feed contract");
         assert!(!parsed.title.is_empty() && parsed.body.len() > 200, "{a}");
         let name = a["raw_name"].as_str().unwrap();
         let raw = std::fs::read_to_string(name).unwrap();
         // The title is the first line that is neither a URL line nor a date line.
-        let first = raw.lines().map(str::trim).find(|l| !l.is_empty() && !l.contains("http") && !l.starts_with("20")).unwrap();
+        let first = raw
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.contains("http") && !l.starts_with("20"))
+            .unwrap();
         assert_eq!(parsed.title, first, "{name}");
         // No reader comments, footer links or XPath junk in the body.
-        for junk in ["Pour poster un commentaire", "Commentaires", "Follow us", "PREV ", "NEXT ", "/html/head", "feedback.fr@"] {
-            assert!(!parsed.body.contains(junk), "{name}: body contains {junk:?}");
+        for junk in [
+            "Pour poster un commentaire",
+            "Commentaires",
+            "Follow us",
+            "PREV ",
+            "NEXT ",
+            "/html/head",
+            "feedback.fr@",
+        ] {
+            assert!(
+                !parsed.body.contains(junk),
+                "{name}: body contains {junk:?}"
+            );
         }
         if let Some(raw_comments) = raw.split("Pour poster un commentaire").nth(1) {
-            let a_comment = raw_comments.lines().map(str::trim).filter(|l| l.len() > 60).last().unwrap();
-            assert!(!parsed.body.contains(a_comment), "{name}: a reader comment leaked into the body");
+            let a_comment = raw_comments
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.len() > 60)
+                .last()
+                .unwrap();
+            assert!(
+                !parsed.body.contains(a_comment),
+                "{name}: a reader comment leaked into the body"
+            );
         }
     }
-    let titles: Vec<&str> = got.iter().map(|(_, a)| a["title"].as_str().unwrap()).collect();
-    assert!(titles.contains(&"Kazakhstan: entretien entre Poutine et le président kazakh pour «restaurer l’ordre»"), "{titles:?}");
+    let titles: Vec<&str> = got
+        .iter()
+        .map(|(_, a)| a["title"].as_str().unwrap())
+        .collect();
+    assert!(
+        titles.contains(
+            &"Kazakhstan: entretien entre Poutine et le président kazakh pour «restaurer l’ordre»"
+        ),
+        "{titles:?}"
+    );
     // Written dates are used; pages without one are flagged, never guessed from prose.
     for (_, a) in &got {
         let src = a["date_source"].as_str().unwrap();
         assert!(["text", "url", "file_time"].contains(&src));
     }
     assert!(got.iter().any(|(_, a)| a["date_source"] == "file_time"));
-    assert!(got.iter().any(|(_, a)| a["date_source"] == "text" && a["published_at"].as_str().unwrap().starts_with("2022-01-14T13:00")));
+    assert!(got.iter().any(|(_, a)| a["date_source"] == "text"
+        && a["published_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2022-01-14T13:00")));
 }
 
 #[test]
@@ -78,10 +143,22 @@ fn publish_reports_failure_in_its_exit_code() {
     let f = d.path().join("one.jsonl");
     std::fs::write(&f, "{\"title\":\"t\",\"body\":\"b\"}\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
-        .args(["publish", "--brokers", &format!("127.0.0.1:{port}"), "--topic", "nowhere", "--timeout-ms", "3000"])
+        .args([
+            "publish",
+            "--brokers",
+            &format!("127.0.0.1:{port}"),
+            "--topic",
+            "nowhere",
+            "--timeout-ms",
+            "3000",
+        ])
         .arg(&f)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not delivered"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not delivered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

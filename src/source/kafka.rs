@@ -353,6 +353,16 @@ impl DeadLetters for KafkaDeadLetters {
     }
 }
 
+/// Checks that the brokers answer a metadata request within `timeout` (blocking).
+pub fn reachable(k: &KafkaConfig, timeout: Duration) -> Result<(), SourceError> {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let p: BaseProducer = producer_config(k).create()?;
+    p.client()
+        .fetch_metadata(None, timeout)
+        .map(|_| ())
+        .map_err(|e| SourceError::Other(format!("cannot reach the brokers at {}: {e}", k.brokers)))
+}
+
 /// Creates `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(
     k: &KafkaConfig,
