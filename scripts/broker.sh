@@ -36,11 +36,20 @@ start() {
   if listening; then addr; return; fi
   mkdir -p "$run_dir"
   local bin; bin=$(tansu_bin)
-  (cd "$run_dir" && nohup "$bin" broker \
+  # The broker must not inherit any descriptor of ours: a caller reading our output
+  # through a pipe (`addr=$(broker.sh start)`) would otherwise wait for it to exit.
+  (
+    cd "$run_dir"
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec nohup "$bin" broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$run_dir/tansu.log" 2>&1 &
-   echo $! >"$pidfile")
+      --storage-engine "${TANSU_STORAGE:-memory://tansu/}" >"$run_dir/tansu.log" 2>&1 </dev/null
+  ) &
+  echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     if listening; then addr; return; fi
     sleep 0.1

@@ -460,8 +460,12 @@ impl Engine {
             let Some(st) = self.rules.get_mut(&rule.id) else {
                 continue;
             };
-            if st.learned_until == i64::MIN {
-                // First data for this rule: the baseline learns from the bucket before it on.
+            if st.learned_until == i64::MIN
+                || (st.baseline.buckets_seen == 0
+                    && b - self.settings.bucket_secs < st.learned_until)
+            {
+                // Until it has learned anything, the baseline starts just before the
+                // earliest article seen (batches arrive in any order).
                 st.learned_until = b - self.settings.bucket_secs;
             }
             let bucket = st.buckets.entry(b).or_default();

@@ -236,7 +236,9 @@ struct AlertsQuery {
 }
 
 async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Response {
-    let since = match q.since.as_deref().map(crate::article::parse_date) {
+    // A `+` in an unencoded offset arrives as a space; take it back.
+    let since_text = q.since.as_deref().map(|s| s.replace(' ', "+"));
+    let since = match since_text.as_deref().map(crate::article::parse_date) {
         None => 0,
         Some(Some(t)) => t.timestamp(),
         Some(None) => {

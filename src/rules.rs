@@ -251,7 +251,9 @@ impl RuleSet {
             for spanned in parsed.rule {
                 let span = spanned.span();
                 let def = spanned.into_inner();
+                let enabled = def.enabled;
                 match compile_rule(&file, &text, span.start, def, &entity_ids, known_channels) {
+                    Ok(_) if !enabled => {} // validated, then left out
                     Ok(rule) => {
                         if let Some(prev) = rule_ids.insert(rule.id.clone(), file.clone()) {
                             errors.push(ConfigError {
@@ -331,13 +333,6 @@ fn compile_rule(
             format!("invalid rule id `{id}`: use letters, digits, `-`, `_` and `.`"),
         ));
     }
-    let fingerprint = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        text[at.min(text.len())..].len().hash(&mut h);
-        format!("{:?}", def).hash(&mut h);
-        h.finish()
-    };
     let mut positive = Vec::new();
     for k in &def.keywords {
         if crate::normalize::normalize_str(k).is_empty() {
@@ -470,13 +465,21 @@ fn compile_rule(
     } else {
         Query::And(all)
     };
-    let _ = def.enabled;
+    let spike = def.spike.clone().unwrap_or_default();
+    // What the rule means, not where it sits in its file: moving or reformatting a rule, or
+    // editing its neighbours, must not reset its counts and baseline.
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{query:?}|{spike:?}").hash(&mut h);
+        h.finish()
+    };
     Ok(Rule {
         name: def.name.clone().unwrap_or_else(|| id.clone()),
         id,
         query,
         notify: def.notify.iter().map(|n| n.get_ref().clone()).collect(),
-        spike: def.spike.unwrap_or_default(),
+        spike,
         file: file.to_path_buf(),
         line: crate::config::line_col(text, at).0,
         fingerprint,
@@ -917,5 +920,25 @@ mod tests {
         let d = setup("[[rule]]\nid = \"k\"\nkeywords = [\"a\"\n");
         let errs = RuleSet::load(d.path(), &[]).unwrap_err();
         assert!(errs[0].line.is_some(), "{}", errs[0]);
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn editing_a_neighbour_keeps_a_rules_fingerprint() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("rules")).unwrap();
+        let write = |b: &str| {
+            std::fs::write(d.path().join("rules/r.toml"), format!("[[rule]]\nid = \"b\"\nkeywords = [\"{b}\"]\n\n[[rule]]\nid = \"a\"\ncountries = [\"KZ\"]\n")).unwrap()
+        };
+        write("football");
+        let before = RuleSet::load(d.path(), &[]).unwrap();
+        write("rugby et handball");
+        let after = RuleSet::load(d.path(), &[]).unwrap();
+        assert_eq!(before.rules[1].fingerprint, after.rules[1].fingerprint);
+        assert_ne!(before.rules[0].fingerprint, after.rules[0].fingerprint);
     }
 }

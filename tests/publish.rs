@@ -103,8 +103,7 @@ fn publishing_the_raw_seeds_gives_five_clean_articles() {
             let a_comment = raw_comments
                 .lines()
                 .map(str::trim)
-                .filter(|l| l.len() > 60)
-                .last()
+                .rfind(|l| l.len() > 60)
                 .unwrap();
             assert!(
                 !parsed.body.contains(a_comment),

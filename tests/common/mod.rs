@@ -295,3 +295,53 @@ pub async fn series_total(cfg: &TestConfig, rule: &str, field: &str) -> Option<u
             .sum(),
     )
 }
+
+/// A body whose wording differs from every other `i`, so articles count as distinct stories.
+pub fn distinct_body(topic: &str, i: usize) -> String {
+    const WORDS: &[&str] = &[
+        "gouvernement",
+        "manifestants",
+        "police",
+        "capitale",
+        "ministre",
+        "annonce",
+        "réunion",
+        "frontière",
+        "économie",
+        "prix",
+        "carburant",
+        "élections",
+        "opposition",
+        "armée",
+        "aéroport",
+        "banque",
+        "hôpital",
+        "école",
+        "route",
+        "usine",
+        "village",
+        "région",
+        "député",
+        "syndicat",
+        "grève",
+        "tribunal",
+        "enquête",
+        "rapport",
+        "budget",
+        "exportations",
+        "pétrole",
+        "gaz",
+        "réforme",
+        "sommet",
+        "accord",
+        "sanctions",
+        "diplomate",
+        "ambassade",
+        "journaliste",
+        "témoin",
+    ];
+    let words: Vec<&str> = (0..12)
+        .map(|k| WORDS[(i * 7 + k * 13 + i / 40) % WORDS.len()])
+        .collect();
+    format!("{topic} : {} (dépêche {i}).", words.join(" "))
+}

@@ -1,0 +1,257 @@
+//! Operating the service: every HTTP endpoint on a running vigie fed through a real broker,
+//! the API token, and hot reloads (broken file, edited rule, POST /api/reload).
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+
+const RULES: &str = r#"
+[[rule]]
+id = "kazakhstan"
+name = "Kazakhstan"
+countries = ["KZ"]
+
+[[rule]]
+id = "sport"
+name = "Sport"
+keywords = ["football"]
+"#;
+
+async fn get(cfg: &TestConfig, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().get(cfg.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+fn rule_field(rules: &serde_json::Value, id: &str, field: &str) -> serde_json::Value {
+    rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .map(|r| r[field].clone())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_token_and_hot_reload() {
+    let brokers = broker();
+    let topic = unique("ops");
+    create_topic(&brokers, &topic, 2).await;
+    let cfg = TestConfig::new(&brokers, &topic, "", RULES, "");
+    let toml = std::fs::read_to_string(cfg.path().join("vigie.toml"))
+        .unwrap()
+        .replace("[http]\n", "[http]\napi_token = \"t0ken\"\n");
+    std::fs::write(cfg.path().join("vigie.toml"), toml).unwrap();
+
+    let now = Utc::now();
+    let mut payloads = Vec::new();
+    for i in 0..12 {
+        payloads.push(article(
+            &format!("kz{i}"),
+            &format!("Almaty, jour {i}"),
+            &distinct_body("Kazakhstan", i as usize),
+            now - chrono::Duration::minutes(30 - i),
+        ));
+    }
+    // Older coverage, so the baseline has finished buckets to learn from.
+    for i in 0..6 {
+        payloads.push(article(
+            &format!("old{i}"),
+            &format!("Astana, il y a {i} heures"),
+            &distinct_body("Kazakhstan", 100 + i as usize),
+            now - chrono::Duration::minutes(150 + 20 * i),
+        ));
+    }
+    for i in 0..4 {
+        payloads.push(article(
+            &format!("fb{i}"),
+            &format!("Football, match {i}"),
+            "Un match de football.",
+            now - chrono::Duration::minutes(20),
+        ));
+    }
+    produce(&brokers, &topic, &payloads).await;
+    let _vigie = Vigie::start(&cfg, "ops");
+    wait_for("22 articles", Duration::from_secs(60), async || {
+        metric(&cfg, "vigie_articles_processed_total", "")
+            .await
+            .filter(|v| *v >= 22.0)
+    })
+    .await;
+
+    // Health, readiness, metrics: no token needed.
+    let health = reqwest::get(cfg.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let (status, ready) = get(&cfg, "/readyz", None).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["rules_loaded"], true);
+    let metrics = reqwest::get(cfg.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "vigie_articles_processed_total",
+        "vigie_rule_matches_total",
+        "vigie_rules_loaded",
+        "vigie_batch_processing_seconds_bucket",
+        "vigie_watermark_seconds",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+
+    // The API needs the token.
+    assert_eq!(get(&cfg, "/api/rules", None).await.0, 401);
+    assert_eq!(get(&cfg, "/api/rules", Some("wrong")).await.0, 401);
+    let (status, rules) = get(&cfg, "/api/rules", Some("t0ken")).await;
+    assert_eq!(status, 200);
+    assert_eq!(rule_field(&rules, "kazakhstan", "window_count"), 12);
+    assert_eq!(rule_field(&rules, "sport", "state"), "quiet");
+    assert!(rule_field(&rules, "kazakhstan", "expected").is_number());
+    let (status, series) = get(&cfg, "/api/rules/kazakhstan/series?hours=2", Some("t0ken")).await;
+    assert_eq!(status, 200);
+    let buckets = series["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 24);
+    assert!(buckets.iter().all(|b| b["start"].is_string()
+        && b["articles"].is_u64()
+        && b["stories"].is_u64()
+        && b["expected"].is_number()));
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["articles"].as_u64().unwrap())
+            .sum::<u64>(),
+        12
+    );
+    let (_, long) = get(&cfg, "/api/rules/kazakhstan/series?hours=6", Some("t0ken")).await;
+    assert_eq!(
+        long["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["articles"].as_u64().unwrap())
+            .sum::<u64>(),
+        18
+    );
+    assert_eq!(
+        get(&cfg, "/api/rules/nope/series", Some("t0ken")).await.0,
+        404
+    );
+    let (status, alerts) = get(
+        &cfg,
+        &format!(
+            "/api/alerts?since={}",
+            (now - chrono::Duration::days(1)).to_rfc3339()
+        ),
+        Some("t0ken"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(alerts["alerts"].is_array() && alerts["outbox"].is_object());
+    assert_eq!(
+        get(&cfg, "/api/alerts?since=yesterday", Some("t0ken"))
+            .await
+            .0,
+        400
+    );
+
+    // A broken rule file: the old rules stay live, the error is counted and reported.
+    let baseline_before = rule_field(&rules, "kazakhstan", "baseline_buckets")
+        .as_u64()
+        .unwrap();
+    assert!(
+        baseline_before > 0,
+        "the baseline has learned finished buckets"
+    );
+    let rules_file = cfg.path().join("rules/rules.toml");
+    std::fs::write(
+        &rules_file,
+        RULES.replace("keywords = [\"football\"]", "keywrods = [\"football\"]"),
+    )
+    .unwrap();
+    wait_for("a refused reload", Duration::from_secs(20), async || {
+        metric(&cfg, "vigie_rule_reload_failures_total", "")
+            .await
+            .filter(|v| *v >= 1.0)
+    })
+    .await;
+    let resp = reqwest::Client::new()
+        .post(cfg.url("/api/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let err = body["errors"][0].as_str().unwrap();
+    assert!(
+        err.contains("rules.toml:") && err.contains("keywords"),
+        "{err}"
+    );
+    let (_, rules) = get(&cfg, "/api/rules", Some("t0ken")).await;
+    assert_eq!(
+        rules["rules"].as_array().unwrap().len(),
+        2,
+        "old rules still live"
+    );
+    assert_eq!(metric(&cfg, "vigie_rules_loaded", "").await, Some(2.0));
+
+    // Editing a rule's keywords takes effect without a restart, other baselines intact.
+    std::fs::write(
+        &rules_file,
+        RULES.replace("keywords = [\"football\"]", "keywords = [\"rugby\"]"),
+    )
+    .unwrap();
+    wait_for("the edited rule", Duration::from_secs(20), async || {
+        let (_, r) = get(&cfg, "/api/rules", Some("t0ken")).await;
+        (rule_field(&r, "sport", "window_count") == 0).then_some(())
+    })
+    .await;
+    produce(
+        &brokers,
+        &topic,
+        &[article(
+            "rg1",
+            "Rugby : le XV de France",
+            "Un match de rugby.",
+            Utc::now(),
+        )],
+    )
+    .await;
+    wait_for("a rugby match", Duration::from_secs(30), async || {
+        let (_, r) = get(&cfg, "/api/rules", Some("t0ken")).await;
+        (rule_field(&r, "sport", "window_count") == 1).then_some(())
+    })
+    .await;
+    let (_, rules) = get(&cfg, "/api/rules", Some("t0ken")).await;
+    assert_eq!(
+        rule_field(&rules, "kazakhstan", "window_count"),
+        12,
+        "the other rule kept its counts"
+    );
+    assert!(
+        rule_field(&rules, "kazakhstan", "baseline_buckets")
+            .as_u64()
+            .unwrap()
+            >= baseline_before,
+        "and its baseline"
+    );
+
+    // POST /api/reload with a valid set.
+    let resp = reqwest::Client::new()
+        .post(cfg.url("/api/reload"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
