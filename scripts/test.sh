@@ -24,4 +24,10 @@ if rustup component list --installed 2>/dev/null | grep -q clippy; then
   cargo clippy --all-targets --quiet -- -D warnings
 fi
 # Benchmarks are compiled by clippy above and run by `cargo bench` (docs/BENCHMARKS.md).
-cargo test
+mkdir -p var
+set +e
+cargo test 2>&1 | tee var/test-output.log
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ {p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}' var/test-output.log
+exit "$status"
