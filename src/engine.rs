@@ -304,6 +304,12 @@ pub struct Engine {
     watermark: i64,
     /// Which rules (by index in the matcher) have articles in each recent bucket.
     activity: BTreeMap<i64, HashSet<usize>>,
+    /// Rules (by index) with an open alert: evaluated at every step.
+    alerting: HashSet<usize>,
+    /// The widest alert window of any rule, seconds.
+    widest_window: i64,
+    /// Bucket at which quiet rules last learned and memory was last pruned.
+    housekept: i64,
     dirty_buckets: HashSet<(String, i64)>,
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
@@ -331,6 +337,9 @@ impl Engine {
             volume: BTreeMap::new(),
             watermark: i64::MIN,
             activity: BTreeMap::new(),
+            alerting: HashSet::new(),
+            widest_window: 3600,
+            housekept: i64::MIN,
             dirty_buckets: HashSet::new(),
             dirty_rules: HashSet::new(),
             dirty_volume: HashSet::new(),
@@ -383,6 +392,25 @@ impl Engine {
     }
 
     fn rebuild_activity(&mut self) {
+        self.widest_window = self
+            .matcher
+            .rules
+            .iter()
+            .map(|r| self.settings.detector.with(&r.spike).window_minutes as i64 * 60)
+            .max()
+            .unwrap_or(3600);
+        self.alerting = self
+            .matcher
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                self.rules
+                    .get(&r.id)
+                    .is_some_and(|st| st.lifecycle.active.is_some())
+            })
+            .map(|(i, _)| i)
+            .collect();
         self.activity.clear();
         for (idx, r) in self.matcher.rules.iter().enumerate() {
             if let Some(st) = self.rules.get(&r.id) {
@@ -536,15 +564,18 @@ impl Engine {
             }
         }
         self.watermark = target;
-        let n = self.matcher.rules.len();
-        let candidates: HashSet<usize> = self.candidates(target).into_iter().collect();
-        for idx in 0..n {
-            if candidates.contains(&idx) {
-                out.extend(self.evaluate(idx, target, true));
-            } else {
-                // Quiet rules still learn that quiet is normal.
-                self.learn(idx, target);
-            }
+        for idx in self.candidates(target) {
+            out.extend(self.evaluate(idx, target, true));
+        }
+        // Housekeeping once per bucket, not per call: quiet rules learn that quiet is
+        // normal, and old buckets leave memory.
+        if self.bucket_of(target) <= self.housekept {
+            self.events.extend(out.iter().cloned());
+            return out;
+        }
+        self.housekept = self.bucket_of(target);
+        for idx in 0..self.matcher.rules.len() {
+            self.learn(idx, target);
         }
         let memory_from = self.bucket_of(target - self.settings.memory_secs);
         for st in self.rules.values_mut() {
@@ -578,27 +609,10 @@ impl Engine {
     /// bucket after it), and those with an open alert.
     fn candidates(&self, point: i64) -> Vec<usize> {
         let bs = self.settings.bucket_secs;
-        let widest = self
-            .matcher
-            .rules
-            .iter()
-            .map(|r| self.settings.detector.with(&r.spike).window_minutes)
-            .max()
-            .unwrap_or(60) as i64
-            * 60;
         let end = self.bucket_of(point);
-        let mut set: HashSet<usize> = HashSet::new();
-        for (_, rules) in self.activity.range(end - widest..=end + bs) {
+        let mut set: HashSet<usize> = self.alerting.clone();
+        for (_, rules) in self.activity.range(end - self.widest_window..=end + bs) {
             set.extend(rules.iter().copied());
-        }
-        for (idx, r) in self.matcher.rules.iter().enumerate() {
-            if self
-                .rules
-                .get(&r.id)
-                .is_some_and(|st| st.lifecycle.active.is_some())
-            {
-                set.insert(idx);
-            }
         }
         let mut v: Vec<usize> = set.into_iter().collect();
         v.sort_unstable();
@@ -680,6 +694,11 @@ impl Engine {
         };
         let verdict = detect::evaluate(&cfg, &view, n_rules);
         let tr = st.lifecycle.step(&rule.id, &cfg, &verdict, point)?;
+        match tr.kind {
+            EventKind::Started => self.alerting.insert(idx),
+            EventKind::Resolved => self.alerting.remove(&idx),
+            EventKind::Updated => true,
+        };
         let recent: Vec<&ArticleRef> = st
             .recent
             .range(window.clone())

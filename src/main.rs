@@ -155,7 +155,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 for payload in file::read_payloads(&path)? {
                     match article::parse(&payload, &ParseContext::new(Utc::now())) {
                         Ok(a) => {
-                            let m = matcher.match_article(&a);
+                            let m = matcher.explain(&a);
                             let line = serde_json::json!({
                                 "id": a.id, "title": a.title, "language": a.language, "published_at": a.published_at,
                                 "countries": m.countries, "entities": m.entities, "rules": m.rules, "evidence": m.evidence,

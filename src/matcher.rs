@@ -18,7 +18,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
 use crate::article::Article;
-use crate::gazetteer;
+use crate::gazetteer::{self, FormKind};
 use crate::normalize::{self, Normalized};
 use crate::rules::{Entity, EntityKind, Field, Query, Rule};
 
@@ -244,15 +244,18 @@ impl Matcher {
                 let Some(&idx) = country_index.get(f.code_str()) else {
                     continue;
                 };
+                let target = Target::Country {
+                    idx,
+                    weight: f.kind.weight(),
+                    needs_capital: f.kind.needs_capital(),
+                };
                 for v in normalize::variants(f.text) {
-                    set.add(
-                        v,
-                        Target::Country {
-                            idx,
-                            weight: f.kind.weight(),
-                            needs_capital: f.kind.needs_capital(),
-                        },
-                    );
+                    set.add(v, target);
+                }
+                if matches!(f.kind, FormKind::Country | FormKind::AmbiguousCountry) {
+                    for form in declensions(f.text) {
+                        set.add(normalize::normalize_str(&form), target);
+                    }
                 }
             }
         }
@@ -325,12 +328,34 @@ impl Matcher {
         })
     }
 
+    /// Size of the automaton, for logs and benchmarks.
+    pub fn describe(&self) -> String {
+        match &self.ac {
+            Some(ac) => format!(
+                "{} patterns, {:?}, {} KiB",
+                self.targets.len(),
+                ac.kind(),
+                ac.memory_usage() / 1024
+            ),
+            None => "no patterns".into(),
+        }
+    }
+
     pub fn entities(&self) -> &[Entity] {
         &self.entities
     }
 
     /// Matches one article.
     pub fn match_article(&self, a: &Article) -> ArticleMatch {
+        self.match_inner(a, false)
+    }
+
+    /// Like [`Matcher::match_article`], with the evidence of every hit (for `vigie match`).
+    pub fn explain(&self, a: &Article) -> ArticleMatch {
+        self.match_inner(a, true)
+    }
+
+    fn match_inner(&self, a: &Article, explain: bool) -> ArticleMatch {
         let title = normalize::normalize(&a.title);
         let body = normalize::normalize(&a.body);
         let mut hits = Hits::default();
@@ -402,6 +427,7 @@ impl Matcher {
         let evidence = hits
             .evidence
             .iter()
+            .filter(|_| explain)
             .map(|(what, field, start, end)| {
                 let (orig, norm) = if *field == FIELD_TITLE {
                     (&a.title, &title)
@@ -746,6 +772,40 @@ pub fn spelling_family(word: &str) -> Vec<String> {
     out
 }
 
+/// Case forms of a one-word country name that the gazetteer lists only in the nominative:
+/// Russian (России, Казахстана, Украине) and the German genitive (Kasachstans).
+fn declensions(name: &str) -> Vec<String> {
+    if name.contains(' ') || name.contains('-') {
+        return Vec::new();
+    }
+    let cyrillic = name.chars().any(|c| ('\u{0400}'..='\u{04FF}').contains(&c));
+    let last = name.chars().last().unwrap_or(' ');
+    let stem: String = name.chars().take(name.chars().count() - 1).collect();
+    if cyrillic {
+        let endings: &[&str] = match last {
+            'я' => {
+                return ["и", "ю", "ей"]
+                    .iter()
+                    .map(|e| format!("{stem}{e}"))
+                    .collect()
+            }
+            'а' => &["ы", "и", "е", "у", "ой"],
+            'ь' | 'й' => return Vec::new(),
+            _ => {
+                return ["а", "у", "е", "ом"]
+                    .iter()
+                    .map(|e| format!("{name}{e}"))
+                    .collect()
+            }
+        };
+        return endings.iter().map(|e| format!("{stem}{e}")).collect();
+    }
+    if last.is_ascii_alphabetic() && !"aeiousxz".contains(last) {
+        return vec![format!("{name}s")];
+    }
+    Vec::new()
+}
+
 /// Russian case forms of a transliterated surname (Tokayev → Tokayeva, Tokayevu, Tokayevym...).
 fn russian_case_endings(word: &str) -> Vec<String> {
     if word.ends_with("ev") || word.ends_with("ov") || word.ends_with("in") || word.ends_with("yn")
@@ -969,7 +1029,7 @@ mod tests {
             &MatcherOptions::default(),
         )
         .unwrap();
-        let r = m.match_article(&art("", "Le président Tokaïev à Almaty"));
+        let r = m.explain(&art("", "Le président Tokaïev à Almaty"));
         assert!(
             r.evidence
                 .iter()
@@ -981,5 +1041,91 @@ mod tests {
             .evidence
             .iter()
             .any(|e| e.surface == "Almaty" && e.what == "country:KZ"));
+    }
+
+    #[test]
+    fn countries_and_entities_in_five_languages() {
+        let m = Matcher::new(
+            vec![rule("kz", "country:KZ")],
+            people(),
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        // (language, text, expected country, expected entity)
+        let positives = [
+            (
+                "fr",
+                "Les Kazakhs manifestent à Almaty contre Tokaïev",
+                "KZ",
+                Some("tokayev"),
+            ),
+            (
+                "en",
+                "Kazakh president Tokayev asks Russia for help",
+                "KZ",
+                Some("tokayev"),
+            ),
+            (
+                "de",
+                "Kasachstans Präsident Tokajew bittet Moskau um Hilfe; Proteste in Almaty",
+                "KZ",
+                Some("tokayev"),
+            ),
+            (
+                "es",
+                "Protestas en Kazajistán: el presidente Tokáyev pide ayuda",
+                "KZ",
+                Some("tokayev"),
+            ),
+            (
+                "ru",
+                "Президент Казахстана Токаев обратился к ОДКБ; протесты в Алматы",
+                "KZ",
+                Some("tokayev"),
+            ),
+            ("fr", "Poutine reçoit Zelensky", "", Some("putin")),
+            ("de", "Selenskyj und Putin", "", Some("putin")),
+            ("es", "Zelenski habla con Putin", "", Some("zelensky")),
+            ("ru", "Путин и Зеленский", "", Some("zelensky")),
+            ("en", "Talks in Ukraine's capital Kyiv", "UA", None),
+            ("de", "Regierung in Berlin", "DE", None),
+            ("es", "El gobierno de España", "ES", None),
+            ("ru", "Правительство России", "RU", None),
+        ];
+        for (lang, text, country, entity) in positives {
+            let r = m.match_article(&art("", text));
+            if !country.is_empty() {
+                assert!(
+                    r.countries.iter().any(|c| c == country),
+                    "{lang}: {text:?} -> {:?}",
+                    r.countries
+                );
+            }
+            if let Some(e) = entity {
+                assert!(
+                    r.entities.iter().any(|x| x == e),
+                    "{lang}: {text:?} -> {:?}",
+                    r.entities
+                );
+            }
+        }
+        let negatives = [
+            ("en", "She passed the oral exam"),
+            ("en", "Roast the turkey for three hours"),
+            ("en", "Michael Jordan scored forty points"),
+            ("fr", "Une poutine au fromage, spécialité du Québec"),
+            ("fr", "Le macronisme en question"),
+            ("de", "Die Kasse war leer"),
+            ("es", "La china de la vajilla"),
+        ];
+        for (lang, text) in negatives {
+            let r = m.match_article(&art("", text));
+            assert!(
+                r.countries.is_empty() && r.entities.is_empty(),
+                "{lang}: {text:?} -> {:?} {:?}",
+                r.countries,
+                r.entities
+            );
+        }
     }
 }

@@ -81,24 +81,18 @@ fn written_date(line: &str) -> Option<DateTime<Utc>> {
             }
         }
     }
+    // `Publié le mardi 7 janvier 2022 à 10h`, `Mis à jour 8 janvier 2022`: a day, a French
+    // month and a year within the few words after the marker.
     let n = normalize_str(t);
-    for prefix in [
-        "publie le ",
-        "mis a jour le ",
-        "published on ",
-        "published ",
-    ] {
-        if let Some(rest) = n.find(prefix).map(|i| &n[i + prefix.len()..]) {
-            let words: Vec<&str> = rest.split(' ').collect();
-            if words.len() >= 3 {
-                if let (Ok(d), Some(m), Ok(y)) = (
-                    words[0].parse::<u32>(),
-                    FRENCH_MONTHS.iter().position(|m| *m == words[1]),
-                    words[2].parse::<i32>(),
-                ) {
-                    if let Some(date) = NaiveDate::from_ymd_opt(y, m as u32 + 1, d) {
-                        return date.and_hms_opt(0, 0, 0).map(|x| Utc.from_utc_datetime(&x));
-                    }
+    for marker in ["publie ", "mis a jour ", "published "] {
+        let Some(at) = n.find(marker) else { continue };
+        let words: Vec<&str> = n[at + marker.len()..].split(' ').take(8).collect();
+        for w in words.windows(3) {
+            let day = w[0].parse::<u32>();
+            let month = FRENCH_MONTHS.iter().position(|m| *m == w[1]);
+            if let (Ok(d), Some(m), Ok(y)) = (day, month, w[2].parse::<i32>()) {
+                if let Some(date) = NaiveDate::from_ymd_opt(y, m as u32 + 1, d) {
+                    return date.and_hms_opt(0, 0, 0).map(|x| Utc.from_utc_datetime(&x));
                 }
             }
         }
@@ -263,6 +257,26 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("2024-11-02"));
+    }
+
+    #[test]
+    fn written_dates_in_their_usual_forms() {
+        let d = |s: &str| written_date(s).map(|d| d.format("%Y-%m-%d").to_string());
+        assert_eq!(
+            d("Publié le mardi 7 janvier 2022 à 10h").as_deref(),
+            Some("2022-01-07")
+        );
+        assert_eq!(d("Publié 7 janvier 2022").as_deref(), Some("2022-01-07"));
+        assert_eq!(
+            d("Un lead, 14.01.2022, Sputnik France").as_deref(),
+            Some("2022-01-14")
+        );
+        assert_eq!(d("2022-01-14T14:00+0100").as_deref(), Some("2022-01-14"));
+        assert_eq!(
+            d("lors d'une conférence le 7 janvier 2022"),
+            None,
+            "prose is not a date line"
+        );
     }
 
     #[test]
