@@ -135,7 +135,7 @@ fn bench(c: &mut Criterion) {
         let m = matcher(n);
         let matched: usize = articles
             .iter()
-            .map(|a| m.match_article(a).rules.len())
+            .map(|a| m.match_article(a).rule_indices.len())
             .sum();
         eprintln!(
             "matcher with {n} rules: {} (built in {:?}); {:.2} rules matched per article",

@@ -83,6 +83,7 @@ pub struct ArticleMatch {
     /// Indices into [`Matcher::rules`].
     #[serde(skip)]
     pub rule_indices: Vec<usize>,
+    /// Rule ids, filled by [`Matcher::explain`] only.
     pub rules: Vec<String>,
     pub countries: Vec<String>,
     pub entities: Vec<String>,
@@ -453,10 +454,12 @@ impl Matcher {
             })
             .collect();
         ArticleMatch {
-            rules: rule_indices
-                .iter()
-                .map(|&i| self.rules[i].id.clone())
-                .collect(),
+            // Ids are for people (`vigie match`); the pipeline works with indices.
+            rules: if explain {
+                rule_indices.iter().map(|&i| self.rules[i].id.clone()).collect()
+            } else {
+                Vec::new()
+            },
             rule_indices,
             countries: countries
                 .iter()
@@ -892,19 +895,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.match_article(&art("Le macronisme", "")).rules,
+            m.explain(&art("Le macronisme", "")).rules,
             Vec::<String>::new()
         );
         assert_eq!(
-            m.match_article(&art("", "Emmanuel Macron, président"))
+            m.explain(&art("", "Emmanuel Macron, président"))
                 .rules,
             vec!["macron"]
         );
         assert_eq!(
-            m.match_article(&art("", "à Almaty")).rules,
+            m.explain(&art("", "à Almaty")).rules,
             Vec::<String>::new()
         );
-        assert_eq!(m.match_article(&art("À Almaty", "")).rules, vec!["t"]);
+        assert_eq!(m.explain(&art("À Almaty", "")).rules, vec!["t"]);
     }
 
     #[test]
@@ -922,24 +925,24 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(m.match_article(&art("Kazakhstan", "")).rules, vec!["a"]);
+        assert_eq!(m.explain(&art("Kazakhstan", "")).rules, vec!["a"]);
         assert_eq!(
-            m.match_article(&art("Kazakhstan", "football")).rules,
+            m.explain(&art("Kazakhstan", "football")).rules,
             Vec::<String>::new()
         );
         assert_eq!(
-            m.match_article(&art("", "Tokayev demande des troupes"))
+            m.explain(&art("", "Tokayev demande des troupes"))
                 .rules,
             vec!["n"]
         );
         assert_eq!(
-            m.match_article(&art("", "Tokayev a parlé hier soir, puis les troupes"))
+            m.explain(&art("", "Tokayev a parlé hier soir, puis les troupes"))
                 .rules,
             Vec::<String>::new()
         );
         let mut de = art("x", "");
         de.language = Some("de".into());
-        assert_eq!(m.match_article(&de).rules, vec!["l"]);
+        assert_eq!(m.explain(&de).rules, vec!["l"]);
     }
 
     #[test]
@@ -969,12 +972,12 @@ mod tests {
             "Zelenskyy",
             "Зеленский",
         ] {
-            let r = m.match_article(&art(text, ""));
+            let r = m.explain(&art(text, ""));
             assert!(!r.entities.is_empty(), "{text} gave no entity");
         }
         for text in ["une poutine au fromage", "zelensky en minuscules"] {
             assert!(
-                m.match_article(&art(text, "")).entities.is_empty(),
+                m.explain(&art(text, "")).entities.is_empty(),
                 "{text} matched"
             );
         }
@@ -1002,7 +1005,7 @@ mod tests {
             "kasachische Regierung",
         ] {
             assert_eq!(
-                m.match_article(&art("", text)).countries,
+                m.explain(&art("", text)).countries,
                 vec!["KZ"],
                 "{text}"
             );
@@ -1014,9 +1017,9 @@ mod tests {
             "une poutine",
         ] {
             assert!(
-                m.match_article(&art("", text)).countries.is_empty(),
+                m.explain(&art("", text)).countries.is_empty(),
                 "{text}: {:?}",
-                m.match_article(&art("", text)).countries
+                m.explain(&art("", text)).countries
             );
         }
     }
@@ -1093,7 +1096,7 @@ mod tests {
             ("ru", "Правительство России", "RU", None),
         ];
         for (lang, text, country, entity) in positives {
-            let r = m.match_article(&art("", text));
+            let r = m.explain(&art("", text));
             if !country.is_empty() {
                 assert!(
                     r.countries.iter().any(|c| c == country),
@@ -1119,7 +1122,7 @@ mod tests {
             ("es", "La china de la vajilla"),
         ];
         for (lang, text) in negatives {
-            let r = m.match_article(&art("", text));
+            let r = m.explain(&art("", text));
             assert!(
                 r.countries.is_empty() && r.entities.is_empty(),
                 "{lang}: {text:?} -> {:?} {:?}",

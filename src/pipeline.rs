@@ -209,8 +209,9 @@ impl Processor {
                     metrics::counter!(m::ARTICLES_LATE).increment(1);
                 }
                 Ingested::Counted { .. } => {
-                    for rule in &mm.rules {
-                        metrics::counter!(m::RULE_MATCHES, "rule" => rule.clone()).increment(1);
+                    for &ri in &mm.rule_indices {
+                        let id = matcher.rules[ri].id.clone();
+                        metrics::counter!(m::RULE_MATCHES, "rule" => id).increment(1);
                     }
                 }
             }
