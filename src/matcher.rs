@@ -456,7 +456,10 @@ impl Matcher {
         ArticleMatch {
             // Ids are for people (`vigie match`); the pipeline works with indices.
             rules: if explain {
-                rule_indices.iter().map(|&i| self.rules[i].id.clone()).collect()
+                rule_indices
+                    .iter()
+                    .map(|&i| self.rules[i].id.clone())
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -899,14 +902,10 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(
-            m.explain(&art("", "Emmanuel Macron, président"))
-                .rules,
+            m.explain(&art("", "Emmanuel Macron, président")).rules,
             vec!["macron"]
         );
-        assert_eq!(
-            m.explain(&art("", "à Almaty")).rules,
-            Vec::<String>::new()
-        );
+        assert_eq!(m.explain(&art("", "à Almaty")).rules, Vec::<String>::new());
         assert_eq!(m.explain(&art("À Almaty", "")).rules, vec!["t"]);
     }
 
@@ -931,8 +930,7 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(
-            m.explain(&art("", "Tokayev demande des troupes"))
-                .rules,
+            m.explain(&art("", "Tokayev demande des troupes")).rules,
             vec!["n"]
         );
         assert_eq!(
@@ -1004,11 +1002,7 @@ mod tests {
             "Казахстан",
             "kasachische Regierung",
         ] {
-            assert_eq!(
-                m.explain(&art("", text)).countries,
-                vec!["KZ"],
-                "{text}"
-            );
+            assert_eq!(m.explain(&art("", text)).countries, vec!["KZ"], "{text}");
         }
         for text in [
             "the oral exam",

@@ -252,6 +252,36 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         )))
     };
 
+    // Pruning of the state file, hourly.
+    let prune_task = {
+        let path = config.state.path.clone();
+        let settings = EngineSettings::from_config(&config);
+        let retention = config.engine.retention_days as i64 * 86_400;
+        let mut s = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = s.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                }
+                let path = path.clone();
+                let (evidence, stories) = (
+                    settings.memory_secs,
+                    settings.story_window_secs + settings.lateness_secs,
+                );
+                match tokio::task::spawn_blocking(move || {
+                    Store::open(&path)?.prune(retention, evidence, stories)
+                })
+                .await
+                {
+                    Ok(Ok(n)) => tracing::debug!(rows = n, "state file pruned"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the state file"),
+                    Err(e) => tracing::warn!(error = %e, "prune task failed"),
+                }
+            }
+        })
+    };
+
     // Lag.
     let probe = source.probe();
     let lag_shutdown = shutdown.clone();
@@ -305,6 +335,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
     }
     lag_task.abort();
+    prune_task.abort();
     reloader.abort();
     tracing::info!("stopped");
     result.map(|_| ()).map_err(Into::into)

@@ -409,17 +409,31 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Deletes buckets, stories and finished outbox rows older than the given times.
-    pub fn prune(&self, bucket_before: i64, story_before: i64) -> Result<(), StateError> {
-        self.conn
-            .execute("DELETE FROM buckets WHERE bucket < ?1", [bucket_before])?;
-        self.conn
-            .execute("DELETE FROM volume WHERE bucket < ?1", [bucket_before])?;
-        self.conn
-            .execute("DELETE FROM evidence WHERE bucket < ?1", [bucket_before])?;
-        self.conn
-            .execute("DELETE FROM stories WHERE at < ?1", [story_before])?;
-        Ok(())
+    /// Deletes what no longer serves: buckets and volume older than `retention` before the
+    /// watermark, evidence older than `evidence` (it only explains recent alerts), story
+    /// hashes older than `stories`, and finished outbox rows older than a week.
+    pub fn prune(&self, retention: i64, evidence: i64, stories: i64) -> Result<usize, StateError> {
+        let Some(wm) = self.watermark()? else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        n += self
+            .conn
+            .execute("DELETE FROM buckets WHERE bucket < ?1", [wm - retention])?;
+        n += self
+            .conn
+            .execute("DELETE FROM volume WHERE bucket < ?1", [wm - retention])?;
+        n += self
+            .conn
+            .execute("DELETE FROM evidence WHERE bucket < ?1", [wm - evidence])?;
+        n += self
+            .conn
+            .execute("DELETE FROM stories WHERE at < ?1", [wm - stories])?;
+        n += self.conn.execute(
+            "DELETE FROM outbox WHERE status != 'pending' AND done_ms < ?1",
+            [now_ms() - 7 * 86_400_000],
+        )?;
+        Ok(n)
     }
 }
 
@@ -468,5 +482,9 @@ mod tests {
         );
         assert_eq!(s.watermark().unwrap(), Some(600));
         assert!(s.writable());
+        // Watermark 600: a retention of 200 s drops the bucket at 300, keeps nothing older.
+        assert_eq!(s.prune(1000, 1000, 1000).unwrap(), 0);
+        assert!(s.prune(200, 200, 200).unwrap() >= 3);
+        assert!(s.buckets_since(0).unwrap().is_empty());
     }
 }

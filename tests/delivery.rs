@@ -1,0 +1,217 @@
+//! The outbox against real receivers: an HTTP server that fails on purpose and a real SMTP
+//! server that is down, then up.
+
+#[path = "support/receiver.rs"]
+mod receiver;
+#[path = "support/smtp.rs"]
+mod smtp;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::Notify;
+use vigie::detect::{DetectorKind, EventKind};
+use vigie::engine::{AlertEvent, ArticleRef, Changes};
+use vigie::sink::outbox::OutboxWorker;
+use vigie::sink::retry::RetryPolicy;
+use vigie::sink::Notifier;
+use vigie::state::Store;
+
+fn event(rule: &str) -> AlertEvent {
+    let now = Utc::now();
+    AlertEvent {
+        event_id: format!("{rule}:1:started"),
+        alert_id: format!("{rule}:1"),
+        rule: rule.into(),
+        rule_name: "Kazakhstan\r\nBcc: evil@example.org".into(),
+        kind: EventKind::Started,
+        at: now,
+        started_at: now,
+        window_start: now - chrono::Duration::hours(1),
+        window_end: now,
+        detector: DetectorKind::Baseline,
+        observed: 30,
+        expected: 2.5,
+        ratio: 8.9,
+        p_value: 1e-9,
+        articles: 41,
+        sources: 12,
+        top_articles: vec![ArticleRef {
+            id: "a1".into(),
+            title: "Manifestations à Almaty".into(),
+            url: Some("https://news.example/a1".into()),
+            source: Some("news.example".into()),
+            published_at: now,
+            entities: vec!["tokayev".into()],
+            countries: vec!["KZ".into()],
+            terms: vec![],
+            new_story: true,
+        }],
+        top_entities: vec![("tokayev".into(), 7)],
+        top_countries: vec![("KZ".into(), 30)],
+        top_keywords: vec![],
+        notify: vec![],
+    }
+}
+
+/// A state file holding one alert event with an outbox row per channel.
+fn store_with(dir: &std::path::Path, e: &AlertEvent, channels: &[&str]) -> std::path::PathBuf {
+    let path = dir.join("state.db");
+    let mut s = Store::open(&path).unwrap();
+    let changes = Changes {
+        events: vec![e.clone()],
+        watermark: e.at.timestamp(),
+        ..Default::default()
+    };
+    let rows: Vec<(String, String)> = channels
+        .iter()
+        .map(|c| (e.event_id.clone(), c.to_string()))
+        .collect();
+    s.commit(&changes, &[], &rows).unwrap();
+    path
+}
+
+fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>) -> OutboxWorker {
+    OutboxWorker {
+        store: Arc::new(Mutex::new(Store::open(path).unwrap())),
+        notifiers,
+        policy: RetryPolicy {
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+            give_up_after: Duration::from_secs(60),
+        },
+        wake: Arc::new(Notify::new()),
+    }
+}
+
+async fn drain_until(
+    w: &OutboxWorker,
+    path: &std::path::Path,
+    done: impl Fn(&vigie::state::OutboxStats) -> bool,
+) -> vigie::state::OutboxStats {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        w.drain_once().await;
+        let stats = Store::open(path).unwrap().outbox_stats().unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox did not settle: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn webhook(url: String) -> Arc<dyn Notifier> {
+    Arc::new(
+        vigie::sink::webhook::WebhookNotifier::new(
+            url,
+            Some(vigie::config::Secret::new("s3cret")),
+            Default::default(),
+            None,
+            Duration::from_secs(5),
+            false,
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answering_503_three_times_gets_exactly_one_accepted_delivery() {
+    let hook = receiver::start("s3cret", 3, 503).await;
+    let d = tempfile::tempdir().unwrap();
+    let e = event("kz");
+    let path = store_with(d.path(), &e, &["hook"]);
+    let w = worker(
+        &path,
+        HashMap::from([("hook".to_string(), webhook(hook.url()))]),
+    );
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.dead), (1, 0));
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 4);
+    let accepted = hook.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1);
+    assert!(accepted[0].signature_ok);
+    assert_eq!(accepted[0].idempotency_key, "kz:1:started");
+    // Draining again sends nothing more.
+    w.drain_once().await;
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4xx_is_not_retried_and_one_channel_does_not_affect_another() {
+    let bad = receiver::start("s3cret", 100, 400).await;
+    let good = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["bad", "good"]);
+    let w = worker(
+        &path,
+        HashMap::from([
+            ("bad".to_string(), webhook(bad.url())),
+            ("good".to_string(), webhook(good.url())),
+        ]),
+    );
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.dead), (1, 1));
+    assert_eq!(
+        bad.attempts.load(Ordering::SeqCst),
+        1,
+        "no retry after a 400"
+    );
+    assert_eq!(good.accepted.lock().unwrap().len(), 1);
+    let dead = Store::open(&path).unwrap().dead_deliveries(10).unwrap();
+    assert_eq!(dead[0].1, "bad");
+    assert!(dead[0].2.contains("400"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_waits_for_a_down_smtp_server_across_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let smtp_cfg: vigie::config::SmtpConfig = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"vigie <vigie@example.org>\"\ntimeout_secs = 2\n")).unwrap();
+    let mail = || -> HashMap<String, Arc<dyn Notifier>> {
+        HashMap::from([(
+            "mail".to_string(),
+            Arc::new(
+                vigie::sink::email::EmailNotifier::new(
+                    &smtp_cfg,
+                    None,
+                    &["desk@example.org".to_string()],
+                )
+                .unwrap(),
+            ) as Arc<dyn Notifier>,
+        )])
+    };
+    let path = store_with(d.path(), &event("kz"), &["mail"]);
+
+    // SMTP server down: the delivery is kept for a retry.
+    let first = worker(&path, mail());
+    first.drain_once().await;
+    let stats = Store::open(&path).unwrap().outbox_stats().unwrap();
+    assert_eq!((stats.pending, stats.sent), (1, 0));
+    drop(first); // vigie stops
+
+    // The server comes back; a new worker (vigie restarted) delivers it, once.
+    let server = smtp::Smtp::start(port, &d.path().join("maildir"));
+    let second = worker(&path, mail());
+    let stats = drain_until(&second, &path, |s| s.sent == 1).await;
+    assert_eq!(stats.pending, 0);
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert!(m.contains("Subject: [vigie]"), "{m}");
+    let headers = m.split("\n\n").next().unwrap();
+    assert!(
+        !headers.lines().any(|l| l.starts_with("Bcc:")),
+        "no header injected from a rule name:\n{headers}"
+    );
+    assert!(m.contains("Content-Type: text/plain") && m.contains("Content-Type: text/html"));
+}
