@@ -199,6 +199,9 @@ async fn series(
         if !known {
             return Ok(None);
         }
+        // The newest bucket shown is the one after the watermark's, as in the alert window:
+        // partitions run a few seconds apart, so it may already hold articles.
+        let end = end + bs;
         let since = end - hours * 3600 + bs;
         let rows = Store::open(&path).and_then(|st| st.rule_series(&id, since)).map_err(|e| e.to_string())?;
         let mut by_start: std::collections::HashMap<i64, (u32, u32)> = rows.into_iter().map(|(b, a, st)| (b, (a, st))).collect();
