@@ -142,7 +142,23 @@ pub struct AlertEvent {
     pub top_keywords: Vec<(String, u32)>,
     /// Channels to notify.
     pub notify: Vec<String>,
+    /// The rule's last 48 hours, for charts.
+    #[serde(default)]
+    pub chart: ChartSeries,
 }
+
+/// A rule's recent coverage: one value per bucket from `start`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChartSeries {
+    pub start: i64,
+    pub bucket_secs: i64,
+    pub stories: Vec<u32>,
+    /// Expected stories per bucket from the baseline.
+    pub expected: Vec<f32>,
+}
+
+/// Hours of history in [`ChartSeries`].
+const CHART_HOURS: i64 = 48;
 
 mod nan_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -713,6 +729,22 @@ impl Engine {
         for (_, b) in st.buckets.range(window.clone()) {
             sources.extend(&b.sources);
         }
+        let chart_end = *window.end();
+        let chart_start = chart_end - CHART_HOURS * 3600 + bs;
+        let chart = ChartSeries {
+            start: chart_start,
+            bucket_secs: bs,
+            stories: (0..CHART_HOURS * 3600 / bs)
+                .map(|i| {
+                    st.buckets
+                        .get(&(chart_start + i * bs))
+                        .map_or(0, |b| b.stories)
+                })
+                .collect(),
+            expected: (0..CHART_HOURS * 3600 / bs)
+                .map(|i| st.baseline.expected(Season::of(chart_start + i * bs)) as f32)
+                .collect(),
+        };
         let event = AlertEvent {
             event_id: tr.event_id,
             alert_id: tr.alert_id,
@@ -741,6 +773,7 @@ impl Engine {
             top_countries: top(recent.iter().flat_map(|r| r.countries.iter())),
             top_keywords: top(recent.iter().flat_map(|r| r.terms.iter())),
             notify: rule.notify.clone(),
+            chart,
         };
         self.dirty_rules.insert(rule.id.clone());
         Some(event)

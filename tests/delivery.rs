@@ -54,6 +54,14 @@ fn event(rule: &str) -> AlertEvent {
         top_countries: vec![("KZ".into(), 30)],
         top_keywords: vec![],
         notify: vec![],
+        chart: vigie::engine::ChartSeries {
+            start: (now - chrono::Duration::hours(48)).timestamp(),
+            bucket_secs: 300,
+            stories: (0..576)
+                .map(|i| if i > 560 { 12 } else { (i % 3) as u32 })
+                .collect(),
+            expected: vec![1.0; 576],
+        },
     }
 }
 
@@ -214,4 +222,8 @@ async fn email_waits_for_a_down_smtp_server_across_a_restart() {
         "no header injected from a rule name:\n{headers}"
     );
     assert!(m.contains("Content-Type: text/plain") && m.contains("Content-Type: text/html"));
+    assert!(
+        m.contains("Content-Type: image/png") && m.contains("cid:chart"),
+        "the chart is inline"
+    );
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -80,17 +80,25 @@ impl EmailNotifier {
                 "."
             )
         )));
-        let body = MultiPart::alternative()
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(super::render::text_body(e)),
-            )
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(super::render::html_body(e)),
-            );
+        let text = SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .body(super::render::text_body(e));
+        let html = SinglePart::builder()
+            .header(ContentType::TEXT_HTML)
+            .body(super::render::html_body(e));
+        // The chart goes inline beside the HTML part; without it the email still says it all.
+        let body = match super::chart::png(e) {
+            Ok(png) => {
+                let chart = Attachment::new_inline("chart".to_string()).body(
+                    png,
+                    ContentType::parse("image/png").expect("static content type"),
+                );
+                MultiPart::alternative()
+                    .singlepart(text)
+                    .multipart(MultiPart::related().singlepart(html).singlepart(chart))
+            }
+            Err(_) => MultiPart::alternative().singlepart(text).singlepart(html),
+        };
         b.multipart(body)
             .map_err(|err| SendError::Permanent(format!("cannot build email: {err}")))
     }

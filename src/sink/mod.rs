@@ -5,6 +5,7 @@
 //! from the consumer loop, so a slow receiver never stalls consumption; it retries each row
 //! on its own with the shared [`retry`] policy.
 
+pub mod chart;
 pub mod email;
 pub mod log;
 pub mod outbox;

@@ -42,6 +42,7 @@ pub const DEFAULT_HTML: &str = r#"<html><body style="font-family: sans-serif">
 <tr><td>Ratio</td><td>{{ "%.1f"|format(e.ratio) }}&times;</td></tr>
 <tr><td>Since</td><td>{{ e.started_at }}</td></tr>
 </table>
+{% if e.chart.stories %}<p><img src="cid:chart" alt="Stories per 5 minutes over 48 hours: bars, red in the alert window; blue line and band: expected" width="720" height="240"></p>{% endif %}
 {% if e.top_articles %}<h3>Top articles</h3><ul>
 {% for a in e.top_articles %}<li>{% if a.url %}<a href="{{ a.url }}">{{ a.title }}</a>{% else %}{{ a.title }}{% endif %}{% if a.source %} &mdash; {{ a.source }}{% endif %}, {{ a.published_at }}</li>
 {% endfor %}</ul>{% endif %}
