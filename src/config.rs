@@ -385,6 +385,9 @@ pub struct ChannelConfig {
     /// Accept invalid TLS certificates (testing only).
     #[serde(default)]
     pub danger_accept_invalid_certs: bool,
+    /// Alert text overrides for this channel (a rule's own win).
+    #[serde(default)]
+    pub templates: crate::sink::render::Templates,
 }
 
 /// Everything loaded from a config directory.
@@ -476,6 +479,9 @@ impl Config {
                     return err(format!("channel `{name}`: a webhook channel needs `url`"))
                 }
                 _ => {}
+            }
+            if let Err(e) = ch.templates.validate() {
+                return err(format!("channel `{name}`: {e}"));
             }
             if let Some(p) = &ch.preset {
                 if !matches!(p.as_str(), "vigie" | "slack" | "teams") {

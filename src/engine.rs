@@ -145,6 +145,12 @@ pub struct AlertEvent {
     /// The rule's last 48 hours, for charts.
     #[serde(default)]
     pub chart: ChartSeries,
+    /// The rule's own templates, if it has any (not sent in webhooks).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::sink::render::Templates::is_empty"
+    )]
+    pub templates: crate::sink::render::Templates,
 }
 
 /// A rule's recent coverage: one value per bucket from `start`.
@@ -774,6 +780,7 @@ impl Engine {
             top_keywords: top(recent.iter().flat_map(|r| r.terms.iter())),
             notify: rule.notify.clone(),
             chart,
+            templates: rule.templates.clone(),
         };
         self.dirty_rules.insert(rule.id.clone());
         Some(event)
@@ -883,6 +890,7 @@ mod tests {
             query: parse_query("kazakhstan").unwrap(),
             notify: vec![],
             spike: Default::default(),
+            templates: Default::default(),
             file: "t".into(),
             line: 1,
             fingerprint: 1,

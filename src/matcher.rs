@@ -838,6 +838,7 @@ mod tests {
             query: parse_query(q).unwrap(),
             notify: vec![],
             spike: Default::default(),
+            templates: Default::default(),
             file: "t".into(),
             line: 1,
             fingerprint: 0,

@@ -391,6 +391,7 @@ mod tests {
             query: parse_query("kazakhstan").unwrap(),
             notify: vec![],
             spike: Default::default(),
+            templates: Default::default(),
             file: "t".into(),
             line: 1,
             fingerprint: 1,

@@ -107,6 +107,8 @@ struct RuleDef {
     notify: Vec<Spanned<String>>,
     #[serde(default)]
     spike: Option<DetectorOverrides>,
+    #[serde(default)]
+    templates: Option<crate::sink::render::Templates>,
     #[serde(default = "yes")]
     enabled: bool,
 }
@@ -133,6 +135,8 @@ pub struct Rule {
     pub notify: Vec<String>,
     /// Per-rule detector settings over the service defaults.
     pub spike: DetectorOverrides,
+    /// Alert text overrides for this rule.
+    pub templates: crate::sink::render::Templates,
     /// Where the rule was defined, for messages.
     pub file: PathBuf,
     pub line: usize,
@@ -466,6 +470,10 @@ fn compile_rule(
         Query::And(all)
     };
     let spike = def.spike.clone().unwrap_or_default();
+    let templates = def.templates.clone().unwrap_or_default();
+    templates
+        .validate()
+        .map_err(|e| err_at(at, format!("rule `{id}`: {e}")))?;
     // What the rule means, not where it sits in its file: moving or reformatting a rule, or
     // editing its neighbours, must not reset its counts and baseline.
     let fingerprint = {
@@ -480,6 +488,7 @@ fn compile_rule(
         query,
         notify: def.notify.iter().map(|n| n.get_ref().clone()).collect(),
         spike,
+        templates,
         file: file.to_path_buf(),
         line: crate::config::line_col(text, at).0,
         fingerprint,

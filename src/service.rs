@@ -69,7 +69,8 @@ pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, 
                         Duration::from_secs(ch.timeout_secs),
                         ch.danger_accept_invalid_certs,
                     )
-                    .map_err(|e| format!("channel `{name}`: {e}"))?,
+                    .map_err(|e| format!("channel `{name}`: {e}"))?
+                    .with_templates(ch.templates.clone()),
                 )
             }
             ChannelKind::Email => {
@@ -85,8 +86,13 @@ pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, 
                 )
                 .map_err(|e| e.to_string())?;
                 Arc::new(
-                    crate::sink::email::EmailNotifier::new(smtp, password, &ch.to)
-                        .map_err(|e| format!("channel `{name}`: {e}"))?,
+                    crate::sink::email::EmailNotifier::new(
+                        smtp,
+                        password,
+                        &ch.to,
+                        ch.templates.clone(),
+                    )
+                    .map_err(|e| format!("channel `{name}`: {e}"))?,
                 )
             }
         };

@@ -67,6 +67,33 @@ fn check_names_file_and_line_for_unknown_keys_and_syntax_errors() {
 }
 
 #[test]
+fn check_validates_alert_templates() {
+    let d = config_with_rule("[[rule]]\nid = \"kz\"\ncountries = [\"KZ\"]\n\n[rule.templates]\nsubject = \"{{ e.rule_name | nosuchfilter }}\"\n");
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("watch.toml:1:") && err.contains("template `subject`"),
+        "{err}"
+    );
+    let d = config_with_rule("[[rule]]\nid = \"kz\"\ncountries = [\"KZ\"]\n\n[rule.templates]\nsubject = \"{{ e.rule_name }}: x{{ e.ratio }}\"\n");
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn match_finds_kazakhstan_and_entities_in_every_seed() {
     let out = vigie()
         .args(["match", "--config"])

@@ -62,6 +62,7 @@ fn event(rule: &str) -> AlertEvent {
                 .collect(),
             expected: vec![1.0; 576],
         },
+        templates: Default::default(),
     }
 }
 
@@ -193,6 +194,7 @@ async fn email_waits_for_a_down_smtp_server_across_a_restart() {
                     &smtp_cfg,
                     None,
                     &["desk@example.org".to_string()],
+                    Default::default(),
                 )
                 .unwrap(),
             ) as Arc<dyn Notifier>,

@@ -8,11 +8,14 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::render::Templates;
 use super::{Notifier, SendError};
 use crate::config::{Secret, SmtpConfig, SmtpTls};
 use crate::engine::AlertEvent;
 
 pub struct EmailNotifier {
+    /// The channel's template overrides.
+    templates: Templates,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
@@ -31,6 +34,7 @@ impl EmailNotifier {
         smtp: &SmtpConfig,
         password: Option<Secret>,
         to: &[String],
+        templates: Templates,
     ) -> Result<Self, EmailSetupError> {
         let parse = |s: &String| {
             s.parse::<Mailbox>()
@@ -62,14 +66,20 @@ impl EmailNotifier {
             transport: builder.build(),
             from,
             to,
+            templates,
         })
+    }
+
+    /// Template overrides for an event: the rule's, then the channel's.
+    fn overrides<'a>(&'a self, e: &'a AlertEvent) -> [&'a Templates; 2] {
+        [&e.templates, &self.templates]
     }
 
     /// Builds the message for an event.
     pub fn message(&self, e: &AlertEvent) -> Result<Message, SendError> {
         let mut b = Message::builder()
             .from(self.from.clone())
-            .subject(super::render::subject(e));
+            .subject(super::render::subject(e, &self.overrides(e)));
         for t in &self.to {
             b = b.to(t.clone());
         }
@@ -82,10 +92,10 @@ impl EmailNotifier {
         )));
         let text = SinglePart::builder()
             .header(ContentType::TEXT_PLAIN)
-            .body(super::render::text_body(e));
+            .body(super::render::text_body(e, &self.overrides(e)));
         let html = SinglePart::builder()
             .header(ContentType::TEXT_HTML)
-            .body(super::render::html_body(e));
+            .body(super::render::html_body(e, &self.overrides(e)));
         // The chart goes inline beside the HTML part; without it the email still says it all.
         let body = match super::chart::png(e) {
             Ok(png) => {

@@ -14,7 +14,7 @@ impl Notifier for LogNotifier {
                 target: "vigie::alert",
                 rule = %e.rule, kind = e.kind.as_str(), alert = %e.alert_id, observed = e.observed,
                 expected = e.expected, ratio = e.ratio, window_start = %e.window_start, at = %e.at,
-                "{}", super::render::subject(e)
+                "{}", super::render::subject(e, &[&e.templates])
             );
             Ok(())
         })

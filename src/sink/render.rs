@@ -65,12 +65,82 @@ pub fn headline(e: &AlertEvent) -> String {
     )
 }
 
+/// User templates that replace the defaults, from a rule (`[rule.templates]`) or a channel
+/// (`[channels.NAME.templates]`); a rule's win over its channel's. Each is a minijinja
+/// template rendered with `e` (the alert event, fields as in docs/alerts.md) and `headline`.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// A webhook body; must render to JSON.
+    pub webhook: Option<String>,
+}
+
+impl Templates {
+    pub fn is_empty(&self) -> bool {
+        self.subject.is_none()
+            && self.text.is_none()
+            && self.html.is_none()
+            && self.webhook.is_none()
+    }
+
+    /// Checks every template by rendering it with a sample event; the error names the part.
+    pub fn validate(&self) -> Result<(), String> {
+        let e = sample_event();
+        for (name, t) in [
+            ("subject", &self.subject),
+            ("text", &self.text),
+            ("html.html", &self.html),
+            ("webhook", &self.webhook),
+        ] {
+            if let Some(t) = t {
+                let out = render(name, t, &e).map_err(|err| {
+                    format!("template `{}`: {err:#}", name.trim_end_matches(".html"))
+                })?;
+                if name == "webhook" {
+                    serde_json::from_str::<Value>(&out).map_err(|err| {
+                        format!("template `webhook` does not render to JSON: {err}")
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first template of `pick` among the overrides, in order.
+fn first<'a>(
+    overrides: &[&'a Templates],
+    pick: impl Fn(&'a Templates) -> &'a Option<String>,
+) -> Option<&'a str> {
+    overrides.iter().find_map(|t| pick(t).as_deref())
+}
+
 /// Email subject. Control characters from rule names or articles cannot reach headers.
-pub fn subject(e: &AlertEvent) -> String {
-    let s = format!("[vigie] {}", headline(e));
+pub fn subject(e: &AlertEvent, overrides: &[&Templates]) -> String {
+    let s = match first(overrides, |t| &t.subject).map(|t| render("subject", t, e)) {
+        Some(Ok(s)) => s,
+        _ => format!("[vigie] {}", headline(e)),
+    };
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// A fixed event for validating templates.
+pub fn sample_event() -> AlertEvent {
+    serde_json::from_value(json!({
+        "event_id": "sample:1:started", "alert_id": "sample:1", "rule": "sample", "rule_name": "Sample", "kind": "started",
+        "at": "2022-01-05T12:00:00Z", "started_at": "2022-01-05T12:00:00Z",
+        "window_start": "2022-01-05T11:00:00Z", "window_end": "2022-01-05T12:05:00Z", "detector": "baseline",
+        "observed": 30, "expected": 2.0, "ratio": 10.3, "p_value": 1e-9, "articles": 41, "sources": 9,
+        "top_articles": [{"id": "a", "title": "Title", "url": "https://example.org/a", "source": "example.org",
+                          "published_at": "2022-01-05T11:30:00Z", "entities": ["e"], "countries": ["KZ"], "terms": [], "new_story": true}],
+        "top_entities": [["e", 3]], "top_countries": [["KZ", 30]], "top_keywords": [], "notify": []
+    }))
+    .expect("the sample event matches AlertEvent")
 }
 
 fn env() -> Environment<'static> {
@@ -93,14 +163,22 @@ pub fn render(name: &str, template: &str, e: &AlertEvent) -> Result<String, mini
         .render(context! { e => e, headline => headline(e) })
 }
 
-pub fn text_body(e: &AlertEvent) -> String {
-    render("body.txt", DEFAULT_TEXT, e)
-        .unwrap_or_else(|err| format!("{}\n\n(template error: {err})", headline(e)))
+pub fn text_body(e: &AlertEvent, overrides: &[&Templates]) -> String {
+    render(
+        "body.txt",
+        first(overrides, |t| &t.text).unwrap_or(DEFAULT_TEXT),
+        e,
+    )
+    .unwrap_or_else(|err| format!("{}\n\n(template error: {err})", headline(e)))
 }
 
-pub fn html_body(e: &AlertEvent) -> String {
-    render("body.html", DEFAULT_HTML, e)
-        .unwrap_or_else(|_| format!("<p>{}</p>", html_escape(&headline(e))))
+pub fn html_body(e: &AlertEvent, overrides: &[&Templates]) -> String {
+    render(
+        "body.html",
+        first(overrides, |t| &t.html).unwrap_or(DEFAULT_HTML),
+        e,
+    )
+    .unwrap_or_else(|_| format!("<p>{}</p>", html_escape(&headline(e))))
 }
 
 fn html_escape(s: &str) -> String {
@@ -109,9 +187,19 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The webhook body for a preset: `vigie` (default), `slack` or `teams`.
-pub fn webhook_body(e: &AlertEvent, preset: Option<&str>) -> Value {
-    match preset {
+/// The webhook body: a user template if any, else the preset: `vigie` (default), `slack`
+/// or `teams`.
+pub fn webhook_body(
+    e: &AlertEvent,
+    preset: Option<&str>,
+    overrides: &[&Templates],
+) -> Result<Value, String> {
+    if let Some(t) = first(overrides, |t| &t.webhook) {
+        let out = render("webhook", t, e).map_err(|err| format!("webhook template: {err}"))?;
+        return serde_json::from_str(&out)
+            .map_err(|err| format!("webhook template does not render to JSON: {err}"));
+    }
+    Ok(match preset {
         Some("slack") => json!({ "text": format!("*{}*\n{}", headline(e), top_lines(e)) }),
         Some("teams") => json!({
             "@type": "MessageCard", "@context": "https://schema.org/extensions",
@@ -122,10 +210,11 @@ pub fn webhook_body(e: &AlertEvent, preset: Option<&str>) -> Value {
             if let Value::Object(m) = &mut v {
                 m.insert("schema".into(), json!(WEBHOOK_SCHEMA));
                 m.insert("summary".into(), json!(headline(e)));
+                m.remove("templates");
             }
             v
         }
-    }
+    })
 }
 
 fn top_lines(e: &AlertEvent) -> String {
@@ -137,4 +226,59 @@ fn top_lines(e: &AlertEvent) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_win_in_order_and_are_validated() {
+        let e = sample_event();
+        let rule = Templates {
+            subject: Some("ALERT {{ e.rule_name }} x{{ e.ratio }}".into()),
+            ..Default::default()
+        };
+        let channel = Templates {
+            subject: Some("channel".into()),
+            text: Some("{{ headline }}!".into()),
+            ..Default::default()
+        };
+        assert_eq!(subject(&e, &[&rule, &channel]), "ALERT Sample x10.3");
+        assert_eq!(subject(&e, &[&channel]), "channel");
+        assert!(subject(&e, &[]).starts_with("[vigie] Sample: coverage spike started"));
+        assert!(text_body(&e, &[&rule, &channel]).ends_with('!'));
+        assert!(rule.validate().is_ok());
+        assert!(Templates {
+            text: Some("{{ e.observed | nosuchfilter }}".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err()
+        .contains("text"));
+        assert!(Templates {
+            html: Some("{% if %}".into()),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        let hook = Templates {
+            webhook: Some(r#"{"text": "{{ headline }}", "n": {{ e.observed }}}"#.into()),
+            ..Default::default()
+        };
+        assert!(hook.validate().is_ok());
+        assert_eq!(webhook_body(&e, None, &[&hook]).unwrap()["n"], 30);
+        assert!(Templates {
+            webhook: Some("not json".into()),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        // Control characters never reach the subject.
+        let evil = Templates {
+            subject: Some("a{{ '\r\nBcc: x' }}".into()),
+            ..Default::default()
+        };
+        assert!(!subject(&e, &[&evil]).contains('\n'));
+    }
 }

@@ -21,6 +21,8 @@ pub struct WebhookNotifier {
     secret: Option<Secret>,
     headers: BTreeMap<String, String>,
     preset: Option<String>,
+    /// The channel's template overrides.
+    templates: super::render::Templates,
 }
 
 /// `t=<t>,v1=<hex hmac>` for a body.
@@ -75,15 +77,25 @@ impl WebhookNotifier {
             secret,
             headers,
             preset,
+            templates: Default::default(),
         })
+    }
+
+    /// Uses these template overrides (a rule's own still win).
+    pub fn with_templates(mut self, templates: super::render::Templates) -> Self {
+        self.templates = templates;
+        self
     }
 }
 
 impl Notifier for WebhookNotifier {
     fn send<'a>(&'a self, e: &'a AlertEvent) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&super::render::webhook_body(e, self.preset.as_deref()))
-                .map_err(|err| SendError::Permanent(err.to_string()))?;
+            let overrides = [&e.templates, &self.templates];
+            let body = super::render::webhook_body(e, self.preset.as_deref(), &overrides)
+                .map_err(SendError::Permanent)?;
+            let body =
+                serde_json::to_vec(&body).map_err(|err| SendError::Permanent(err.to_string()))?;
             let mut req = self
                 .client
                 .post(&self.url)
