@@ -388,6 +388,9 @@ pub struct ChannelConfig {
     /// Alert text overrides for this channel (a rule's own win).
     #[serde(default)]
     pub templates: crate::sink::render::Templates,
+    /// Events arriving within this many seconds go out as one notification (0: each alone).
+    #[serde(default)]
+    pub group_wait_secs: u64,
 }
 
 /// Everything loaded from a config directory.

@@ -183,6 +183,11 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             ..Default::default()
         },
         wake: wake.clone(),
+        group_wait: config
+            .channels
+            .iter()
+            .map(|(name, c)| (name.clone(), Duration::from_secs(c.group_wait_secs)))
+            .collect(),
     };
     let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
     let worker_task = tokio::spawn(worker.run(worker_shutdown));

@@ -68,16 +68,25 @@ fn event(rule: &str) -> AlertEvent {
 
 /// A state file holding one alert event with an outbox row per channel.
 fn store_with(dir: &std::path::Path, e: &AlertEvent, channels: &[&str]) -> std::path::PathBuf {
+    store_with_all(dir, std::slice::from_ref(e), channels)
+}
+
+/// A state file holding alert events with an outbox row per event and channel.
+fn store_with_all(
+    dir: &std::path::Path,
+    events: &[AlertEvent],
+    channels: &[&str],
+) -> std::path::PathBuf {
     let path = dir.join("state.db");
     let mut s = Store::open(&path).unwrap();
     let changes = Changes {
-        events: vec![e.clone()],
-        watermark: e.at.timestamp(),
+        events: events.to_vec(),
+        watermark: events[0].at.timestamp(),
         ..Default::default()
     };
-    let rows: Vec<(String, String)> = channels
+    let rows: Vec<(String, String)> = events
         .iter()
-        .map(|c| (e.event_id.clone(), c.to_string()))
+        .flat_map(|e| channels.iter().map(|c| (e.event_id.clone(), c.to_string())))
         .collect();
     s.commit(&changes, &[], &rows).unwrap();
     path
@@ -93,6 +102,7 @@ fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>)
             give_up_after: Duration::from_secs(60),
         },
         wake: Arc::new(Notify::new()),
+        group_wait: HashMap::new(),
     }
 }
 
@@ -228,4 +238,33 @@ async fn email_waits_for_a_down_smtp_server_across_a_restart() {
         m.contains("Content-Type: image/png") && m.contains("cid:chart"),
         "the chart is inline"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_within_group_wait_go_out_as_one_notification() {
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with_all(d.path(), &[event("kz"), event("tokayev")], &["hook"]);
+    let mut w = worker(
+        &path,
+        HashMap::from([("hook".to_string(), webhook(hook.url()))]),
+    );
+    w.group_wait = HashMap::from([("hook".to_string(), Duration::from_millis(800))]);
+    assert_eq!(w.drain_once().await, 0, "waits for group_wait");
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 0);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!(stats.sent, 2);
+    let accepted = hook.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1, "one notification");
+    assert!(accepted[0].signature_ok);
+    assert_eq!(accepted[0].body["grouped"], true);
+    let rules: Vec<&str> = accepted[0].body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 2);
+    assert!(rules.contains(&"kz") && rules.contains(&"tokayev"));
 }

@@ -114,20 +114,61 @@ impl EmailNotifier {
     }
 }
 
+impl EmailNotifier {
+    /// One message for several events: their texts one after the other (no charts).
+    pub fn group_message(&self, events: &[AlertEvent]) -> Result<Message, SendError> {
+        let mut b = Message::builder()
+            .from(self.from.clone())
+            .subject(super::render::group_subject(events));
+        for t in &self.to {
+            b = b.to(t.clone());
+        }
+        let sep = "\n------------------------------------------------------------\n\n";
+        let text = events
+            .iter()
+            .map(|e| super::render::text_body(e, &self.overrides(e)))
+            .collect::<Vec<_>>()
+            .join(sep);
+        let html = events
+            .iter()
+            .map(|e| super::render::html_body(e, &self.overrides(e)))
+            .collect::<Vec<_>>()
+            .join("<hr>");
+        let body = MultiPart::alternative()
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html),
+            );
+        b.multipart(body)
+            .map_err(|err| SendError::Permanent(format!("cannot build email: {err}")))
+    }
+
+    async fn deliver(&self, msg: Message) -> Result<(), SendError> {
+        match self.transport.send(msg).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_permanent() => Err(SendError::Permanent(format!(
+                "smtp rejected the message: {err}"
+            ))),
+            Err(err) => Err(SendError::Retryable {
+                message: format!("smtp: {err}"),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
 impl Notifier for EmailNotifier {
     fn send<'a>(&'a self, e: &'a AlertEvent) -> BoxFuture<'a, Result<(), SendError>> {
-        Box::pin(async move {
-            let msg = self.message(e)?;
-            match self.transport.send(msg).await {
-                Ok(_) => Ok(()),
-                Err(err) if err.is_permanent() => Err(SendError::Permanent(format!(
-                    "smtp rejected the message: {err}"
-                ))),
-                Err(err) => Err(SendError::Retryable {
-                    message: format!("smtp: {err}"),
-                    retry_after: None,
-                }),
-            }
-        })
+        Box::pin(async move { self.deliver(self.message(e)?).await })
+    }
+
+    fn send_group<'a>(&'a self, events: &'a [AlertEvent]) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move { self.deliver(self.group_message(events)?).await })
     }
 }

@@ -33,7 +33,18 @@ pub enum SendError {
     Permanent(String),
 }
 
-/// Sends one alert event to one destination.
+/// Sends alert events to one destination.
 pub trait Notifier: Send + Sync {
     fn send<'a>(&'a self, event: &'a AlertEvent) -> BoxFuture<'a, Result<(), SendError>>;
+
+    /// Sends several events as one notification (channels with `group_wait`). The default
+    /// sends them one by one and reports the first failure.
+    fn send_group<'a>(&'a self, events: &'a [AlertEvent]) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            for e in events {
+                self.send(e).await?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -88,6 +88,58 @@ impl WebhookNotifier {
     }
 }
 
+impl WebhookNotifier {
+    /// Signs and posts a body; classifies the answer.
+    async fn post(
+        &self,
+        body: Vec<u8>,
+        idempotency_key: &str,
+        kind: &str,
+    ) -> Result<(), SendError> {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key)
+            .header("x-vigie-event", kind);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        if let Some(s) = &self.secret {
+            req = req.header(
+                "x-vigie-signature",
+                signature(s.expose(), chrono::Utc::now().timestamp(), &body),
+            );
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| SendError::Retryable {
+                message: format!("request failed: {}", without_url(&err)),
+                retry_after: None,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let message = format!("receiver answered {status}");
+        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
+            Err(SendError::Retryable {
+                message,
+                retry_after,
+            })
+        } else {
+            Err(SendError::Permanent(message))
+        }
+    }
+}
+
 impl Notifier for WebhookNotifier {
     fn send<'a>(&'a self, e: &'a AlertEvent) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
@@ -96,47 +148,25 @@ impl Notifier for WebhookNotifier {
                 .map_err(SendError::Permanent)?;
             let body =
                 serde_json::to_vec(&body).map_err(|err| SendError::Permanent(err.to_string()))?;
-            let mut req = self
-                .client
-                .post(&self.url)
-                .header("content-type", "application/json")
-                .header("idempotency-key", &e.event_id)
-                .header("x-vigie-event", e.kind.as_str());
-            for (k, v) in &self.headers {
-                req = req.header(k, v);
-            }
-            if let Some(s) = &self.secret {
-                req = req.header(
-                    "x-vigie-signature",
-                    signature(s.expose(), chrono::Utc::now().timestamp(), &body),
-                );
-            }
-            let resp = req
-                .body(body)
-                .send()
-                .await
-                .map_err(|err| SendError::Retryable {
-                    message: format!("request failed: {}", without_url(&err)),
-                    retry_after: None,
-                })?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let message = format!("receiver answered {status}");
-            if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
-                Err(SendError::Retryable {
-                    message,
-                    retry_after,
-                })
-            } else {
-                Err(SendError::Permanent(message))
-            }
+            self.post(body, &e.event_id, e.kind.as_str()).await
+        })
+    }
+
+    fn send_group<'a>(&'a self, events: &'a [AlertEvent]) -> BoxFuture<'a, Result<(), SendError>> {
+        Box::pin(async move {
+            let body =
+                super::render::group_webhook_body(events, self.preset.as_deref(), &self.templates)
+                    .map_err(SendError::Permanent)?;
+            let body =
+                serde_json::to_vec(&body).map_err(|err| SendError::Permanent(err.to_string()))?;
+            // A stable key for the same set of events, so a repeated group deduplicates too.
+            let mut ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+            ids.sort_unstable();
+            let key = format!(
+                "group-{:016x}",
+                xxhash_rust::xxh3::xxh3_64(ids.join(",").as_bytes())
+            );
+            self.post(body, &key, "group").await
         })
     }
 }
