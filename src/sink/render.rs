@@ -228,6 +228,46 @@ fn top_lines(e: &AlertEvent) -> String {
         .join("\n")
 }
 
+/// Subject of a grouped notification.
+pub fn group_subject(events: &[AlertEvent]) -> String {
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} ({})", e.rule_name, e.kind.as_str()))
+        .collect();
+    let s = format!(
+        "[vigie] {} alert events: {}",
+        events.len(),
+        names.join(", ")
+    );
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Webhook body of a grouped notification: the events as they would be sent alone.
+pub fn group_webhook_body(
+    events: &[AlertEvent],
+    preset: Option<&str>,
+    channel: &Templates,
+) -> Result<Value, String> {
+    let bodies = events
+        .iter()
+        .map(|e| webhook_body(e, preset, &[&e.templates, channel]))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match preset {
+        Some("slack") | Some("teams") => {
+            let text: Vec<String> = bodies
+                .iter()
+                .filter_map(|b| b["text"].as_str().map(str::to_string))
+                .collect();
+            json!({ "text": text.join("\n\n") })
+        }
+        _ => {
+            json!({ "schema": WEBHOOK_SCHEMA, "grouped": true, "summary": group_subject(events), "events": bodies })
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,44 +321,4 @@ mod tests {
         };
         assert!(!subject(&e, &[&evil]).contains('\n'));
     }
-}
-
-/// Subject of a grouped notification.
-pub fn group_subject(events: &[AlertEvent]) -> String {
-    let names: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} ({})", e.rule_name, e.kind.as_str()))
-        .collect();
-    let s = format!(
-        "[vigie] {} alert events: {}",
-        events.len(),
-        names.join(", ")
-    );
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-/// Webhook body of a grouped notification: the events as they would be sent alone.
-pub fn group_webhook_body(
-    events: &[AlertEvent],
-    preset: Option<&str>,
-    channel: &Templates,
-) -> Result<Value, String> {
-    let bodies = events
-        .iter()
-        .map(|e| webhook_body(e, preset, &[&e.templates, channel]))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(match preset {
-        Some("slack") | Some("teams") => {
-            let text: Vec<String> = bodies
-                .iter()
-                .filter_map(|b| b["text"].as_str().map(str::to_string))
-                .collect();
-            json!({ "text": text.join("\n\n") })
-        }
-        _ => {
-            json!({ "schema": WEBHOOK_SCHEMA, "grouped": true, "summary": group_subject(events), "events": bodies })
-        }
-    })
 }
