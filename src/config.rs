@@ -291,8 +291,8 @@ pub struct AlertsConfig {
     pub default_notify: Vec<String>,
     /// Give up delivering after this long.
     pub give_up_after_hours: u32,
-    /// Public URL of this service, linked from alerts.
-    pub base_url: String,
+    /// Longest wait between two delivery attempts (backoff doubles from 0.5 s up to this).
+    pub retry_max_secs: u64,
 }
 
 impl Default for AlertsConfig {
@@ -300,7 +300,7 @@ impl Default for AlertsConfig {
         AlertsConfig {
             default_notify: vec!["log".into()],
             give_up_after_hours: 24,
-            base_url: String::new(),
+            retry_max_secs: 600,
         }
     }
 }

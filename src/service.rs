@@ -180,6 +180,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         notifiers: notifiers(&config).map_err(|e| anyhow::anyhow!(e))?,
         policy: RetryPolicy {
             give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600),
+            max: Duration::from_secs(config.alerts.retry_max_secs.max(1)),
             ..Default::default()
         },
         wake: wake.clone(),

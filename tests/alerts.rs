@@ -20,7 +20,6 @@ async fn a_kazakhstan_surge_alerts_by_webhook_and_email() {
     let hook = receiver::start("s3cret", 0, 200).await;
     let smtp_port = free_port();
     let tmp = tempfile::tempdir().unwrap();
-    let smtp = smtp::Smtp::start(smtp_port, &tmp.path().join("maildir"));
 
     let extra = format!(
         r#"
@@ -29,6 +28,7 @@ warmup_hours = 24
 
 [alerts]
 default_notify = ["mail", "hook"]
+retry_max_secs = 2
 
 [smtp]
 host = "127.0.0.1"
@@ -66,7 +66,8 @@ secret = "s3cret"
     .unwrap();
     produce(&brokers, &topic, &payloads).await;
 
-    let _vigie = Vigie::start(&cfg, "alerts");
+    // The SMTP server is down at first: the webhook goes out, the email waits.
+    let vigie = Vigie::start(&cfg, "alerts");
     let started = wait_for("a started webhook", Duration::from_secs(120), async || {
         hook.accepted
             .lock()
@@ -93,7 +94,25 @@ secret = "s3cret"
             >= 3.0 * started.body["expected"].as_f64().unwrap()
     );
     assert!(!started.body["top_articles"].as_array().unwrap().is_empty());
+    wait_for(
+        "a failed email attempt",
+        Duration::from_secs(30),
+        async || {
+            metric(
+                &cfg,
+                "vigie_deliveries_total",
+                "channel=\"mail\",outcome=\"retry\"",
+            )
+            .await
+        },
+    )
+    .await;
+    let (status, took) = vigie.terminate();
+    assert!(status.success() && took < Duration::from_secs(15));
 
+    // The server comes back; vigie restarts and delivers the pending email.
+    let smtp = smtp::Smtp::start(smtp_port, &tmp.path().join("maildir"));
+    let _vigie = Vigie::start(&cfg, "restarted");
     let mail = wait_for("an alert email", Duration::from_secs(60), async || {
         smtp.messages()
             .into_iter()
@@ -103,6 +122,17 @@ secret = "s3cret"
     assert!(mail.contains("Subject: [vigie] Kazakhstan"), "{mail}");
     assert!(mail.contains("To: desk@example.org"), "{mail}");
     assert!(mail.contains("text/html"));
+    assert!(
+        mail.contains("Content-Type: image/png"),
+        "the chart is attached inline"
+    );
+    assert_eq!(
+        smtp.messages()
+            .iter()
+            .filter(|m| m.contains("coverage spike started"))
+            .count(),
+        1
+    );
 
     // Give the pipeline time to finish the feed: still one started event per onset.
     tokio::time::sleep(Duration::from_secs(3)).await;
