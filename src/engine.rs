@@ -880,32 +880,9 @@ pub fn ts(unix: i64) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::MatcherOptions;
-    use crate::rules::{parse_query, Rule};
 
     fn matcher() -> Arc<Matcher> {
-        let rule = Rule {
-            id: "kz".into(),
-            name: "Kazakhstan".into(),
-            query: parse_query("kazakhstan").unwrap(),
-            notify: vec![],
-            spike: Default::default(),
-            templates: Default::default(),
-            file: "t".into(),
-            line: 1,
-            fingerprint: 1,
-        };
-        Arc::new(
-            Matcher::new(
-                vec![rule],
-                vec![],
-                &MatcherOptions {
-                    gazetteer: false,
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        )
+        crate::matcher::testing::matcher(vec![crate::matcher::testing::rule("kz", "kazakhstan")])
     }
 
     fn article(i: usize, t: i64, text: &str) -> Article {

@@ -136,14 +136,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Match { config, inputs } => {
-            let cfg = Config::load(&config)?;
-            let matcher = vigie::service::load_matcher(&config, &cfg).map_err(|errs| {
-                anyhow::anyhow!(errs
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n"))
-            })?;
+            let (_, matcher) = load(&config)?;
             let inputs = if inputs.is_empty() {
                 vec![PathBuf::from("-")]
             } else {
@@ -330,15 +323,22 @@ fn check(dir: &std::path::Path) -> ExitCode {
     }
 }
 
-fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(config)?;
-    let matcher = Arc::new(vigie::service::load_matcher(config, &cfg).map_err(|errs| {
+/// The config and the matcher of a config directory; every rule error on its own line.
+fn load(dir: &std::path::Path) -> anyhow::Result<(Config, vigie::matcher::Matcher)> {
+    let cfg = Config::load(dir)?;
+    let matcher = vigie::service::load_matcher(dir, &cfg).map_err(|errs| {
         anyhow::anyhow!(errs
             .iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("\n"))
-    })?);
+    })?;
+    Ok((cfg, matcher))
+}
+
+fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let (cfg, matcher) = load(config)?;
+    let matcher = Arc::new(matcher);
     let inputs = if input.is_empty() {
         vec![PathBuf::from("-")]
     } else {

@@ -825,25 +825,47 @@ fn russian_case_endings(word: &str) -> Vec<String> {
     }
 }
 
+/// Rules and matchers for unit tests elsewhere in the crate.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
-    use crate::rules::parse_query;
-    use chrono::Utc;
 
-    fn rule(id: &str, q: &str) -> Rule {
+    /// A rule with this id and query.
+    pub fn rule(id: &str, q: &str) -> Rule {
         Rule {
             id: id.into(),
             name: id.into(),
-            query: parse_query(q).unwrap(),
+            query: crate::rules::parse_query(q).unwrap(),
             notify: vec![],
             spike: Default::default(),
             templates: Default::default(),
             file: "t".into(),
             line: 1,
-            fingerprint: 0,
+            fingerprint: 1,
         }
     }
+
+    /// A matcher for these rules, without the gazetteer (fast to build).
+    pub fn matcher(rules: Vec<Rule>) -> std::sync::Arc<Matcher> {
+        std::sync::Arc::new(
+            Matcher::new(
+                rules,
+                vec![],
+                &MatcherOptions {
+                    gazetteer: false,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::rule;
+    use super::*;
+    use chrono::Utc;
 
     fn art(title: &str, body: &str) -> Article {
         Article {

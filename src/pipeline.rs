@@ -379,34 +379,14 @@ pub async fn run<S: Source, D: DeadLetters>(
 mod tests {
     use super::*;
     use crate::engine::EngineSettings;
-    use crate::matcher::{Matcher, MatcherOptions};
-    use crate::rules::{parse_query, Rule};
     use crate::source::{MemoryDeadLetters, MemorySource};
 
     #[tokio::test]
     async fn bad_messages_go_to_dead_letters_and_the_stream_goes_on() {
-        let rule = Rule {
-            id: "kz".into(),
-            name: "kz".into(),
-            query: parse_query("kazakhstan").unwrap(),
-            notify: vec![],
-            spike: Default::default(),
-            templates: Default::default(),
-            file: "t".into(),
-            line: 1,
-            fingerprint: 1,
-        };
-        let matcher = Arc::new(
-            Matcher::new(
-                vec![rule],
-                vec![],
-                &MatcherOptions {
-                    gazetteer: false,
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-        );
+        let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
+            "kz",
+            "kazakhstan",
+        )]);
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s.db")).unwrap();
         let engine = Engine::new(EngineSettings::default(), matcher);
