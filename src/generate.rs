@@ -37,7 +37,7 @@ impl Default for GenerateOptions {
             end: Utc::now(),
             days: 10,
             rate: 30.0,
-            surge_hours: 30,
+            surge_hours: 48,
             body_bytes: 0,
         }
     }

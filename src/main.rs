@@ -72,7 +72,7 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         rate: f64,
         /// Hours of surge before the end.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 48)]
         surge_hours: u32,
         /// Pad article bodies to about this many bytes.
         #[arg(long, default_value_t = 0)]

@@ -190,9 +190,9 @@ fn generate_is_reproducible_and_backtest_alerts_only_during_the_surge() {
         .filter(|e| e["kind"] == "started" && e["rule"] == "kazakhstan")
         .collect();
     assert_eq!(starts.len(), 1, "{events:?}");
-    // The surge starts 30 hours before the end (2022-01-07T06:00Z).
+    // The surge starts 48 hours before the end (2022-01-06T12:00Z).
     let at = vigie::article::parse_date(starts[0]["at"].as_str().unwrap()).unwrap();
-    let surge = vigie::article::parse_date("2022-01-07T06:00:00Z").unwrap();
+    let surge = vigie::article::parse_date("2022-01-06T12:00:00Z").unwrap();
     assert!(
         at >= surge && at <= surge + chrono::Duration::hours(6),
         "started at {at}"
