@@ -332,6 +332,8 @@ pub struct Engine {
     widest_window: i64,
     /// Bucket at which quiet rules last learned and memory was last pruned.
     housekept: i64,
+    /// Earliest event time ingested since start (not persisted).
+    earliest: Option<i64>,
     dirty_buckets: HashSet<(String, i64)>,
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
@@ -362,6 +364,7 @@ impl Engine {
             alerting: HashSet::new(),
             widest_window: 3600,
             housekept: i64::MIN,
+            earliest: None,
             dirty_buckets: HashSet::new(),
             dirty_rules: HashSet::new(),
             dirty_volume: HashSet::new(),
@@ -494,6 +497,7 @@ impl Engine {
             self.late_total += 1;
             return Ingested::Late;
         }
+        self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
         let key = StoryKey {
             simhash: simhash(&a.title, &a.body),
             title: title_hash(&a.title),
@@ -515,8 +519,12 @@ impl Engine {
                     && b - self.settings.bucket_secs < st.learned_until)
             {
                 // Until it has learned anything, the baseline starts just before the
-                // earliest article seen (batches arrive in any order).
-                st.learned_until = b - self.settings.bucket_secs;
+                // earliest article this engine has seen (batches arrive in any order, and
+                // a backlog may be read before the watermark first moves).
+                let earliest = self.earliest.map_or(b, |e| {
+                    e.div_euclid(self.settings.bucket_secs) * self.settings.bucket_secs
+                });
+                st.learned_until = b.min(earliest) - self.settings.bucket_secs;
             }
             let bucket = st.buckets.entry(b).or_default();
             bucket.articles += 1;
@@ -652,8 +660,12 @@ impl Engine {
         };
         let halflife = self.settings.detector.with(&rule.spike).halflife_hours;
         if st.learned_until == i64::MIN {
-            st.learned_until = final_until;
-            return;
+            // A rule with no article yet learns from the earliest event time this engine has
+            // seen, so a backlog read in large batches warms it up as a backtest would.
+            let from = self.earliest.map_or(final_until, |t| {
+                (t.div_euclid(bs) * bs - bs).min(final_until)
+            });
+            st.learned_until = from;
         }
         // A long gap is skipped, not replayed as zeros forever.
         if final_until - st.learned_until > 35 * 86_400 {
