@@ -393,13 +393,6 @@ pub struct ChannelConfig {
     pub group_wait_secs: u64,
 }
 
-/// Everything loaded from a config directory.
-#[derive(Debug, Clone)]
-pub struct ConfigDir {
-    pub dir: PathBuf,
-    pub config: Config,
-}
-
 impl Config {
     /// Loads `DIR/vigie.toml` (defaults when absent) and applies environment overrides.
     pub fn load(dir: &Path) -> Result<Config, ConfigError> {

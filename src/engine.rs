@@ -825,29 +825,6 @@ impl Engine {
         c
     }
 
-    /// The in-memory series of a rule: (bucket start, bucket, expected per bucket).
-    pub fn series(&self, rule_id: &str, since: i64) -> Vec<(i64, Bucket, f64)> {
-        let Some(st) = self.rules.get(rule_id) else {
-            return Vec::new();
-        };
-        let bs = self.settings.bucket_secs;
-        if self.watermark == i64::MIN {
-            return Vec::new();
-        }
-        let end = self.bucket_of(self.watermark);
-        let mut b = self.bucket_of(since.max(end - self.settings.memory_secs));
-        let mut out = Vec::new();
-        while b <= end {
-            out.push((
-                b,
-                st.buckets.get(&b).cloned().unwrap_or_default(),
-                st.baseline.expected(Season::of(b)),
-            ));
-            b += bs;
-        }
-        out
-    }
-
     /// Current window count and expectation of a rule, for the API.
     pub fn window_figures(&self, rule_id: &str, window_minutes: u32) -> Option<(u64, f64)> {
         let st = self.rules.get(rule_id)?;
@@ -867,10 +844,6 @@ impl Engine {
             .map(|i| st.baseline.expected(Season::of(start + i * bs)))
             .sum();
         Some((observed, expected))
-    }
-
-    pub fn story_index_len(&self) -> usize {
-        self.stories.len()
     }
 }
 

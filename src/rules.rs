@@ -18,7 +18,7 @@
 //! field   := title | body | country | entity | lang | source
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -809,19 +809,6 @@ pub fn parse_query(q: &str) -> Result<Query, QueryError> {
         return p.err("unexpected text after the end of the query");
     }
     Ok(query)
-}
-
-/// Rule ids in a set, for diffing reloads.
-pub fn ids(rules: &[Rule]) -> HashSet<&str> {
-    rules.iter().map(|r| r.id.as_str()).collect()
-}
-
-/// Summary of rule kinds, for logs.
-pub fn summary(set: &RuleSet) -> BTreeMap<&'static str, usize> {
-    let mut m = BTreeMap::new();
-    m.insert("rules", set.rules.len());
-    m.insert("entities", set.entities.len());
-    m
 }
 
 #[cfg(test)]
