@@ -336,10 +336,18 @@ pub async fn run<S: Source, D: DeadLetters>(
             }
             continue;
         }
-        let parsed = processor
-            .lock()
-            .map_err(|_| PipelineError::Join("poisoned".into()))?
-            .parse(&batch, now);
+        // Parsing a batch is CPU work and takes the processor's lock: off the reactor.
+        let offsets = next_offsets(&batch);
+        let p = processor.clone();
+        let (batch, parsed) = tokio::task::spawn_blocking(move || {
+            let parsed = p
+                .lock()
+                .map(|p| p.parse(&batch, now))
+                .map_err(|_| PipelineError::Join("poisoned".into()))?;
+            Ok::<_, PipelineError>((batch, parsed))
+        })
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))??;
         for (r, p) in batch.iter().zip(&parsed) {
             if let Err(reason) = p {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = reason.code(), error = %reason, "message refused, sending to dead-letter topic");
@@ -361,15 +369,14 @@ pub async fn run<S: Source, D: DeadLetters>(
             }
         }
         let p = processor.clone();
-        let records = batch.clone();
         let report = tokio::task::spawn_blocking(move || {
             p.lock()
                 .map_err(|_| PipelineError::Join("poisoned".into()))?
-                .apply(&records, parsed, now)
+                .apply(&batch, parsed, now)
         })
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
-        source.commit(&next_offsets(&batch)).await?;
+        source.commit(&offsets).await?;
         total += report.articles as u64;
         after_commit(&report);
     }
