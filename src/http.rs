@@ -13,7 +13,6 @@
 //! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +49,8 @@ pub type ReloadFn =
 #[derive(Clone)]
 pub struct AppState {
     pub processor: Arc<Mutex<Processor>>,
-    pub state_path: PathBuf,
+    /// The server's own connection to the state file (readers run beside the writer in WAL).
+    pub store: Arc<Mutex<Store>>,
     pub readiness: Arc<Readiness>,
     pub prometheus: PrometheusHandle,
     pub api_token: Option<Secret>,
@@ -112,12 +112,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .assigned
         .as_ref()
         .map(|a| a.read().map(|a| a.len()).unwrap_or(0));
-    let path = s.state_path.clone();
-    let writable = tokio::task::spawn_blocking(move || {
-        Store::open(&path).map(|st| st.writable()).unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false);
+    let store = s.store.clone();
+    let writable =
+        tokio::task::spawn_blocking(move || store.lock().map(|st| st.writable()).unwrap_or(false))
+            .await
+            .unwrap_or(false);
     let rules = s.readiness.rules_loaded.load(Ordering::Relaxed);
     let state_ok = s.readiness.state_ok.load(Ordering::Relaxed) && writable;
     let assigned_ok = partitions.is_none_or(|n| n > 0);
@@ -186,7 +185,7 @@ async fn series(
 ) -> Response {
     let hours = q.hours.unwrap_or(48).clamp(1, 24 * 35) as i64;
     let p = s.processor.clone();
-    let path = s.state_path.clone();
+    let store = s.store.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<Option<serde_json::Value>, String> {
         let (known, bs, end, baseline) = {
             let p = p.lock().map_err(|_| "poisoned".to_string())?;
@@ -203,7 +202,7 @@ async fn series(
         // partitions run a few seconds apart, so it may already hold articles.
         let end = end + bs;
         let since = end - hours * 3600 + bs;
-        let rows = Store::open(&path).and_then(|st| st.rule_series(&id, since)).map_err(|e| e.to_string())?;
+        let rows = store.lock().unwrap_or_else(|p| p.into_inner()).rule_series(&id, since).map_err(|e| e.to_string())?;
         let mut by_start: std::collections::HashMap<i64, (u32, u32)> = rows.into_iter().map(|(b, a, st)| (b, (a, st))).collect();
         let mut buckets = Vec::new();
         let mut b = since;
@@ -253,15 +252,10 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
         }
     };
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let path = s.state_path.clone();
+    let store = s.store.clone();
     let out = tokio::task::spawn_blocking(move || {
-        Store::open(&path).and_then(|st| {
-            Ok((
-                st.alerts_at_since(since, limit)?,
-                st.outbox_stats()?,
-                st.dead_deliveries(50)?,
-            ))
-        })
+        let st = store.lock().unwrap_or_else(|p| p.into_inner());
+        alerts_report(&st, since, limit)
     })
     .await;
     match out {
@@ -280,6 +274,24 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+type AlertsReport = (
+    Vec<crate::engine::AlertEvent>,
+    crate::state::OutboxStats,
+    Vec<(String, String, String)>,
+);
+
+fn alerts_report(
+    st: &Store,
+    since: i64,
+    limit: usize,
+) -> Result<AlertsReport, crate::state::StateError> {
+    Ok((
+        st.alerts_at_since(since, limit)?,
+        st.outbox_stats()?,
+        st.dead_deliveries(50)?,
+    ))
 }
 
 async fn reload(State(s): State<AppState>) -> Response {

@@ -251,7 +251,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         )?;
         let state = AppState {
             processor: processor.clone(),
-            state_path: config.state.path.clone(),
+            store: Arc::new(Mutex::new(Store::open(&config.state.path)?)),
             readiness: readiness.clone(),
             prometheus,
             api_token,
