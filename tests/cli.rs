@@ -11,6 +11,20 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs a command that must succeed and prints one JSON object per line.
+fn json_lines(cmd: &mut Command) -> Vec<serde_json::Value> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn seeds() -> PathBuf {
     let p = repo().join("../shared/seeds");
     assert!(
@@ -95,21 +109,12 @@ fn check_validates_alert_templates() {
 
 #[test]
 fn match_finds_kazakhstan_and_entities_in_every_seed() {
-    let out = vigie()
-        .args(["match", "--config"])
-        .arg(repo().join("config"))
-        .arg(seeds())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let lines = json_lines(
+        vigie()
+            .args(["match", "--config"])
+            .arg(repo().join("config"))
+            .arg(seeds()),
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(lines.len(), 5);
     for l in &lines {
         let countries: Vec<&str> = l["countries"]
@@ -169,22 +174,13 @@ fn generate_is_reproducible_and_backtest_alerts_only_during_the_surge() {
     let cfg = config_with_rule(
         "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n",
     );
-    let out = vigie()
-        .args(["backtest", "--config"])
-        .arg(cfg.path())
-        .arg("--input")
-        .arg(&a)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let events = json_lines(
+        vigie()
+            .args(["backtest", "--config"])
+            .arg(cfg.path())
+            .arg("--input")
+            .arg(&a),
     );
-    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let starts: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["kind"] == "started" && e["rule"] == "kazakhstan")
