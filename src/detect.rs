@@ -22,6 +22,18 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
+/// What a detector counts per bucket.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CountUnit {
+    /// Distinct stories: syndicated copies of one article count once. A single wire story
+    /// reprinted forty times is one story, not a spike.
+    #[default]
+    Stories,
+    /// Every matching article, copies included (what ElastAlert's spike rule counts).
+    Articles,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DetectorKind {
@@ -36,6 +48,8 @@ pub enum DetectorKind {
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
     pub kind: DetectorKind,
+    /// What is counted: stories (default) or articles.
+    pub count: CountUnit,
     /// Length of the alert window.
     pub window_minutes: u32,
     /// Minimum smoothed observed/expected ratio.
@@ -58,12 +72,17 @@ pub struct DetectorConfig {
     pub warmup_hours: u32,
     /// Half-life of the baseline level's moving average.
     pub halflife_hours: f64,
+    /// Scale the expectation by the feed's own volume swing (`baseline` detector): when the
+    /// whole feed doubles (a big news day elsewhere, a new source), a rule's expected count
+    /// doubles with it, so only a rising *share* of coverage is a spike.
+    pub share_of_volume: bool,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             kind: DetectorKind::Baseline,
+            count: CountUnit::Stories,
             window_minutes: 60,
             ratio: 3.0,
             smoothing: 1.0,
@@ -76,6 +95,7 @@ impl Default for DetectorConfig {
             cooldown_minutes: 360,
             warmup_hours: 48,
             halflife_hours: 72.0,
+            share_of_volume: true,
         }
     }
 }
@@ -85,6 +105,7 @@ impl Default for DetectorConfig {
 #[serde(deny_unknown_fields)]
 pub struct DetectorOverrides {
     pub kind: Option<DetectorKind>,
+    pub count: Option<CountUnit>,
     pub window_minutes: Option<u32>,
     pub ratio: Option<f64>,
     pub smoothing: Option<f64>,
@@ -97,12 +118,14 @@ pub struct DetectorOverrides {
     pub cooldown_minutes: Option<u32>,
     pub warmup_hours: Option<u32>,
     pub halflife_hours: Option<f64>,
+    pub share_of_volume: Option<bool>,
 }
 
 impl DetectorConfig {
     pub fn with(&self, o: &DetectorOverrides) -> DetectorConfig {
         DetectorConfig {
             kind: o.kind.unwrap_or(self.kind),
+            count: o.count.unwrap_or(self.count),
             window_minutes: o.window_minutes.unwrap_or(self.window_minutes),
             ratio: o.ratio.unwrap_or(self.ratio),
             smoothing: o.smoothing.unwrap_or(self.smoothing),
@@ -117,6 +140,7 @@ impl DetectorConfig {
             cooldown_minutes: o.cooldown_minutes.unwrap_or(self.cooldown_minutes),
             warmup_hours: o.warmup_hours.unwrap_or(self.warmup_hours),
             halflife_hours: o.halflife_hours.unwrap_or(self.halflife_hours),
+            share_of_volume: o.share_of_volume.unwrap_or(self.share_of_volume),
         }
     }
 }

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::article::Article;
 use crate::detect::{
-    self, Baseline, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season, WindowView,
+    self, Baseline, CountUnit, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season,
+    WindowView,
 };
 use crate::matcher::{ArticleMatch, Matcher};
 use crate::normalize;
@@ -65,6 +66,16 @@ pub struct Bucket {
     pub stories: u32,
     /// Hashes of the distinct sources seen (bounded by the bucket's article count).
     pub sources: Vec<u64>,
+}
+
+impl Bucket {
+    /// The count a detector with this unit sees.
+    pub fn count(&self, unit: CountUnit) -> u32 {
+        match unit {
+            CountUnit::Stories => self.stories,
+            CountUnit::Articles => self.articles,
+        }
+    }
 }
 
 /// A short reference to a matched article, kept as alert evidence.
@@ -133,6 +144,10 @@ pub struct AlertEvent {
     /// Upper-tail probability of `observed` under the baseline (NaN when not applicable).
     #[serde(with = "nan_as_null")]
     pub p_value: f64,
+    /// How busy the rest of the feed was against its own baseline over the window; the
+    /// expectation was multiplied by it (share-of-volume correction). 1 when not applied.
+    #[serde(default = "one")]
+    pub feed_factor: f64,
     /// Articles (including syndicated copies) and distinct sources in the window.
     pub articles: u64,
     pub sources: u64,
@@ -151,6 +166,19 @@ pub struct AlertEvent {
         skip_serializing_if = "crate::sink::render::Templates::is_empty"
     )]
     pub templates: crate::sink::render::Templates,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The whole feed's learned volume (articles per bucket), for the share-of-volume
+/// correction. Serializable: it lives in the state file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FeedState {
+    pub baseline: Baseline,
+    /// Start of the last bucket learned; `None` before the first.
+    pub learned_until: Option<i64>,
 }
 
 /// A rule's recent coverage: one value per bucket from `start`.
@@ -190,6 +218,8 @@ pub struct Changes {
     pub events: Vec<AlertEvent>,
     /// New evidence rows: (rule, bucket, article).
     pub evidence: Vec<(String, i64, ArticleRef)>,
+    /// The feed's volume baseline, when it learned something.
+    pub feed: Option<FeedState>,
     pub watermark: i64,
 }
 
@@ -323,6 +353,9 @@ pub struct Engine {
     stories: StoryIndex,
     /// Total articles per bucket, for share-of-volume and the API.
     volume: BTreeMap<i64, u64>,
+    /// What the feed's volume usually is, learned from `volume`.
+    feed: FeedState,
+    feed_dirty: bool,
     watermark: i64,
     /// Which rules (by index in the matcher) have articles in each recent bucket.
     activity: BTreeMap<i64, HashSet<usize>>,
@@ -359,6 +392,8 @@ impl Engine {
             rules: HashMap::new(),
             stories: StoryIndex::default(),
             volume: BTreeMap::new(),
+            feed: FeedState::default(),
+            feed_dirty: false,
             watermark: i64::MIN,
             activity: BTreeMap::new(),
             alerting: HashSet::new(),
@@ -487,6 +522,11 @@ impl Engine {
         self.rebuild_activity();
     }
 
+    /// Restores the feed's volume baseline (called once at start, with [`Engine::restore`]).
+    pub fn restore_feed(&mut self, feed: FeedState) {
+        self.feed = feed;
+    }
+
     /// Counts one matched article. `now` (unix seconds) clamps future dates when given.
     pub fn ingest(&mut self, a: &Article, m: &ArticleMatch, now: Option<i64>) -> Ingested {
         let mut t = a.published_at.timestamp();
@@ -604,6 +644,7 @@ impl Engine {
             return out;
         }
         self.housekept = self.bucket_of(target);
+        self.learn_feed(target);
         for idx in 0..self.matcher.rules.len() {
             self.learn(idx, target);
         }
@@ -649,6 +690,29 @@ impl Engine {
         v
     }
 
+    /// Lets the feed's volume baseline learn every bucket final at `point`.
+    fn learn_feed(&mut self, point: i64) {
+        let bs = self.settings.bucket_secs;
+        let final_until = self.bucket_of(point - self.settings.lateness_secs) - bs;
+        let mut learned = self.feed.learned_until.unwrap_or_else(|| {
+            self.earliest.map_or(final_until, |t| {
+                (t.div_euclid(bs) * bs - bs).min(final_until)
+            })
+        });
+        learned = learned.max(final_until - 35 * 86_400);
+        let per_day = 86_400.0 / bs as f64;
+        let halflife = self.settings.detector.halflife_hours;
+        while learned < final_until {
+            learned += bs;
+            let count = self.volume.get(&learned).copied().unwrap_or(0) as f64;
+            self.feed
+                .baseline
+                .learn(count, Season::of(learned), per_day, halflife);
+            self.feed_dirty = true;
+        }
+        self.feed.learned_until = Some(learned);
+    }
+
     /// Lets rule `idx`'s baseline learn every bucket final at `point`.
     fn learn(&mut self, idx: usize, point: i64) {
         let bs = self.settings.bucket_secs;
@@ -658,7 +722,8 @@ impl Engine {
         let Some(st) = self.rules.get_mut(&rule.id) else {
             return;
         };
-        let halflife = self.settings.detector.with(&rule.spike).halflife_hours;
+        let cfg = self.settings.detector.with(&rule.spike);
+        let (halflife, unit) = (cfg.halflife_hours, cfg.count);
         if st.learned_until == i64::MIN {
             // A rule with no article yet learns from the earliest event time this engine has
             // seen, so a backlog read in large batches warms it up as a backtest would.
@@ -674,9 +739,22 @@ impl Engine {
         if st.learned_until >= final_until {
             return;
         }
+        // With the share-of-volume correction the baseline learns counts divided by the
+        // feed's swing, i.e. the rule's usual share, which `evaluate` scales back up.
+        let share = cfg.kind == DetectorKind::Baseline && cfg.share_of_volume;
+        let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
         while st.learned_until < final_until {
             st.learned_until += bs;
-            let count = st.buckets.get(&st.learned_until).map_or(0, |b| b.stories) as f64;
+            let b = st.learned_until;
+            let mut count = st.buckets.get(&b).map_or(0, |b| b.count(unit)) as f64;
+            if share && count > 0.0 {
+                let own: u64 = st
+                    .buckets
+                    .range(b - (n - 1) * bs..=b)
+                    .map(|(_, b)| b.articles as u64)
+                    .sum();
+                count /= feed_factor(&self.feed, &self.volume, bs, b, n, own);
+            }
             // While an alert is open the surge is not "normal": the baseline only learns
             // the part of each bucket it already expected.
             let season = Season::of(st.learned_until);
@@ -706,16 +784,30 @@ impl Engine {
         let observed: u64 = st
             .buckets
             .range(window.clone())
-            .map(|(_, b)| b.stories as u64)
+            .map(|(_, b)| b.count(cfg.count) as u64)
             .sum();
         let previous: u64 = st
             .buckets
             .range(start - n * bs..start)
-            .map(|(_, b)| b.stories as u64)
+            .map(|(_, b)| b.count(cfg.count) as u64)
             .sum();
-        let expected: f64 = (0..n)
+        let mut expected: f64 = (0..n)
             .map(|i| st.baseline.expected(Season::of(start + i * bs)))
             .sum();
+        // Share of volume: the feed's swing over the last n complete buckets (the bucket
+        // holding `point` is complete only at its last second).
+        let factor = if cfg.kind == DetectorKind::Baseline && cfg.share_of_volume {
+            let last = (point + 1).div_euclid(bs) * bs - bs;
+            let own: u64 = st
+                .buckets
+                .range(last - (n - 1) * bs..=last)
+                .map(|(_, b)| b.articles as u64)
+                .sum();
+            feed_factor(&self.feed, &self.volume, bs, last, n, own)
+        } else {
+            1.0
+        };
+        expected *= factor;
         let variance = st.baseline.window_variance(expected, n as usize);
         let warmed_up =
             st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
@@ -756,7 +848,7 @@ impl Engine {
                 .map(|i| {
                     st.buckets
                         .get(&(chart_start + i * bs))
-                        .map_or(0, |b| b.stories)
+                        .map_or(0, |b| b.count(cfg.count))
                 })
                 .collect(),
             expected: (0..CHART_HOURS * 3600 / bs)
@@ -778,6 +870,7 @@ impl Engine {
             expected: (verdict.expected * 1000.0).round() / 1000.0,
             ratio: (verdict.ratio * 1000.0).round() / 1000.0,
             p_value: verdict.p_value,
+            feed_factor: (factor * 1000.0).round() / 1000.0,
             articles,
             sources: sources.len() as u64,
             top_articles: recent
@@ -811,7 +904,16 @@ impl Engine {
         }
         for id in self.dirty_rules.drain() {
             if let Some(st) = self.rules.get(&id) {
-                c.rules.push((id, st.clone()));
+                // Only what is persisted with the rule: buckets and evidence go as rows.
+                let persisted = RuleState {
+                    buckets: BTreeMap::new(),
+                    recent: BTreeMap::new(),
+                    baseline: st.baseline.clone(),
+                    lifecycle: st.lifecycle.clone(),
+                    learned_until: st.learned_until,
+                    fingerprint: st.fingerprint,
+                };
+                c.rules.push((id, persisted));
             }
         }
         for b in self.dirty_volume.drain() {
@@ -822,6 +924,9 @@ impl Engine {
         c.stories = std::mem::take(&mut self.new_stories);
         c.evidence = std::mem::take(&mut self.new_evidence);
         c.events = std::mem::take(&mut self.events);
+        if std::mem::take(&mut self.feed_dirty) {
+            c.feed = Some(self.feed.clone());
+        }
         c
     }
 
@@ -845,6 +950,31 @@ impl Engine {
             .sum();
         Some((observed, expected))
     }
+}
+
+/// How much busier than usual the feed was over the `n` buckets ending with `last`:
+/// observed articles, less `own` (the rule's own, so a topic's surge cannot explain itself
+/// away), over the volume baseline's expectation. Shrunk toward 1 when volumes are small and
+/// clamped to [1/3, 3]; exactly 1 until the volume baseline has seen a day.
+fn feed_factor(
+    feed: &FeedState,
+    volume: &BTreeMap<i64, u64>,
+    bs: i64,
+    last: i64,
+    n: i64,
+    own: u64,
+) -> f64 {
+    if (feed.baseline.buckets_seen as i64) < 86_400 / bs {
+        return 1.0;
+    }
+    let first = last - (n - 1) * bs;
+    let observed: u64 = volume.range(first..=last).map(|(_, v)| *v).sum();
+    let expected: f64 = (0..n)
+        .map(|i| feed.baseline.expected(Season::of(first + i * bs)))
+        .sum();
+    let rest = observed.saturating_sub(own) as f64;
+    let prior = 10.0 + 0.1 * expected;
+    ((rest + prior) / (expected + prior)).clamp(1.0 / 3.0, 3.0)
 }
 
 fn top<'a>(items: impl Iterator<Item = &'a String>) -> Vec<(String, u32)> {

@@ -32,12 +32,14 @@
 //! * [`http`]      — health, readiness, Prometheus metrics and the JSON API.
 //! * [`telemetry`] — metric names and logging setup.
 //! * [`generate`]  — synthetic scenario feeds for demos, tests and benchmarks.
+//! * [`evaluation`] — labelled synthetic streams and a NAB-style scorer for the detectors.
 //! * [`shutdown`]  — the shutdown signal passed into every long-running task.
 
 pub mod article;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod evaluation;
 pub mod gazetteer;
 pub mod generate;
 pub mod http;

@@ -57,6 +57,26 @@ enum Command {
         #[arg(long, short)]
         input: Vec<PathBuf>,
     },
+    /// Score the detectors on a labelled synthetic stream (bursts of known onset and height)
+    /// and print a Markdown table; see docs/DETECTION.md.
+    Evaluate {
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Topics (one rule each).
+        #[arg(long, default_value_t = 40)]
+        topics: usize,
+        /// Write the labels (one JSON line per burst) to this file.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Write the stream's articles as JSONL to this file (for `vigie backtest`).
+        #[arg(long)]
+        articles: Option<PathBuf>,
+        /// Print the scores as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a synthetic scenario feed as JSONL.
     Generate {
         #[arg(long, default_value = "kazakhstan-unrest")]
@@ -170,6 +190,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Backtest { config, input } => backtest(&config, &input),
+        Command::Evaluate {
+            seed,
+            days,
+            topics,
+            labels,
+            articles,
+            json,
+        } => evaluate(seed, days, topics, labels, articles, json),
         Command::Generate {
             scenario,
             seed,
@@ -334,6 +362,73 @@ fn load(dir: &std::path::Path) -> anyhow::Result<(Config, vigie::matcher::Matche
             .join("\n"))
     })?;
     Ok((cfg, matcher))
+}
+
+fn evaluate(
+    seed: u64,
+    days: u32,
+    topics: usize,
+    labels: Option<PathBuf>,
+    articles: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use vigie::evaluation;
+    let started = std::time::Instant::now();
+    let stream = evaluation::synthesize(&evaluation::StreamOptions {
+        seed,
+        days,
+        topics,
+        ..Default::default()
+    });
+    let write_lines = |path: &PathBuf, lines: &mut dyn Iterator<Item = String>| {
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for l in lines {
+            writeln!(f, "{l}")?;
+        }
+        f.flush()?;
+        anyhow::Ok(())
+    };
+    if let Some(path) = &labels {
+        write_lines(
+            path,
+            &mut stream
+                .labels
+                .iter()
+                .map(|l| serde_json::to_string(l).unwrap_or_default()),
+        )?;
+    }
+    if let Some(path) = &articles {
+        write_lines(
+            path,
+            &mut stream
+                .articles
+                .iter()
+                .map(|a| serde_json::to_string(a).unwrap_or_default()),
+        )?;
+    }
+    let prepared = evaluation::prepare(&stream);
+    let mut scores = Vec::new();
+    for (name, detector) in evaluation::contenders() {
+        let started = evaluation::run(&prepared, &detector);
+        scores.push(evaluation::score(&stream, name, &started));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&scores)?);
+    } else {
+        print!("{}", evaluation::table(&scores));
+    }
+    eprintln!(
+        "evaluate: seed {seed}, {days} days, {} topics, {} articles, {} bursts, {} wire reprints, {} volume swings, {:.1} s",
+        stream.topics.len(),
+        stream.articles.len(),
+        stream.labels.len(),
+        stream.reprints,
+        stream.swings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {

@@ -120,6 +120,9 @@ pub fn restored_engine(
         store.volume_since(since)?,
         wm,
     );
+    if let Some(feed) = store.feed_state()? {
+        engine.restore_feed(feed);
+    }
     Ok(engine)
 }
 

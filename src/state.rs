@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, RuleState, StoryKey};
+use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -186,6 +186,12 @@ impl Store {
             for (topic, partition, next) in offsets {
                 put_offset.execute(params![topic, partition, next])?;
             }
+            if let Some(feed) = &c.feed {
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed', ?1)",
+                    params![serde_json::to_string(feed)?],
+                )?;
+            }
             if c.watermark != i64::MIN {
                 tx.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)",
@@ -219,6 +225,20 @@ impl Store {
             })
             .optional()?;
         Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// The feed's volume baseline, if one was saved.
+    pub fn feed_state(&self) -> Result<Option<FeedState>, StateError> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'feed'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(match v {
+            Some(json) => Some(serde_json::from_str(&json)?),
+            None => None,
+        })
     }
 
     /// Rule states.
@@ -465,6 +485,10 @@ mod tests {
             volume: vec![(300, 5)],
             events: vec![],
             evidence: vec![],
+            feed: Some(FeedState {
+                learned_until: Some(300),
+                ..Default::default()
+            }),
             watermark: 600,
         };
         s.commit(&c, &[("articles".into(), 0, 42)], &[]).unwrap();
@@ -481,6 +505,7 @@ mod tests {
             }]
         );
         assert_eq!(s.watermark().unwrap(), Some(600));
+        assert_eq!(s.feed_state().unwrap().unwrap().learned_until, Some(300));
         assert!(s.writable());
         // Watermark 600: a retention of 200 s drops the bucket at 300, keeps nothing older.
         assert_eq!(s.prune(1000, 1000, 1000).unwrap(), 0);

@@ -37,6 +37,7 @@ fn event(rule: &str) -> AlertEvent {
         expected: 2.5,
         ratio: 8.9,
         p_value: 1e-9,
+        feed_factor: 1.0,
         articles: 41,
         sources: 12,
         top_articles: vec![ArticleRef {

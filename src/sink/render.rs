@@ -19,7 +19,8 @@ Window:    {{ e.window_start }} to {{ e.window_end }}
 Observed:  {{ e.observed }} stories ({{ e.articles }} articles from {{ e.sources }} sources)
 Expected:  {{ "%.1f"|format(e.expected) }}
 Ratio:     {{ "%.1f"|format(e.ratio) }}x{% if e.p_value is not none %}   p-value: {{ "%.2e"|format(e.p_value) }}{% endif %}
-Since:     {{ e.started_at }}
+{% if e.feed_factor > 1.1 or e.feed_factor < 0.9 %}Feed:      {{ "%.1f"|format(e.feed_factor) }}x its usual volume; the expectation is scaled to match
+{% endif %}Since:     {{ e.started_at }}
 {% if e.top_articles %}
 Top articles:
 {% for a in e.top_articles %}  - {{ a.title }}{% if a.source %} ({{ a.source }}){% endif %}, {{ a.published_at }}{% if a.url %}
@@ -40,7 +41,8 @@ pub const DEFAULT_HTML: &str = r#"<html><body style="font-family: sans-serif">
 <tr><td>Observed</td><td>{{ e.observed }} stories ({{ e.articles }} articles, {{ e.sources }} sources)</td></tr>
 <tr><td>Expected</td><td>{{ "%.1f"|format(e.expected) }}</td></tr>
 <tr><td>Ratio</td><td>{{ "%.1f"|format(e.ratio) }}&times;</td></tr>
-<tr><td>Since</td><td>{{ e.started_at }}</td></tr>
+{% if e.feed_factor > 1.1 or e.feed_factor < 0.9 %}<tr><td>Feed</td><td>{{ "%.1f"|format(e.feed_factor) }}&times; its usual volume; the expectation is scaled to match</td></tr>
+{% endif %}<tr><td>Since</td><td>{{ e.started_at }}</td></tr>
 </table>
 {% if e.chart.stories %}<p><img src="cid:chart" alt="Stories per 5 minutes over 48 hours: bars, red in the alert window; blue line and band: expected" width="720" height="240"></p>{% endif %}
 {% if e.top_articles %}<h3>Top articles</h3><ul>
@@ -135,7 +137,7 @@ pub fn sample_event() -> AlertEvent {
         "event_id": "sample:1:started", "alert_id": "sample:1", "rule": "sample", "rule_name": "Sample", "kind": "started",
         "at": "2022-01-05T12:00:00Z", "started_at": "2022-01-05T12:00:00Z",
         "window_start": "2022-01-05T11:00:00Z", "window_end": "2022-01-05T12:05:00Z", "detector": "baseline",
-        "observed": 30, "expected": 2.0, "ratio": 10.3, "p_value": 1e-9, "articles": 41, "sources": 9,
+        "observed": 30, "expected": 2.0, "ratio": 10.3, "p_value": 1e-9, "feed_factor": 1.6, "articles": 41, "sources": 9,
         "top_articles": [{"id": "a", "title": "Title", "url": "https://example.org/a", "source": "example.org",
                           "published_at": "2022-01-05T11:30:00Z", "entities": ["e"], "countries": ["KZ"], "terms": [], "new_story": true}],
         "top_entities": [["e", 3]], "top_countries": [["KZ", 30]], "top_keywords": [], "notify": []
