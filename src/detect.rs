@@ -52,6 +52,13 @@ pub struct DetectorConfig {
     pub count: CountUnit,
     /// Length of the alert window.
     pub window_minutes: u32,
+    /// `baseline` detector: a shorter window also tested, so a sharp onset is caught
+    /// within minutes instead of waiting for the alert window to fill (0 = off).
+    pub fast_window_minutes: u32,
+    /// `baseline` detector: a longer window also tested, so a moderate surge that lasts
+    /// is caught even when no single hour is conclusive (0 = off). The significance gate is
+    /// divided by the number of windows tested.
+    pub slow_window_minutes: u32,
     /// Minimum smoothed observed/expected ratio.
     pub ratio: f64,
     /// Additive smoothing in the ratio, so tiny expectations do not give huge ratios.
@@ -84,7 +91,9 @@ impl Default for DetectorConfig {
             kind: DetectorKind::Baseline,
             count: CountUnit::Stories,
             window_minutes: 60,
-            ratio: 3.0,
+            fast_window_minutes: 15,
+            slow_window_minutes: 240,
+            ratio: 2.0,
             smoothing: 1.0,
             p_value: 0.01,
             min_count: 5,
@@ -107,6 +116,8 @@ pub struct DetectorOverrides {
     pub kind: Option<DetectorKind>,
     pub count: Option<CountUnit>,
     pub window_minutes: Option<u32>,
+    pub fast_window_minutes: Option<u32>,
+    pub slow_window_minutes: Option<u32>,
     pub ratio: Option<f64>,
     pub smoothing: Option<f64>,
     pub p_value: Option<f64>,
@@ -127,6 +138,8 @@ impl DetectorConfig {
             kind: o.kind.unwrap_or(self.kind),
             count: o.count.unwrap_or(self.count),
             window_minutes: o.window_minutes.unwrap_or(self.window_minutes),
+            fast_window_minutes: o.fast_window_minutes.unwrap_or(self.fast_window_minutes),
+            slow_window_minutes: o.slow_window_minutes.unwrap_or(self.slow_window_minutes),
             ratio: o.ratio.unwrap_or(self.ratio),
             smoothing: o.smoothing.unwrap_or(self.smoothing),
             p_value: o.p_value.unwrap_or(self.p_value),
@@ -158,6 +171,20 @@ pub struct Baseline {
     pub dow: Vec<f64>,
     /// Finished buckets learned from.
     pub buckets_seen: u64,
+    /// Overdispersion of whole alert windows: their variance is `mean + phi × mean²`.
+    /// Learned from window sums, not single buckets, because real coverage varies by hour
+    /// and by day, so the buckets of one window are not independent.
+    #[serde(default = "default_phi")]
+    pub phi: f64,
+    /// Windows learned from (for `phi`).
+    #[serde(default)]
+    pub windows_seen: u64,
+}
+
+/// Window overdispersion assumed before any is learned: a coefficient of variation of
+/// about 30% on top of Poisson noise.
+fn default_phi() -> f64 {
+    0.1
 }
 
 impl Default for Baseline {
@@ -168,6 +195,8 @@ impl Default for Baseline {
             hour: vec![1.0; 24],
             dow: vec![1.0; 7],
             buckets_seen: 0,
+            phi: default_phi(),
+            windows_seen: 0,
         }
     }
 }
@@ -197,7 +226,22 @@ impl Baseline {
     }
 
     /// Learns from one finished bucket. `count` is clipped to a robust upper bound first.
-    pub fn learn(&mut self, count: f64, season: Season, buckets_per_day: f64, halflife_hours: f64) {
+    ///
+    /// `prior` is a seasonal profile to lean on (the whole feed's): a topic with a few
+    /// stories an hour cannot learn its own hour-of-day rhythm from its counts in days, so
+    /// its factors follow the prior in proportion to how little it has to learn from.
+    ///
+    /// `slow` quarters the learning rate: used while an alert is open, so a surge is not
+    /// learned as normal within hours, yet a lasting change of level is, within days.
+    pub fn learn(
+        &mut self,
+        count: f64,
+        season: Season,
+        buckets_per_day: f64,
+        halflife_hours: f64,
+        prior: Option<&Baseline>,
+        slow: bool,
+    ) {
         let expected = self.expected(season);
         let sd = (expected + self.overdispersion_var(expected)).sqrt();
         // During warm-up take counts as they are; later clip spikes to expected + 4 sd + 1.
@@ -210,6 +254,7 @@ impl Baseline {
         let alpha = 1.0 - 0.5f64.powf(bucket_hours / halflife_hours.max(bucket_hours));
         // Faster learning at the start so the first days are usable.
         let alpha = alpha.max(1.0 / (self.buckets_seen as f64 + 1.0));
+        let alpha = if slow { alpha / 4.0 } else { alpha };
         let season_factor = self.hour[season.hour] * self.dow[season.dow];
         let deseasonalized = if season_factor > 0.0 {
             x / season_factor
@@ -220,18 +265,49 @@ impl Baseline {
         let resid = x - expected;
         self.sq_resid += alpha * (resid * resid - self.sq_resid);
         if self.level > 1e-9 && self.buckets_seen >= buckets_per_day as u64 {
-            // Seasonal factors learn more slowly (each is seen once a day / once a week).
-            let gamma = (alpha * 4.0).min(0.2);
+            // Each hour-of-day factor is updated by the buckets of one hour a day, each
+            // day-of-week factor by one day's buckets a week: rates chosen so both settle
+            // within a few of their periods (about three days, about two weeks).
+            let per_hour = buckets_per_day / 24.0;
+            let gamma = (1.0 / (per_hour * 2.5)).min(0.2);
+            let gamma_d = 1.0 / (buckets_per_day * 1.5);
+            // Own evidence weighs fully from 4 stories an hour up.
+            let own = match prior {
+                Some(_) => (self.level * per_hour / 4.0).min(1.0),
+                None => 1.0,
+            };
             let target_h = x / (self.level * self.dow[season.dow]).max(1e-9);
+            let (prior_h, prior_d) = prior.map_or((1.0, 1.0), |p| {
+                (p.hour[season.hour], p.dow[season.dow])
+            });
             let h = &mut self.hour[season.hour];
-            *h = (*h + gamma * (target_h.clamp(0.05, 20.0) - *h)).clamp(0.05, 20.0);
+            *h += own * gamma * (target_h.clamp(0.05, 20.0) - *h);
+            *h = (*h + (1.0 - own) * gamma * (prior_h - *h)).clamp(0.05, 20.0);
             let target_d = x / (self.level * self.hour[season.hour]).max(1e-9);
             let d = &mut self.dow[season.dow];
-            *d = (*d + gamma / 4.0 * (target_d.clamp(0.05, 20.0) - *d)).clamp(0.05, 20.0);
+            *d += own * gamma_d * (target_d.clamp(0.05, 20.0) - *d);
+            *d = (*d + (1.0 - own) * gamma_d * (prior_d - *d)).clamp(0.05, 20.0);
             renormalize(&mut self.hour);
             renormalize(&mut self.dow);
         }
         self.buckets_seen += 1;
+    }
+
+    /// Learns window overdispersion from one complete window of `sum` stories where `mean`
+    /// were expected. Windows expected to hold less than one story say nothing about it.
+    pub fn learn_window(&mut self, sum: f64, mean: f64, bucket_hours: f64, halflife_hours: f64) {
+        if mean < 1.0 {
+            return;
+        }
+        // Spikes are clipped as in `learn`, so a surge does not teach that surges are noise.
+        let sd = (mean + self.phi * mean * mean).sqrt();
+        let x = sum.min(mean + 4.0 * sd + 1.0);
+        let estimate = (((x - mean).powi(2) - mean) / (mean * mean)).clamp(0.0, 4.0);
+        let alpha = 1.0 - 0.5f64.powf(bucket_hours / halflife_hours.max(bucket_hours));
+        // Start from the prior and move off it as evidence comes in.
+        let alpha = alpha.max(1.0 / (self.windows_seen as f64 + 10.0));
+        self.phi += alpha * (estimate - self.phi);
+        self.windows_seen += 1;
     }
 
     /// Variance in excess of Poisson per bucket with mean `expected`.
@@ -239,9 +315,9 @@ impl Baseline {
         (self.sq_resid - self.level.max(expected)).max(0.0)
     }
 
-    /// Variance of a window sum of `n` buckets with total mean `mean`.
-    pub fn window_variance(&self, mean: f64, n: usize) -> f64 {
-        mean + self.overdispersion_var(mean / n.max(1) as f64) * n as f64
+    /// Variance of a window sum with total mean `mean` (negative-binomial form).
+    pub fn window_variance(&self, mean: f64) -> f64 {
+        mean + self.phi.max(0.0) * mean * mean
     }
 }
 
@@ -302,14 +378,15 @@ pub struct Verdict {
     pub p_value: f64,
 }
 
-/// Decides whether a window is surging.
-pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, n_rules: usize) -> Verdict {
+/// Decides whether a window is surging. `tests` is the number of tests the significance
+/// gate is shared by (rules × windows per rule).
+pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, tests: usize) -> Verdict {
     let relaxed_ratio = 1.0 + (cfg.ratio - 1.0) / 2.0;
     let (expected, ratio, p_value, surging, elevated) = match cfg.kind {
         DetectorKind::Baseline => {
             let ratio = (w.observed as f64 + cfg.smoothing) / (w.expected + cfg.smoothing);
             let p = upper_tail(w.observed, w.expected, w.variance);
-            let gate = cfg.p_value / n_rules.max(1) as f64;
+            let gate = cfg.p_value / tests.max(1) as f64;
             let surging =
                 w.warmed_up && w.observed >= cfg.min_count && ratio >= cfg.ratio && p <= gate;
             let elevated =
@@ -528,7 +605,7 @@ mod tests {
         for i in 0..2000 {
             let t = i * 300;
             let count = if i == 1500 { 200.0 } else { 2.0 };
-            b.learn(count, Season::of(t), 288.0, 72.0);
+            b.learn(count, Season::of(t), 288.0, 72.0, None, false);
         }
         assert!((b.level - 2.0).abs() < 0.5, "level {}", b.level);
     }

@@ -707,7 +707,7 @@ impl Engine {
             let count = self.volume.get(&learned).copied().unwrap_or(0) as f64;
             self.feed
                 .baseline
-                .learn(count, Season::of(learned), per_day, halflife);
+                .learn(count, Season::of(learned), per_day, halflife, None, false);
             self.feed_dirty = true;
         }
         self.feed.learned_until = Some(learned);
@@ -746,24 +746,42 @@ impl Engine {
         while st.learned_until < final_until {
             st.learned_until += bs;
             let b = st.learned_until;
+            let first = b - (n - 1) * bs;
             let mut count = st.buckets.get(&b).map_or(0, |b| b.count(unit)) as f64;
-            if share && count > 0.0 {
+            let mut window: f64 = st
+                .buckets
+                .range(first..=b)
+                .map(|(_, b)| b.count(unit) as f64)
+                .sum();
+            if share && window > 0.0 {
                 let own: u64 = st
                     .buckets
-                    .range(b - (n - 1) * bs..=b)
+                    .range(first..=b)
                     .map(|(_, b)| b.articles as u64)
                     .sum();
-                count /= feed_factor(&self.feed, &self.volume, bs, b, n, own);
+                let f = feed_factor(&self.feed, &self.volume, bs, b, n, own);
+                count /= f;
+                window /= f;
             }
-            // While an alert is open the surge is not "normal": the baseline only learns
-            // the part of each bucket it already expected.
-            let season = Season::of(st.learned_until);
-            let count = if st.lifecycle.active.is_some() {
-                count.min(st.baseline.expected(season))
-            } else {
-                count
-            };
-            st.baseline.learn(count, season, per_day, halflife);
+            let season = Season::of(b);
+            // While an alert is open the surge is not "normal": the baseline learns slowly
+            // and not the spread of its windows. (Learning `min(count, expected)` instead
+            // would bias it low, since small counts are mostly 0 or above the mean.)
+            let alerting = st.lifecycle.active.is_some();
+            if !alerting {
+                let expected: f64 = (0..n)
+                    .map(|i| st.baseline.expected(Season::of(first + i * bs)))
+                    .sum();
+                st.baseline.learn_window(window, expected, bs as f64 / 3600.0, halflife);
+            }
+            st.baseline.learn(
+                count,
+                season,
+                per_day,
+                halflife,
+                Some(&self.feed.baseline),
+                alerting,
+            );
         }
         self.dirty_rules.insert(rule.id.clone());
     }
@@ -779,21 +797,6 @@ impl Engine {
         let cfg = self.settings.detector.with(&rule.spike);
         let st = self.rules.get_mut(&rule.id)?;
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
-        let start = end - (n - 1) * bs;
-        let window = start..=if lead { end + bs } else { end };
-        let observed: u64 = st
-            .buckets
-            .range(window.clone())
-            .map(|(_, b)| b.count(cfg.count) as u64)
-            .sum();
-        let previous: u64 = st
-            .buckets
-            .range(start - n * bs..start)
-            .map(|(_, b)| b.count(cfg.count) as u64)
-            .sum();
-        let mut expected: f64 = (0..n)
-            .map(|i| st.baseline.expected(Season::of(start + i * bs)))
-            .sum();
         // Share of volume: the feed's swing over the last n complete buckets (the bucket
         // holding `point` is complete only at its last second).
         let factor = if cfg.kind == DetectorKind::Baseline && cfg.share_of_volume {
@@ -807,18 +810,60 @@ impl Engine {
         } else {
             1.0
         };
-        expected *= factor;
-        let variance = st.baseline.window_variance(expected, n as usize);
+        // The windows tested: the alert window first, then the fast and slow ones.
+        let mut lengths = vec![n];
+        if cfg.kind == DetectorKind::Baseline {
+            for m in [cfg.fast_window_minutes, cfg.slow_window_minutes] {
+                let m = m as i64 * 60 / bs;
+                if m > 0 && !lengths.contains(&m) {
+                    lengths.push(m);
+                }
+            }
+        }
         let warmed_up =
             st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
-        let view = WindowView {
-            observed,
-            expected,
-            variance,
-            previous,
-            warmed_up,
-        };
-        let verdict = detect::evaluate(&cfg, &view, n_rules);
+        let tests = n_rules * lengths.len();
+        let mut chosen: Option<(i64, detect::Verdict)> = None;
+        for &m in &lengths {
+            let start = end - (m - 1) * bs;
+            let observed: u64 = st
+                .buckets
+                .range(start..=if lead { end + bs } else { end })
+                .map(|(_, b)| b.count(cfg.count) as u64)
+                .sum();
+            let previous: u64 = st
+                .buckets
+                .range(start - m * bs..start)
+                .map(|(_, b)| b.count(cfg.count) as u64)
+                .sum();
+            let expected = factor
+                * (0..m)
+                    .map(|i| st.baseline.expected(Season::of(start + i * bs)))
+                    .sum::<f64>();
+            let view = WindowView {
+                observed,
+                expected,
+                variance: st.baseline.window_variance(expected),
+                previous,
+                warmed_up,
+            };
+            let v = detect::evaluate(&cfg, &view, tests);
+            match &mut chosen {
+                None => chosen = Some((start, v)),
+                // Another window that surges while the alert window does not decides (and is
+                // what the event reports); the alert window's hysteresis still holds.
+                Some((s, main)) if v.surging && !main.surging => {
+                    *s = start;
+                    *main = detect::Verdict {
+                        elevated: true,
+                        ..v
+                    };
+                }
+                Some(_) => {}
+            }
+        }
+        let (start, verdict) = chosen?;
+        let window = start..=if lead { end + bs } else { end };
         let tr = st.lifecycle.step(&rule.id, &cfg, &verdict, point)?;
         match tr.kind {
             EventKind::Started => self.alerting.insert(idx),
@@ -955,7 +1000,7 @@ impl Engine {
 /// How much busier than usual the feed was over the `n` buckets ending with `last`:
 /// observed articles, less `own` (the rule's own, so a topic's surge cannot explain itself
 /// away), over the volume baseline's expectation. Shrunk toward 1 when volumes are small and
-/// clamped to [1/3, 3]; exactly 1 until the volume baseline has seen a day.
+/// clamped to [1/3, 3]; exactly 1 until the volume baseline has seen a week.
 fn feed_factor(
     feed: &FeedState,
     volume: &BTreeMap<i64, u64>,
@@ -964,7 +1009,9 @@ fn feed_factor(
     n: i64,
     own: u64,
 ) -> f64 {
-    if (feed.baseline.buckets_seen as i64) < 86_400 / bs {
+    // The volume's own hour-of-day and weekday rhythm takes about a week to learn; before
+    // that, a swing could not be told from an unlearned rhythm.
+    if (feed.baseline.buckets_seen as i64) < 7 * 86_400 / bs {
         return 1.0;
     }
     let first = last - (n - 1) * bs;

@@ -76,6 +76,9 @@ enum Command {
         /// Print the scores as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Write every detector's `started` events (JSON lines with a `detector` field) here.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
     /// Write a synthetic scenario feed as JSONL.
     Generate {
@@ -197,7 +200,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             labels,
             articles,
             json,
-        } => evaluate(seed, days, topics, labels, articles, json),
+            events,
+        } => evaluate(seed, days, topics, labels, articles, json, events),
         Command::Generate {
             scenario,
             seed,
@@ -371,6 +375,7 @@ fn evaluate(
     labels: Option<PathBuf>,
     articles: Option<PathBuf>,
     json: bool,
+    events: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     use vigie::evaluation;
     let started = std::time::Instant::now();
@@ -410,9 +415,22 @@ fn evaluate(
     }
     let prepared = evaluation::prepare(&stream);
     let mut scores = Vec::new();
+    let mut lines = Vec::new();
     for (name, detector) in evaluation::contenders() {
         let started = evaluation::run(&prepared, &detector);
+        for e in &started {
+            let mut v = serde_json::to_value(e)?;
+            v["detector_name"] = name.into();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("chart");
+                o.remove("top_articles");
+            }
+            lines.push(v.to_string());
+        }
         scores.push(evaluation::score(&stream, name, &started));
+    }
+    if let Some(path) = &events {
+        write_lines(path, &mut lines.into_iter())?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&scores)?);
