@@ -95,7 +95,7 @@ impl Default for DetectorConfig {
             slow_window_minutes: 240,
             ratio: 2.0,
             smoothing: 1.0,
-            p_value: 0.01,
+            p_value: 0.001,
             min_count: 5,
             min_previous: 3,
             threshold: 20,
@@ -277,9 +277,8 @@ impl Baseline {
                 None => 1.0,
             };
             let target_h = x / (self.level * self.dow[season.dow]).max(1e-9);
-            let (prior_h, prior_d) = prior.map_or((1.0, 1.0), |p| {
-                (p.hour[season.hour], p.dow[season.dow])
-            });
+            let (prior_h, prior_d) =
+                prior.map_or((1.0, 1.0), |p| (p.hour[season.hour], p.dow[season.dow]));
             let h = &mut self.hour[season.hour];
             *h += own * gamma * (target_h.clamp(0.05, 20.0) - *h);
             *h = (*h + (1.0 - own) * gamma * (prior_h - *h)).clamp(0.05, 20.0);
@@ -302,7 +301,9 @@ impl Baseline {
         // Spikes are clipped as in `learn`, so a surge does not teach that surges are noise.
         let sd = (mean + self.phi * mean * mean).sqrt();
         let x = sum.min(mean + 4.0 * sd + 1.0);
-        let estimate = (((x - mean).powi(2) - mean) / (mean * mean)).clamp(0.0, 4.0);
+        // The moment estimate is often negative (a window close to its mean); keeping those
+        // is what makes the average unbiased. Only the variance formula floors phi at 0.
+        let estimate = (((x - mean).powi(2) - mean) / (mean * mean)).clamp(-2.0, 4.0);
         let alpha = 1.0 - 0.5f64.powf(bucket_hours / halflife_hours.max(bucket_hours));
         // Start from the prior and move off it as evidence comes in.
         let alpha = alpha.max(1.0 / (self.windows_seen as f64 + 10.0));

@@ -72,7 +72,7 @@ impl Default for StreamOptions {
 pub enum Shape {
     /// Jumps to full height and stays there.
     Step,
-    /// Rises linearly over the first quarter of its length (at most two hours).
+    /// Rises linearly over the first quarter of its length (at most an hour).
     Ramp,
     /// Jumps to full height, then decays exponentially (time constant a third of its length).
     Decay,
@@ -349,11 +349,11 @@ pub fn synthesize(o: &StreamOptions) -> Stream {
                     let len = (off - on) as f64;
                     let m = match shape {
                         Shape::Step => 1.0,
-                        Shape::Ramp => (x / (len / 4.0).min(7200.0)).min(1.0),
+                        Shape::Ramp => (x / (len / 4.0).min(3600.0)).min(1.0),
                         Shape::Decay => (-x / (len / 3.0)).exp(),
                     };
-                    let reference = (topic.rate * diurnal(dt.hour()) * weekly)
-                        .max(o.burst_floor_per_hour);
+                    let reference =
+                        (topic.rate * diurnal(dt.hour()) * weekly).max(o.burst_floor_per_hour);
                     rate += (h - 1.0) * reference * m;
                 }
             }
@@ -387,8 +387,8 @@ pub fn synthesize(o: &StreamOptions) -> Stream {
         } else {
             1.0
         };
-        let mean =
-            o.background_per_hour * diurnal(dt.hour()) * weekly * swing[day] * slice as f64 / 3600.0;
+        let mean = o.background_per_hour * diurnal(dt.hour()) * weekly * swing[day] * slice as f64
+            / 3600.0;
         let n = Poisson::new(mean).map_or(0.0, |p| p.sample(&mut rng)) as usize;
         for _ in 0..n {
             let at = t + rng.gen_range(0..slice);
@@ -573,9 +573,7 @@ pub fn score(stream: &Stream, name: &str, started: &[AlertEvent]) -> Score {
     for (topic, starts) in &by_topic {
         for &t in starts {
             let explained = stream.labels.iter().any(|l| {
-                l.topic == *topic
-                    && t >= l.onset.timestamp()
-                    && t <= l.end.timestamp() + GRACE_SECS
+                l.topic == *topic && t >= l.onset.timestamp() && t <= l.end.timestamp() + GRACE_SECS
             });
             if !explained {
                 false_alerts += 1;
@@ -713,6 +711,41 @@ mod tests {
     }
 
     #[test]
+    fn syndicated_copies_collapse_into_one_story_each() {
+        let o = StreamOptions {
+            days: 6,
+            topics: 6,
+            ..Default::default()
+        };
+        let s = synthesize(&o);
+        let p = prepare(&s);
+        let mut engine = Engine::new(EngineSettings::default(), p.matcher.clone());
+        for (a, m) in s.articles.iter().zip(&p.matches) {
+            engine.ingest(a, m, None);
+        }
+        let matched: Vec<&Article> = s
+            .articles
+            .iter()
+            .zip(&p.matches)
+            .filter(|(_, m)| !m.rule_indices.is_empty())
+            .map(|(a, _)| a)
+            .collect();
+        let titles: std::collections::HashSet<&str> =
+            matched.iter().map(|a| a.title.as_str()).collect();
+        let stories: u64 = engine
+            .rules
+            .values()
+            .flat_map(|r| r.buckets.values())
+            .map(|b| b.stories as u64)
+            .sum();
+        assert!(
+            matched.len() > titles.len() * 3 / 2,
+            "the stream has copies"
+        );
+        assert_eq!(stories, titles.len() as u64);
+    }
+
+    #[test]
     fn scorer_counts_hits_misses_and_false_alarms() {
         let o = StreamOptions {
             days: 20,
@@ -735,41 +768,5 @@ mod tests {
         let none = score(&s, "none", &[]);
         assert!(none.nab.abs() < 1e-9);
         assert!(sc.nab > none.nab);
-    }
-}
-
-#[cfg(test)]
-mod dedup_probe {
-    use super::*;
-
-    #[test]
-    fn probe() {
-        let o = StreamOptions {
-            days: 10,
-            topics: 8,
-            background_per_hour: 60.0,
-            ..Default::default()
-        };
-        let s = synthesize(&o);
-        let p = prepare(&s);
-        let mut engine = Engine::new(EngineSettings::default(), p.matcher.clone());
-        for (a, m) in s.articles.iter().zip(&p.matches) {
-            engine.ingest(a, m, None);
-        }
-        let titles: std::collections::HashSet<&str> = s
-            .articles
-            .iter()
-            .zip(&p.matches)
-            .filter(|(_, m)| !m.rule_indices.is_empty())
-            .map(|(a, _)| a.title.as_str())
-            .collect();
-        let matched = p.matches.iter().filter(|m| !m.rule_indices.is_empty()).count();
-        let stories: u64 = engine
-            .rules
-            .values()
-            .flat_map(|r| r.buckets.values())
-            .map(|b| b.stories as u64)
-            .sum();
-        eprintln!("matched {matched} distinct titles {} stories {stories}", titles.len());
     }
 }

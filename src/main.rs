@@ -76,9 +76,13 @@ enum Command {
         /// Print the scores as JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Write every detector's `started` events (JSON lines with a `detector` field) here.
+        /// Write every detector's `started` events (JSON lines with a `detector_name` field) here.
         #[arg(long)]
         events: Option<PathBuf>,
+        /// Also score the default detector with these settings, as in `[rule.spike]`
+        /// (repeatable: `--set p_value=0.05 --set window_minutes=30`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Write a synthetic scenario feed as JSONL.
     Generate {
@@ -201,7 +205,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             articles,
             json,
             events,
-        } => evaluate(seed, days, topics, labels, articles, json, events),
+            set,
+        } => evaluate(seed, days, topics, (labels, articles, events), json, &set),
         Command::Generate {
             scenario,
             seed,
@@ -372,12 +377,20 @@ fn evaluate(
     seed: u64,
     days: u32,
     topics: usize,
-    labels: Option<PathBuf>,
-    articles: Option<PathBuf>,
+    (labels, articles, events): (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>),
     json: bool,
-    events: Option<PathBuf>,
+    set: &[String],
 ) -> anyhow::Result<ExitCode> {
     use vigie::evaluation;
+    let mut contenders = evaluation::contenders();
+    if !set.is_empty() {
+        let overrides: vigie::detect::DetectorOverrides = toml::from_str(&set.join("\n"))
+            .context("--set takes KEY=VALUE pairs of [rule.spike]")?;
+        contenders.push((
+            "vigie baseline (--set)",
+            vigie::detect::DetectorConfig::default().with(&overrides),
+        ));
+    }
     let started = std::time::Instant::now();
     let stream = evaluation::synthesize(&evaluation::StreamOptions {
         seed,
@@ -416,7 +429,7 @@ fn evaluate(
     let prepared = evaluation::prepare(&stream);
     let mut scores = Vec::new();
     let mut lines = Vec::new();
-    for (name, detector) in evaluation::contenders() {
+    for (name, detector) in contenders {
         let started = evaluation::run(&prepared, &detector);
         for e in &started {
             let mut v = serde_json::to_value(e)?;
