@@ -1009,6 +1009,106 @@ impl Engine {
     }
 }
 
+/// A record of every rule's finished buckets and alerts over a whole run, for the charts of
+/// `vigie backtest --chart` (the engine itself keeps only two days in memory).
+#[derive(Debug, Default)]
+pub struct History {
+    /// Next bucket to record.
+    next: Option<i64>,
+    bucket_secs: i64,
+    /// Per rule and bucket: stories and the baseline's expectation when the bucket closed.
+    rows: BTreeMap<String, BTreeMap<i64, (u32, f32)>>,
+    /// Open alerts: rule → start.
+    open: HashMap<String, i64>,
+    /// Closed alerts per rule: (start, end).
+    spans: BTreeMap<String, Vec<(i64, i64)>>,
+}
+
+impl History {
+    /// Records the buckets the watermark has closed and the alerts of `events`.
+    pub fn record(&mut self, e: &Engine, events: &[AlertEvent]) {
+        for ev in events {
+            match ev.kind {
+                EventKind::Started => {
+                    self.open.insert(ev.rule.clone(), ev.at.timestamp());
+                }
+                EventKind::Resolved => {
+                    if let Some(start) = self.open.remove(&ev.rule) {
+                        let span = (start, ev.at.timestamp());
+                        self.spans.entry(ev.rule.clone()).or_default().push(span);
+                    }
+                }
+                EventKind::Updated => {}
+            }
+        }
+        if e.watermark != i64::MIN {
+            let last = e.bucket_of(e.watermark) - e.settings.bucket_secs;
+            self.take(e, last);
+        }
+    }
+
+    /// Records up to the watermark's own bucket and closes open alerts there.
+    pub fn finish(&mut self, e: &Engine) {
+        if e.watermark == i64::MIN {
+            return;
+        }
+        self.take(e, e.bucket_of(e.watermark));
+        for (rule, start) in self.open.drain() {
+            self.spans
+                .entry(rule)
+                .or_default()
+                .push((start, e.watermark));
+        }
+    }
+
+    fn take(&mut self, e: &Engine, last: i64) {
+        let bs = e.settings.bucket_secs;
+        self.bucket_secs = bs;
+        let first = match self.next {
+            Some(n) => n,
+            None => e
+                .rules
+                .values()
+                .filter_map(|st| st.buckets.keys().next().copied())
+                .min()
+                .unwrap_or(last),
+        };
+        let mut b = first;
+        while b <= last {
+            for r in &e.matcher.rules {
+                if let Some(st) = e.rules.get(&r.id) {
+                    let stories = st.buckets.get(&b).map_or(0, |x| x.stories);
+                    let expected = st.baseline.expected(Season::of(b)) as f32;
+                    self.rows
+                        .entry(r.id.clone())
+                        .or_default()
+                        .insert(b, (stories, expected));
+                }
+            }
+            b += bs;
+        }
+        self.next = Some(b.max(first));
+    }
+
+    /// One series per rule with its alert spans.
+    pub fn series(&self) -> Vec<(String, ChartSeries, Vec<(i64, i64)>)> {
+        self.rows
+            .iter()
+            .filter_map(|(rule, rows)| {
+                let (&start, _) = rows.first_key_value()?;
+                let series = ChartSeries {
+                    start,
+                    bucket_secs: self.bucket_secs,
+                    stories: rows.values().map(|v| v.0).collect(),
+                    expected: rows.values().map(|v| v.1).collect(),
+                };
+                let spans = self.spans.get(rule).cloned().unwrap_or_default();
+                Some((rule.clone(), series, spans))
+            })
+            .collect()
+    }
+}
+
 /// Hours before a window whose coverage tells how busy the topic is today.
 const RECENT_HOURS: i64 = 6;
 

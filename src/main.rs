@@ -53,9 +53,14 @@ enum Command {
     Backtest {
         #[arg(long, short, default_value = "config")]
         config: PathBuf,
-        /// Articles: file, directory or - (stdin).
+        /// Articles: file, directory, - (stdin), or `kafka://TOPIC?from=WHEN` to read the
+        /// topic of `[kafka] brokers` by timestamp without joining the group (WHEN: earliest,
+        /// an RFC 3339 time, or an age such as 7d).
         #[arg(long, short)]
         input: Vec<PathBuf>,
+        /// Write one PNG per rule (stories per bucket, expected band, alerts shaded) here.
+        #[arg(long)]
+        chart: Option<PathBuf>,
     },
     /// Score the detectors on a labelled synthetic stream (bursts of known onset and height)
     /// and print a Markdown table; see docs/DETECTION.md.
@@ -196,7 +201,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Backtest { config, input } => backtest(&config, &input),
+        Command::Backtest {
+            config,
+            input,
+            chart,
+        } => backtest(&config, &input, chart.as_deref()),
         Command::Evaluate {
             seed,
             days,
@@ -462,15 +471,58 @@ fn evaluate(
     Ok(ExitCode::SUCCESS)
 }
 
-fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitCode> {
+/// Records for a backtest: files, stdin, or a Kafka topic's history.
+fn backtest_records(cfg: &Config, input: &[PathBuf]) -> anyhow::Result<Vec<vigie::source::Record>> {
+    let mut files = Vec::new();
+    let mut records = Vec::new();
+    for i in input {
+        let s = i.to_string_lossy();
+        let Some(rest) = s.strip_prefix("kafka://") else {
+            files.push(i.clone());
+            continue;
+        };
+        let (topic, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let topic = if topic.is_empty() {
+            cfg.kafka.topic.as_str()
+        } else {
+            topic
+        };
+        let mut from = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("from", v)) => {
+                    from = vigie::source::kafka::parse_history_start(v, Utc::now())
+                        .map_err(|e| anyhow::anyhow!("{s}: {e}"))?
+                }
+                _ => anyhow::bail!("{s}: unknown parameter `{pair}` (only from=WHEN)"),
+            }
+        }
+        let read = vigie::source::kafka::read_history(
+            &cfg.kafka,
+            topic,
+            from,
+            std::time::Duration::from_secs(15),
+        )
+        .with_context(|| format!("reading {s} from {}", cfg.kafka.brokers))?;
+        records.extend(read);
+    }
+    if records.is_empty() && files.is_empty() {
+        files.push(PathBuf::from("-"));
+    }
+    if !files.is_empty() {
+        records.extend(file::records(&file::expand_inputs(&files)?, "backtest")?);
+    }
+    Ok(records)
+}
+
+fn backtest(
+    config: &std::path::Path,
+    input: &[PathBuf],
+    chart: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
     let (cfg, matcher) = load(config)?;
     let matcher = Arc::new(matcher);
-    let inputs = if input.is_empty() {
-        vec![PathBuf::from("-")]
-    } else {
-        input.to_vec()
-    };
-    let records = file::records(&file::expand_inputs(&inputs)?, "backtest")?;
+    let records = backtest_records(&cfg, input)?;
     let engine = Engine::new(EngineSettings::from_config(&cfg), matcher);
     let mut processor = Processor::new(
         engine,
@@ -487,8 +539,12 @@ fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitC
     let mut out = std::io::stdout().lock();
     let (mut articles, mut rejected, mut late, mut events) = (0, 0, 0, 0);
     let mut per_kind = std::collections::BTreeMap::new();
+    let mut charts = chart.map(|_| vigie::engine::History::default());
     for (record, parsed) in rows {
         let report = processor.apply(std::slice::from_ref(&record), vec![parsed], now)?;
+        if let Some(h) = &mut charts {
+            h.record(&processor.engine, &report.events);
+        }
         articles += report.articles;
         rejected += report.rejected;
         late += report.late;
@@ -499,5 +555,17 @@ fn backtest(config: &std::path::Path, input: &[PathBuf]) -> anyhow::Result<ExitC
         }
     }
     eprintln!("backtest: {articles} articles, {rejected} refused, {late} late, {events} alert events {per_kind:?}");
+    if let (Some(dir), Some(mut h)) = (chart, charts) {
+        h.finish(&processor.engine);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (rule, series, spans) in h.series() {
+            let width = (series.stories.len() as u32).clamp(720, 4000);
+            let png = vigie::sink::chart::render(&series, &spans, width)
+                .map_err(|e| anyhow::anyhow!("chart of {rule}: {e}"))?;
+            let path = dir.join(format!("{rule}.png"));
+            std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        }
+        eprintln!("backtest: charts written to {}", dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -174,13 +174,18 @@ fn generate_is_reproducible_and_backtest_alerts_only_during_the_surge() {
     let cfg = config_with_rule(
         "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n",
     );
+    let charts = d.path().join("charts");
     let events = json_lines(
         vigie()
             .args(["backtest", "--config"])
             .arg(cfg.path())
             .arg("--input")
-            .arg(&a),
+            .arg(&a)
+            .arg("--chart")
+            .arg(&charts),
     );
+    let png = std::fs::read(charts.join("kazakhstan.png")).expect("a chart per rule");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let starts: Vec<&serde_json::Value> = events
         .iter()
         .filter(|e| e["kind"] == "started" && e["rule"] == "kazakhstan")

@@ -161,3 +161,76 @@ fn publish_reports_failure_in_its_exit_code() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn backtest_reads_a_topic_by_timestamp_without_joining_the_group() {
+    let brokers = broker();
+    let topic = unique("history");
+    let d = tempfile::tempdir().unwrap();
+    let feed = d.path().join("feed.jsonl");
+    let vigie = || Command::new(env!("CARGO_BIN_EXE_vigie"));
+    let st = vigie()
+        .args(["generate", "--seed", "3", "--end", "2022-01-08T12:00:00Z"])
+        .args(["--days", "6", "--rate", "10", "-o"])
+        .arg(&feed)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let n = std::fs::read_to_string(&feed).unwrap().lines().count();
+    let out = vigie()
+        .args(["publish", "--brokers", &brokers, "--topic", &topic])
+        .args(["--partitions", "3"])
+        .arg(&feed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::create_dir_all(d.path().join("rules")).unwrap();
+    std::fs::write(
+        d.path().join("rules/kz.toml"),
+        "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n",
+    )
+    .unwrap();
+    let backtest = |input: &str| {
+        let out = vigie()
+            .args(["backtest", "--config"])
+            .arg(d.path())
+            .args(["--input", input])
+            .env("VIGIE_KAFKA__BROKERS", &brokers)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (from_file, _) = backtest(feed.to_str().unwrap());
+    let (from_kafka, summary) = backtest(&format!("kafka://{topic}?from=earliest"));
+    assert!(
+        summary.contains(&format!("backtest: {n} articles")),
+        "{summary}"
+    );
+    assert!(from_file.contains("\"started\""), "the feed has a surge");
+    assert_eq!(
+        from_kafka, from_file,
+        "same events from the topic as from the file"
+    );
+    // Records are stamped with their publish time, so an age reaches none of them once it
+    // is shorter than the time since publishing; a far past start reads them all.
+    let (_, summary) = backtest(&format!("kafka://{topic}?from=2000-01-01T00:00:00Z"));
+    assert!(
+        summary.contains(&format!("backtest: {n} articles")),
+        "{summary}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, summary) = backtest(&format!("kafka://{topic}?from=1s"));
+    assert!(summary.contains("backtest: 0 articles"), "{summary}");
+}

@@ -5,20 +5,30 @@
 
 use plotters::prelude::*;
 
-use crate::engine::AlertEvent;
+use crate::engine::{AlertEvent, ChartSeries};
 
 pub const WIDTH: u32 = 720;
 pub const HEIGHT: u32 = 240;
 
-/// Renders the chart as PNG bytes.
+/// Renders an alert's chart as PNG bytes.
 pub fn png(e: &AlertEvent) -> Result<Vec<u8>, String> {
-    let c = &e.chart;
+    render(
+        &e.chart,
+        &[(e.window_start.timestamp(), e.window_end.timestamp())],
+        WIDTH,
+    )
+}
+
+/// Renders a series as PNG bytes, `width` pixels wide, with `spans` (unix seconds, start
+/// and end) shaded red: an alert's window, or every alert of a backtest.
+pub fn render(c: &ChartSeries, spans: &[(i64, i64)], width: u32) -> Result<Vec<u8>, String> {
+    let width = width.max(64);
     if c.stories.is_empty() || c.bucket_secs <= 0 {
         return Err("no series to draw".into());
     }
-    let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
+    let mut rgb = vec![255u8; (width * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut rgb, (width, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(|x| x.to_string())?;
         let n = c.stories.len() as f64;
         let top = c
@@ -32,21 +42,20 @@ pub fn png(e: &AlertEvent) -> Result<Vec<u8>, String> {
             )
             .fold(1.0, f64::max)
             * 1.1;
-        let (w, h) = (WIDTH as f64, HEIGHT as f64);
+        let (w, h) = (width as f64, HEIGHT as f64);
         let margin = 8.0;
         let x = |i: f64| (margin + i / n * (w - 2.0 * margin)) as i32;
         let y = |v: f64| (h - margin - v / top * (h - 2.0 * margin)) as i32;
-        // Alert window.
+        // Alert spans.
         let bucket = |t: i64| ((t - c.start) as f64 / c.bucket_secs as f64).clamp(0.0, n);
-        let (a, b) = (
-            bucket(e.window_start.timestamp()),
-            bucket(e.window_end.timestamp()),
-        );
-        root.draw(&Rectangle::new(
-            [(x(a), y(top)), (x(b), y(0.0))],
-            RGBColor(255, 220, 220).filled(),
-        ))
-        .map_err(|x| x.to_string())?;
+        let spans: Vec<(f64, f64)> = spans.iter().map(|&(a, b)| (bucket(a), bucket(b))).collect();
+        for &(a, b) in &spans {
+            root.draw(&Rectangle::new(
+                [(x(a), y(top)), (x(b).max(x(a) + 1), y(0.0))],
+                RGBColor(255, 220, 220).filled(),
+            ))
+            .map_err(|x| x.to_string())?;
+        }
         // Expected band.
         let upper: Vec<(i32, i32)> = c
             .expected
@@ -72,7 +81,10 @@ pub fn png(e: &AlertEvent) -> Result<Vec<u8>, String> {
         // Observed stories.
         for (i, &s) in c.stories.iter().enumerate() {
             if s > 0 {
-                let color = if (i as f64) >= a && (i as f64) < b {
+                let inside = spans
+                    .iter()
+                    .any(|&(a, b)| (i as f64) >= a && (i as f64) < b);
+                let color = if inside {
                     RGBColor(200, 30, 30)
                 } else {
                     RGBColor(40, 60, 110)
@@ -108,7 +120,7 @@ pub fn png(e: &AlertEvent) -> Result<Vec<u8>, String> {
     }
     let mut out = Vec::new();
     {
-        let mut enc = png::Encoder::new(&mut out, WIDTH, HEIGHT);
+        let mut enc = png::Encoder::new(&mut out, width, HEIGHT);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         let mut writer = enc.write_header().map_err(|x| x.to_string())?;
@@ -120,7 +132,6 @@ pub fn png(e: &AlertEvent) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ChartSeries;
 
     #[test]
     fn renders_a_png() {

@@ -446,3 +446,152 @@ pub async fn publish(
     }
     (ok, first_err)
 }
+
+/// Reads a topic's history without joining a consumer group: every partition from the first
+/// record at or after `from_ms` (or from the beginning) up to its end as it stood when the
+/// read began. Used by `backtest --input kafka://` and `run --warmup-from`.
+///
+/// Nothing is committed. Records come in partition order; callers sort by event time.
+/// Fails when no record arrives for `timeout`.
+pub fn read_history(
+    k: &KafkaConfig,
+    topic: &str,
+    from_ms: Option<i64>,
+    timeout: Duration,
+) -> Result<Vec<Record>, SourceError> {
+    let mut cfg = client_config(k);
+    // assign() needs no group; the id only satisfies librdkafka and is never joined.
+    cfg.set("group.id", format!("vigie-history-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(SourceError::Kafka(
+            rdkafka::error::KafkaError::MetadataFetch(
+                rdkafka::error::RDKafkaErrorCode::UnknownTopic,
+            ),
+        ));
+    }
+    // Where to start and where to stop, per partition.
+    let mut starts = TopicPartitionList::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        ends.insert(p, high);
+        starts.add_partition_offset(topic, p, Offset::Offset(low))?;
+    }
+    if let Some(ms) = from_ms {
+        let mut wanted = TopicPartitionList::new();
+        for &p in &partitions {
+            wanted.add_partition_offset(topic, p, Offset::Offset(ms))?;
+        }
+        let found = consumer.offsets_for_times(wanted, timeout)?;
+        for e in found.elements() {
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                // No record at or after the time: nothing to read there.
+                _ => ends.get(&e.partition()).copied().unwrap_or(0),
+            };
+            starts.set_partition_offset(topic, e.partition(), Offset::Offset(at))?;
+        }
+    }
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    for e in starts.elements() {
+        if let (Offset::Offset(o), Some(&end)) = (e.offset(), ends.get(&e.partition())) {
+            if o < end {
+                remaining.insert(e.partition(), end);
+            }
+        }
+    }
+    consumer.assign(&starts)?;
+    let mut out = Vec::new();
+    // The timeout counts from the last record received, so long histories finish.
+    let mut last_progress = Instant::now();
+    while !remaining.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let p = m.partition();
+                if let Some(&end) = remaining.get(&p) {
+                    if m.offset() < end {
+                        out.push(to_record(&m));
+                    }
+                    if m.offset() + 1 >= end {
+                        remaining.remove(&p);
+                    }
+                }
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                if last_progress.elapsed() > timeout {
+                    return Err(SourceError::Kafka(
+                        rdkafka::error::KafkaError::MessageConsumption(
+                            rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses where a history read starts: `earliest`, a time (RFC 3339), milliseconds since
+/// the epoch, or an age before `now` such as `7d`, `36h` or `90m`. `None` means the beginning.
+pub fn parse_history_start(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<i64>, String> {
+    let v = value.trim();
+    if v.is_empty() || v == "earliest" {
+        return Ok(None);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(Some(t.timestamp_millis()));
+    }
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    let (n, unit) = v.split_at(v.len() - 1);
+    let secs = match (n.parse::<i64>(), unit) {
+        (Ok(n), "d") => n * 86_400,
+        (Ok(n), "h") => n * 3600,
+        (Ok(n), "m") => n * 60,
+        _ => {
+            return Err(format!(
+                "`{v}`: expected earliest, an RFC 3339 time, epoch milliseconds or an age like 7d, 36h, 90m"
+            ))
+        }
+    };
+    Ok(Some((now.timestamp() - secs) * 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_start_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2022-01-08T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_history_start("earliest", now), Ok(None));
+        assert_eq!(
+            parse_history_start("7d", now),
+            Ok(Some(now.timestamp_millis() - 7 * 86_400_000))
+        );
+        assert_eq!(
+            parse_history_start("2022-01-01T00:00:00Z", now),
+            Ok(Some(1_640_995_200_000))
+        );
+        assert!(parse_history_start("7 days", now).is_err());
+        assert!(parse_history_start("x", now).is_err());
+    }
+}
