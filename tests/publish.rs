@@ -30,9 +30,15 @@ fn read_topic(
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
+    // Until `expect` messages, or 30 s, or 5 s without a message once some have come.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while out.len() < expect && Instant::now() < deadline {
+    let mut last = Instant::now();
+    while out.len() < expect
+        && Instant::now() < deadline
+        && (out.is_empty() || last.elapsed() < Duration::from_secs(5))
+    {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            last = Instant::now();
             let key = m.key().map(|k| String::from_utf8_lossy(k).to_string());
             out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
         }
@@ -212,22 +218,34 @@ fn backtest_reads_a_topic_by_timestamp_without_joining_the_group() {
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (from_file, _) = backtest(feed.to_str().unwrap());
+    // Compare with what the topic holds, read by an ordinary consumer and replayed from a
+    // file. (Tansu 0.x reported high watermarks a record or two short of what it held right
+    // after this publish; the history read must not stop there.)
+    let held = read_topic(&brokers, &topic, 3, n);
+    assert_eq!(held.len(), n);
+    let replay = d.path().join("held.jsonl");
+    std::fs::write(
+        &replay,
+        held.iter()
+            .map(|(_, v)| v.to_string() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (from_file, _) = backtest(replay.to_str().unwrap());
     let (from_kafka, summary) = backtest(&format!("kafka://{topic}?from=earliest"));
     assert!(
-        summary.contains(&format!("backtest: {n} articles")),
-        "{summary}"
+        summary.contains(&format!("backtest: {} articles", held.len())),
+        "{summary} (the topic holds {})",
+        held.len()
     );
     assert!(from_file.contains("\"started\""), "the feed has a surge");
     assert_eq!(
         from_kafka, from_file,
-        "same events from the topic as from the file"
+        "same events from the topic as from a file of its records"
     );
-    // Records are stamped with their publish time, so an age reaches none of them once it
-    // is shorter than the time since publishing; a far past start reads them all.
     let (_, summary) = backtest(&format!("kafka://{topic}?from=2000-01-01T00:00:00Z"));
     assert!(
-        summary.contains(&format!("backtest: {n} articles")),
+        summary.contains(&format!("backtest: {} articles", held.len())),
         "{summary}"
     );
     std::thread::sleep(Duration::from_secs(2));

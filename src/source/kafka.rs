@@ -512,25 +512,37 @@ pub fn read_history(
     }
     consumer.assign(&starts)?;
     let mut out = Vec::new();
+    // The high watermark is where to stop, but not every broker reports it exactly (Tansu
+    // 0.x has been seen a record or two short), so after reaching it the read goes on until
+    // the topic has been quiet for a second, keeping records stamped before the read began.
+    let began_ms = chrono::Utc::now().timestamp_millis();
     // The timeout counts from the last record received, so long histories finish.
     let mut last_progress = Instant::now();
-    while !remaining.is_empty() {
+    loop {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 last_progress = Instant::now();
                 let p = m.partition();
-                if let Some(&end) = remaining.get(&p) {
-                    if m.offset() < end {
-                        out.push(to_record(&m));
-                    }
-                    if m.offset() + 1 >= end {
-                        remaining.remove(&p);
-                    }
+                let stamp = m.timestamp().to_millis();
+                // Brokers differ in what they answer for a time past the last record, so
+                // the start time is checked on every record too.
+                let after_start = stamp.is_none_or(|t| from_ms.is_none_or(|f| t >= f));
+                let before = stamp.is_none_or(|t| t <= began_ms);
+                let within = remaining.get(&p).is_some_and(|&end| m.offset() < end);
+                if after_start && (within || before) {
+                    out.push(to_record(&m));
+                }
+                if remaining.get(&p).is_some_and(|&end| m.offset() + 1 >= end) {
+                    remaining.remove(&p);
                 }
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
-                if last_progress.elapsed() > timeout {
+                let quiet = last_progress.elapsed();
+                if remaining.is_empty() && quiet > Duration::from_secs(1) {
+                    break;
+                }
+                if quiet > timeout {
                     return Err(SourceError::Kafka(
                         rdkafka::error::KafkaError::MessageConsumption(
                             rdkafka::error::RDKafkaErrorCode::OperationTimedOut,
@@ -544,7 +556,7 @@ pub fn read_history(
 }
 
 /// Parses where a history read starts: `earliest`, a time (RFC 3339), milliseconds since
-/// the epoch, or an age before `now` such as `7d`, `36h` or `90m`. `None` means the beginning.
+/// the epoch, or an age before `now` such as `7d`, `36h`, `90m` or `30s`. `None` means the beginning.
 pub fn parse_history_start(
     value: &str,
     now: chrono::DateTime<chrono::Utc>,
@@ -564,6 +576,7 @@ pub fn parse_history_start(
         (Ok(n), "d") => n * 86_400,
         (Ok(n), "h") => n * 3600,
         (Ok(n), "m") => n * 60,
+        (Ok(n), "s") => n,
         _ => {
             return Err(format!(
                 "`{v}`: expected earliest, an RFC 3339 time, epoch milliseconds or an age like 7d, 36h, 90m"
