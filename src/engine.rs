@@ -1009,6 +1009,9 @@ impl Engine {
     }
 }
 
+/// A rule's id, its whole series and its alerts as (start, end).
+pub type RuleHistory = (String, ChartSeries, Vec<(i64, i64)>);
+
 /// A record of every rule's finished buckets and alerts over a whole run, for the charts of
 /// `vigie backtest --chart` (the engine itself keeps only two days in memory).
 #[derive(Debug, Default)]
@@ -1091,7 +1094,7 @@ impl History {
     }
 
     /// One series per rule with its alert spans.
-    pub fn series(&self) -> Vec<(String, ChartSeries, Vec<(i64, i64)>)> {
+    pub fn series(&self) -> Vec<RuleHistory> {
         self.rows
             .iter()
             .filter_map(|(rule, rows)| {
