@@ -183,6 +183,9 @@ pub struct KafkaConfig {
     pub batch_timeout_ms: u64,
     /// Passed verbatim to librdkafka (TLS, SASL, timeouts...).
     pub properties: BTreeMap<String, String>,
+    /// With a fresh state file, first replay the topic's history from this point (an age
+    /// such as `7d`, or a time) so the baselines start warm. `vigie run --warmup-from`.
+    pub warmup_from: Option<String>,
 }
 
 impl Default for KafkaConfig {
@@ -196,6 +199,7 @@ impl Default for KafkaConfig {
             max_message_bytes: crate::article::DEFAULT_MAX_MESSAGE_BYTES,
             batch_size: 1000,
             batch_timeout_ms: 100,
+            warmup_from: None,
             properties: BTreeMap::new(),
         }
     }

@@ -37,6 +37,11 @@ enum Command {
         /// Config directory (vigie.toml, rules/, entities/).
         #[arg(long, short, default_value = "config")]
         config: PathBuf,
+        /// With a fresh state file, first replay the topic's history from this point (an age
+        /// such as 7d, or an RFC 3339 time) so the baselines start warm. Alerts decided in
+        /// that history are recorded but only those of the last hour are sent.
+        #[arg(long, value_name = "WHEN")]
+        warmup_from: Option<String>,
     },
     /// Validate the configuration, rules and entities; exit 1 on any error.
     Check {
@@ -156,8 +161,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
-            let cfg = Config::load(&config)?;
+        Command::Run {
+            config,
+            warmup_from,
+        } => {
+            let mut cfg = Config::load(&config)?;
+            if warmup_from.is_some() {
+                cfg.kafka.warmup_from = warmup_from;
+            }
             runtime()?.block_on(async move {
                 let (trigger, _) = vigie::shutdown::channel();
                 let signal_trigger = trigger.clone();

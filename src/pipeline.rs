@@ -131,6 +131,9 @@ pub struct Processor {
     last_record: Instant,
     /// Partitions assigned by the source, when it has them.
     pub assigned: Option<Assigned>,
+    /// Events decided at an event time before this (unix seconds) are stored but not sent:
+    /// a warm-up replay of history should not mail last week's alerts.
+    pub notify_after: Option<i64>,
 }
 
 impl Processor {
@@ -150,6 +153,7 @@ impl Processor {
             max_bytes,
             last_record: Instant::now(),
             assigned: None,
+            notify_after: None,
         }
     }
 
@@ -257,6 +261,9 @@ impl Processor {
         let offsets = next_offsets(records);
         let mut deliveries = Vec::new();
         for e in &changes.events {
+            if self.notify_after.is_some_and(|t| e.at.timestamp() < t) {
+                continue;
+            }
             let channels = if e.notify.is_empty() {
                 &self.default_notify
             } else {

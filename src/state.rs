@@ -182,7 +182,7 @@ impl Store {
             for (event, channel) in deliveries {
                 put_outbox.execute(params![event, channel, now])?;
             }
-            let mut put_offset = tx.prepare_cached("INSERT OR REPLACE INTO offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3)")?;
+            let mut put_offset = tx.prepare_cached("INSERT INTO offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3) ON CONFLICT (topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)")?;
             for (topic, partition, next) in offsets {
                 put_offset.execute(params![topic, partition, next])?;
             }

@@ -187,3 +187,91 @@ async fn kill_9_mid_stream_then_restart_counts_every_article_once() {
         Some(total as u64)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_from_history_starts_with_warm_baselines_and_sends_no_stale_alerts() {
+    let brokers = broker();
+    let topic = unique("warmup");
+    create_topic(&brokers, &topic, 3).await;
+    // Six days of coverage whose Kazakhstan surge began twelve hours ago.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["generate", "--seed", "5", "--days", "6", "--rate", "10"])
+        .args(["--surge-hours", "12", "--end", &Utc::now().to_rfc3339()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let payloads: Vec<Vec<u8>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    produce(&brokers, &topic, &payloads).await;
+    let cfg = TestConfig::new(&brokers, &topic, "", RULES, "");
+    let toml = std::fs::read_to_string(cfg.path().join("vigie.toml"))
+        .unwrap()
+        .replace(
+            "batch_timeout_ms = 50",
+            "batch_timeout_ms = 50\nwarmup_from = \"8d\"",
+        );
+    std::fs::write(cfg.path().join("vigie.toml"), toml).unwrap();
+
+    let vigie = Vigie::start(&cfg, "warm");
+    let n = payloads.len() as f64;
+    wait_for(
+        "the history processed",
+        Duration::from_secs(90),
+        async || {
+            metric(&cfg, "vigie_articles_processed_total", "")
+                .await
+                .filter(|v| *v >= n)
+        },
+    )
+    .await;
+    assert!(vigie.log_text().contains("warm-up from history done"));
+    // The surge's start was decided in the replay: recorded, shown by the API, not sent.
+    let alerts = reqwest::get(cfg.url("/api/alerts"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(alerts.contains("kazakhstan:1:started"), "{alerts}");
+    let db = rusqlite::Connection::open(cfg.path().join("state/vigie.db")).unwrap();
+    let queued: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE event_id = 'kazakhstan:1:started'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(queued, 0, "a twelve-hour-old onset is not mailed");
+    // Every article was counted once, and the consumer went on from the history's end.
+    assert_eq!(
+        metric(&cfg, "vigie_articles_processed_total", "").await,
+        Some(n)
+    );
+    let ready = async || {
+        reqwest::get(cfg.url("/readyz"))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    };
+    wait_for("ready", Duration::from_secs(60), ready).await;
+    let (status, _) = vigie.terminate();
+    assert!(status.success());
+    let again = Vigie::start(&cfg, "again");
+    wait_for("ready again", Duration::from_secs(60), async || {
+        reqwest::get(cfg.url("/readyz"))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    assert!(again.log_text().contains("warm-up skipped"));
+    assert_eq!(
+        metric(&cfg, "vigie_articles_processed_total", "")
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "nothing read twice"
+    );
+}
