@@ -769,13 +769,16 @@ impl Engine {
             // would bias it low, since small counts are mostly 0 or above the mean.)
             let alerting = st.lifecycle.active.is_some();
             if !alerting {
-                let recent = recent_factor(&st.buckets, &st.baseline, unit, bs, first);
-                let expected: f64 = recent
-                    * (0..n)
-                        .map(|i| st.baseline.expected(Season::of(first + i * bs)))
-                        .sum::<f64>();
-                st.baseline
-                    .learn_window(window, expected, bs as f64 / 3600.0, halflife);
+                let mut expected: f64 = (0..n)
+                    .map(|i| st.baseline.expected(Season::of(first + i * bs)))
+                    .sum();
+                // Windows expected under one story teach nothing (see `learn_window`); skip
+                // the momentum sum for them.
+                if expected * 1.5 >= 1.0 {
+                    expected *= recent_factor(&st.buckets, &st.baseline, unit, bs, first);
+                    st.baseline
+                        .learn_window(window, expected, bs as f64 / 3600.0, halflife);
+                }
             }
             st.baseline.learn(
                 count,
@@ -829,14 +832,14 @@ impl Engine {
         let mut chosen: Option<(i64, detect::Verdict)> = None;
         // An open alert is judged against the long-run baseline only, or a lasting surge
         // would soon explain itself away.
-        let onset = st.lifecycle.active.is_none();
+        // One momentum factor for all windows: the hours before the alert window.
+        let recent = if st.lifecycle.active.is_none() && cfg.kind == DetectorKind::Baseline {
+            recent_factor(&st.buckets, &st.baseline, cfg.count, bs, end - (n - 1) * bs)
+        } else {
+            1.0
+        };
         for &m in &lengths {
             let start = end - (m - 1) * bs;
-            let recent = if onset && cfg.kind == DetectorKind::Baseline {
-                recent_factor(&st.buckets, &st.baseline, cfg.count, bs, start)
-            } else {
-                1.0
-            };
             let observed: u64 = st
                 .buckets
                 .range(start..=if lead { end + bs } else { end })
