@@ -31,6 +31,7 @@ use serde::Serialize;
 use crate::article::{Article, DateOrigin};
 use crate::detect::{DetectorConfig, EventKind};
 use crate::engine::{ts, AlertEvent, Engine, EngineSettings};
+use crate::generate::{SOURCES_EN, SOURCES_FR};
 use crate::matcher::{ArticleMatch, Matcher, MatcherOptions};
 use crate::rules::Rule;
 
@@ -131,25 +132,6 @@ const SYLLABLES: &[&str] = &[
     "nu", "cho", "ter", "pol", "ma", "den", "os", "tur", "bel", "ni", "ste", "gra", "mon",
 ];
 
-const SOURCES: &[&str] = &[
-    "lemonde.fr",
-    "lefigaro.fr",
-    "francetvinfo.fr",
-    "rfi.fr",
-    "liberation.fr",
-    "ouest-france.fr",
-    "la-croix.com",
-    "lesechos.fr",
-    "reuters.com",
-    "apnews.com",
-    "bbc.co.uk",
-    "theguardian.com",
-    "euronews.com",
-    "france24.com",
-    "dw.com",
-    "afp.com",
-];
-
 /// Letters for topic number `i`: a, b, …, z, ba, bb, …
 fn letters(mut i: usize) -> String {
     let mut s = Vec::new();
@@ -190,14 +172,15 @@ impl Gen {
         }
         let title = title.join(" ");
         let body = body.join(" ");
-        let first = self.rng.gen_range(0..SOURCES.len());
+        let sources: Vec<&str> = SOURCES_FR.iter().chain(SOURCES_EN).copied().collect();
+        let first = self.rng.gen_range(0..sources.len());
         for c in 0..=copies {
             let at = if c == 0 {
                 t
             } else {
                 t + self.rng.gen_range(0..spread.max(1))
             };
-            let source = SOURCES[(first + c) % SOURCES.len()];
+            let source = sources[(first + c) % sources.len()];
             self.n += 1;
             self.articles.push(Article {
                 id: format!("e{}", self.n),

@@ -45,7 +45,8 @@ impl Default for GenerateOptions {
 
 pub const SCENARIOS: &[&str] = &["kazakhstan-unrest", "background"];
 
-const SOURCES_FR: &[&str] = &[
+/// Publishers the synthetic feeds draw from (also used by [`crate::evaluation`]).
+pub(crate) const SOURCES_FR: &[&str] = &[
     "lemonde.fr",
     "lefigaro.fr",
     "francetvinfo.fr",
@@ -55,7 +56,7 @@ const SOURCES_FR: &[&str] = &[
     "la-croix.com",
     "lesechos.fr",
 ];
-const SOURCES_EN: &[&str] = &[
+pub(crate) const SOURCES_EN: &[&str] = &[
     "reuters.com",
     "apnews.com",
     "bbc.co.uk",
