@@ -164,6 +164,44 @@ async fn a_receiver_answering_503_three_times_gets_exactly_one_accepted_delivery
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_slower_than_the_timeout_is_retried_under_the_same_idempotency_key() {
+    // Two requests take 3 s against a 1 s timeout; the third is answered at once.
+    let hook = receiver::start_with("s3cret", 0, 200, (2, Duration::from_secs(3))).await;
+    let d = tempfile::tempdir().unwrap();
+    let e = event("kz");
+    let path = store_with(d.path(), &e, &["hook"]);
+    let slow = Arc::new(
+        vigie::sink::webhook::WebhookNotifier::new(
+            hook.url(),
+            Some(vigie::config::Secret::new("s3cret")),
+            Default::default(),
+            None,
+            Duration::from_secs(1),
+            false,
+        )
+        .unwrap(),
+    );
+    let w = worker(&path, HashMap::from([("hook".to_string(), slow as _)]));
+    let started = Instant::now();
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.dead), (1, 0));
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 3);
+    // Each timed-out attempt was given up after about the timeout, not the receiver's 3 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The abandoned requests were cancelled with their connections (axum drops the handler);
+    // a receiver that finished them anyway would see the same Idempotency-Key again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let accepted = hook.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1);
+    assert!(accepted[0].signature_ok);
+    assert_eq!(accepted[0].idempotency_key, "kz:1:started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_4xx_is_not_retried_and_one_channel_does_not_affect_another() {
     let bad = receiver::start("s3cret", 100, 400).await;
     let good = receiver::start("s3cret", 0, 200).await;

@@ -31,6 +31,8 @@ struct Inner {
     secret: String,
     fail_first: usize,
     fail_status: u16,
+    /// The first `slow_first.0` requests are answered only after `slow_first.1`.
+    slow_first: (usize, std::time::Duration),
     accepted: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<AtomicUsize>,
 }
@@ -38,12 +40,30 @@ struct Inner {
 /// Starts a receiver on 127.0.0.1:0 that answers `fail_status` to the first `fail_first`
 /// requests, then 200.
 pub async fn start(secret: &str, fail_first: usize, fail_status: u16) -> Receiver {
+    start_with(
+        secret,
+        fail_first,
+        fail_status,
+        (0, std::time::Duration::ZERO),
+    )
+    .await
+}
+
+/// As [`start`], and the first `slow_first.0` requests wait `slow_first.1` before answering
+/// (and are then accepted, as a real server that finishes its work would).
+pub async fn start_with(
+    secret: &str,
+    fail_first: usize,
+    fail_status: u16,
+    slow_first: (usize, std::time::Duration),
+) -> Receiver {
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
     let inner = Arc::new(Inner {
         secret: secret.into(),
         fail_first,
         fail_status,
+        slow_first,
         accepted: accepted.clone(),
         attempts: attempts.clone(),
     });
@@ -62,6 +82,9 @@ async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) ->
     let n = s.attempts.fetch_add(1, Ordering::SeqCst);
     if n < s.fail_first {
         return StatusCode::from_u16(s.fail_status).unwrap();
+    }
+    if n < s.slow_first.0 {
+        tokio::time::sleep(s.slow_first.1).await;
     }
     let sig = headers
         .get("x-vigie-signature")
