@@ -277,6 +277,9 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
                             if let Ok(mut p) = p.lock() {
                                 p.engine.set_matcher(matcher);
                             }
+                            // The old matcher is gone now (the lock excluded any batch
+                            // still using it).
+                            release_freed_memory();
                         })
                         .await
                         .map_err(|e| vec![e.to_string()])?;
@@ -413,6 +416,18 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     reloader.abort();
     tracing::info!("stopped");
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// Gives freed memory back to the operating system. A matcher is tens of megabytes (the
+/// gazetteer's automaton) built on a blocking-pool thread; without this, each reload left
+/// the previous one's pages in some thread's malloc arena and resident memory stepped up
+/// with every reload (79 → 134 MB over eight reloads in tests/soak.rs). glibc only.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Reloads rules on changes under `rules/` and `entities/` (debounced) and on SIGHUP.
