@@ -149,6 +149,8 @@ fn letters(mut i: usize) -> String {
 struct Gen {
     rng: StdRng,
     vocab: Vec<String>,
+    /// Publishers stories and their copies come from.
+    sources: Vec<&'static str>,
     articles: Vec<Article>,
     n: u64,
 }
@@ -172,15 +174,14 @@ impl Gen {
         }
         let title = title.join(" ");
         let body = body.join(" ");
-        let sources: Vec<&str> = SOURCES_FR.iter().chain(SOURCES_EN).copied().collect();
-        let first = self.rng.gen_range(0..sources.len());
+        let first = self.rng.gen_range(0..self.sources.len());
         for c in 0..=copies {
             let at = if c == 0 {
                 t
             } else {
                 t + self.rng.gen_range(0..spread.max(1))
             };
-            let source = sources[(first + c) % sources.len()];
+            let source = self.sources[(first + c) % self.sources.len()];
             self.n += 1;
             self.articles.push(Article {
                 id: format!("e{}", self.n),
@@ -229,6 +230,7 @@ pub fn synthesize(o: &StreamOptions) -> Stream {
     let mut g = Gen {
         rng: StdRng::seed_from_u64(o.seed ^ 0x5eed),
         vocab,
+        sources: SOURCES_FR.iter().chain(SOURCES_EN).copied().collect(),
         articles: Vec::new(),
         n: 0,
     };
