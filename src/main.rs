@@ -543,10 +543,7 @@ fn backtest(
         cfg.kafka.max_message_bytes,
     );
     let now = Utc::now();
-    // Event-time order, as the feed would have delivered it.
-    let parsed = processor.parse(&records, now);
-    let mut rows: Vec<_> = records.into_iter().zip(parsed).collect();
-    rows.sort_by_key(|(_, p)| p.as_ref().map(|a| a.published_at).ok());
+    let rows = processor.parse_in_event_time_order(records, now);
     let mut out = std::io::stdout().lock();
     let (mut articles, mut rejected, mut late, mut events) = (0, 0, 0, 0);
     let mut per_kind = std::collections::BTreeMap::new();

@@ -174,6 +174,19 @@ impl Processor {
             .collect()
     }
 
+    /// Parses records and orders them by event time, as the feed would have delivered them
+    /// (refused records first): how `backtest` and the warm-up replay history.
+    pub fn parse_in_event_time_order(
+        &self,
+        records: Vec<Record>,
+        now: DateTime<Utc>,
+    ) -> Vec<(Record, Result<Article, Reject>)> {
+        let parsed = self.parse(&records, now);
+        let mut rows: Vec<_> = records.into_iter().zip(parsed).collect();
+        rows.sort_by_key(|(_, p)| p.as_ref().map(|a| a.published_at).ok());
+        rows
+    }
+
     /// Matches, counts, detects and commits one parsed batch.
     pub fn apply(
         &mut self,

@@ -154,9 +154,7 @@ fn warm_up(config: &Config, matcher: Arc<Matcher>, from: &str) -> anyhow::Result
         config.kafka.max_message_bytes,
     );
     p.notify_after = Some(now.timestamp() - 3600);
-    let parsed = p.parse(&records, now);
-    let mut rows: Vec<_> = records.into_iter().zip(parsed).collect();
-    rows.sort_by_key(|(_, a)| a.as_ref().map(|a| a.published_at).ok());
+    let rows = p.parse_in_event_time_order(records, now);
     let (mut articles, mut rejected, mut events) = (0, 0, 0);
     for chunk in rows.chunks(1000) {
         let (records, parsed): (Vec<_>, Vec<_>) = chunk.iter().cloned().unzip();

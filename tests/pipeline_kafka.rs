@@ -249,23 +249,11 @@ async fn warmup_from_history_starts_with_warm_baselines_and_sends_no_stale_alert
         metric(&cfg, "vigie_articles_processed_total", "").await,
         Some(n)
     );
-    let ready = async || {
-        reqwest::get(cfg.url("/readyz"))
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    };
-    wait_for("ready", Duration::from_secs(60), ready).await;
+    wait_ready(&cfg, "ready").await;
     let (status, _) = vigie.terminate();
     assert!(status.success());
     let again = Vigie::start(&cfg, "again");
-    wait_for("ready again", Duration::from_secs(60), async || {
-        reqwest::get(cfg.url("/readyz"))
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_ready(&cfg, "ready again").await;
     assert!(again.log_text().contains("warm-up skipped"));
     assert_eq!(
         metric(&cfg, "vigie_articles_processed_total", "")

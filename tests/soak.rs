@@ -49,13 +49,7 @@ async fn sustained_load_with_reloads_and_a_slow_receiver_keeps_memory_flat_and_c
     let cfg = TestConfig::new(&brokers, &topic, &extra, RULES, "");
     let vigie = Vigie::start(&cfg, "soak");
     let pid = vigie.child.id();
-    wait_for("ready", Duration::from_secs(60), async || {
-        reqwest::get(cfg.url("/readyz"))
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_ready(&cfg, "ready").await;
 
     // 50 articles a second, one in five about Kazakhstan, in one-second batches.
     let rate = 50;

@@ -279,6 +279,17 @@ pub fn article(
     .unwrap()
 }
 
+/// Waits until `/readyz` answers 2xx.
+pub async fn wait_ready(cfg: &TestConfig, what: &str) {
+    wait_for(what, Duration::from_secs(60), async || {
+        reqwest::get(cfg.url("/readyz"))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+}
+
 /// Sum of `field` over a rule's series from the API.
 pub async fn series_total(cfg: &TestConfig, rule: &str, field: &str) -> Option<u64> {
     let v: serde_json::Value = reqwest::get(cfg.url(&format!("/api/rules/{rule}/series?hours=48")))
