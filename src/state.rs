@@ -25,6 +25,11 @@ pub enum StateError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "state file {path} is read-only (a read-only mount, or a disk the kernel made read-only \
+         after an error); vigie will not consume what it cannot record"
+    )]
+    ReadOnly { path: String },
     #[error("state file: corrupt record: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -103,6 +108,14 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path)?;
+        // SQLite quietly falls back to a read-only handle when the file cannot be opened for
+        // writing; the first commit would then fail after a batch had been consumed. Every
+        // caller of `open` writes, so refuse at once and name the file.
+        if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            return Err(StateError::ReadOnly {
+                path: path.display().to_string(),
+            });
+        }
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed transaction survives power loss, which is what lets us store
