@@ -14,69 +14,8 @@ use vigie::engine::{Engine, EngineSettings};
 use vigie::matcher::{Matcher, MatcherOptions};
 use vigie::rules::RuleSet;
 
-/// Articles of about 3 KB from the scenario generator (French and English).
-fn corpus(n: usize) -> Vec<Vec<u8>> {
-    let opts = vigie::generate::GenerateOptions {
-        seed: 42,
-        end: Utc.with_ymd_and_hms(2022, 1, 8, 12, 0, 0).unwrap(),
-        days: 4,
-        rate: 60.0,
-        body_bytes: 3000,
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    vigie::generate::generate(&opts, &mut |a| {
-        if out.len() < n {
-            out.push(serde_json::to_vec(&a).unwrap())
-        }
-    })
-    .unwrap();
-    out
-}
-
-/// `n` rules like a newsroom's watch list: each rule has its own subject (here unique
-/// made-up words, so they do not match by accident), and one rule in a hundred each of a
-/// common news word, a country, and an entity query, so about 3% of rules match often.
-fn rules_toml(n: usize) -> String {
-    const WORDS: &[&str] = &[
-        "budget",
-        "inflation",
-        "tennis",
-        "rugby",
-        "climat",
-        "énergie",
-        "sécheresse",
-        "cyberattaque",
-        "smartphone",
-        "assemblée",
-        "municipales",
-        "coalition",
-        "logement",
-        "protests",
-        "emergency",
-        "troops",
-        "airport",
-        "blackout",
-        "grain",
-        "forum",
-    ];
-    let mut s = String::new();
-    for i in 0..n {
-        let w = WORDS[(i / 100) % WORDS.len()];
-        let rule = match i % 100 {
-            0 => format!("keywords = [\"{w}\", \"zq{i}x\"]"),
-            1 => format!(
-                "countries = [\"{}\"]",
-                ["KZ", "FR", "DE", "US", "RU", "UA", "CN", "TR"][(i / 100) % 8]
-            ),
-            2 => format!("query = 'entity:tokayev OR \"{w} zq{i}\"'"),
-            k if k % 3 == 0 => format!("query = '(zq{i}a OR \"zq{i}b zq{i}c\") AND NOT zq{i}d'"),
-            _ => format!("keywords = [\"zq{i}x\", \"zq{i}y zq{i}z\"]"),
-        };
-        s.push_str(&format!("[[rule]]\nid = \"r{i}\"\n{rule}\n\n"));
-    }
-    s
-}
+mod common;
+use common::{corpus, rules_toml};
 
 fn matcher(n: usize) -> Matcher {
     let d = tempfile::tempdir().unwrap();
@@ -87,7 +26,7 @@ fn matcher(n: usize) -> Matcher {
         d.path().join("entities/people.toml"),
     )
     .unwrap();
-    std::fs::write(d.path().join("rules/bench.toml"), rules_toml(n)).unwrap();
+    std::fs::write(d.path().join("rules/bench.toml"), rules_toml(n).0).unwrap();
     let set = RuleSet::load(d.path(), &[]).unwrap();
     Matcher::new(set.rules, set.entities, &MatcherOptions::default()).unwrap()
 }

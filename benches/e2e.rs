@@ -1,0 +1,684 @@
+//! The end-to-end performance harness of the performance issue: one run, one table.
+//!
+//!     scripts/bench.sh                 # starts a local broker, builds, runs this
+//!     KAFKA_BOOTSTRAP=host:9092 cargo bench --bench e2e
+//!
+//! What it does, in order, all against the same broker and the same topic:
+//!
+//! 1. generates `VIGIE_BENCH_ARTICLES` (100,000) articles of about 3 KB (French and
+//!    English, some rule hits) and publishes them to a fresh topic of 4 partitions;
+//!    writes rule sets of 10, 1,000 and 10,000 keyword rules (`VIGIE_BENCH_RULES`);
+//! 2. I/O ceiling: one bare rdkafka consumer that only reads the topic;
+//! 3. compute ceiling: one bare consumer per core, each running a single Aho-Corasick DFA
+//!    of all the rule set's keywords over the raw payload bytes (no JSON, no normalization,
+//!    no rule logic);
+//! 4. a Python consumer (confluent-kafka, JSON parse, tokenize, set lookups), when the
+//!    project's venv has confluent-kafka;
+//! 5. `vigie run` from the earliest offset with each rule set and the full gazetteer:
+//!    articles per second from the first to the last article, read from
+//!    `vigie_articles_processed_total`; CPU used (cores); peak RSS; time from spawn to
+//!    `/healthz` answering (startup) and to `/readyz` (partitions assigned);
+//! 6. latency under steady load: the time from producing an article that starts an alert
+//!    to the webhook receiver getting it, over `VIGIE_BENCH_TRIALS` (100) trials while a
+//!    background producer publishes `VIGIE_BENCH_LOAD` (500) articles a second.
+//!
+//! Rates are from the first consumed article to the last, each figure's ratio to the
+//! ceilings is printed beside it; ratios within one run are what docs/BENCHMARKS.md quotes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use chrono::Utc;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+mod common;
+
+const PARTITIONS: i32 = 4;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument that is not ours means another
+    // bench target was asked for.
+    if std::env::args()
+        .skip(1)
+        .any(|a| !a.starts_with('-') && a != "e2e")
+    {
+        return;
+    }
+    let brokers = std::env::var("KAFKA_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let n: usize = env_or("VIGIE_BENCH_ARTICLES", 100_000);
+    let trials: usize = env_or("VIGIE_BENCH_TRIALS", 100);
+    let load: u64 = env_or("VIGIE_BENCH_LOAD", 500);
+    let rule_counts: Vec<usize> = std::env::var("VIGIE_BENCH_RULES")
+        .unwrap_or_else(|_| "10,1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut table = Table::default();
+
+    // 1. Articles and rule sets.
+    eprintln!("generating {n} articles");
+    let articles = common::corpus_until(n, Utc::now());
+    assert_eq!(articles.len(), n, "the generator made fewer articles");
+    let bytes: usize = articles.iter().map(Vec::len).sum();
+    let topic = unique("bench");
+    rt.block_on(create_topic(&brokers, &topic, PARTITIONS));
+    let started = Instant::now();
+    publish(&brokers, &topic, &articles);
+    let publish_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "published {n} articles ({:.1} MB) in {publish_secs:.1} s",
+        bytes as f64 / 1e6
+    );
+    table.note(format!(
+        "{n} articles, {:.0} bytes each on average, {PARTITIONS} partitions; published in {publish_secs:.1} s",
+        bytes as f64 / n as f64
+    ));
+    let rule_sets: Vec<(usize, String, Vec<String>)> = rule_counts
+        .iter()
+        .map(|&k| {
+            let (toml, words) = common::rules_toml(k);
+            (k, toml, words)
+        })
+        .collect();
+
+    // 2. I/O ceiling.
+    let io = consume_all(&brokers, &topic, n, 1, |_| 0);
+    table.row("I/O ceiling: bare consumer, 1 thread", io, None);
+
+    // 3. Compute ceilings, one per rule set with keywords.
+    let mut compute: HashMap<usize, f64> = HashMap::new();
+    for (k, _, words) in &rule_sets {
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(words)
+            .unwrap();
+        let rate = consume_all(&brokers, &topic, n, 2, |payload| {
+            ac.find_iter(payload).count()
+        });
+        compute.insert(*k, rate);
+        table.row(
+            &format!(
+                "compute ceiling: 2 consumers, one AC DFA of {} keywords ({k} rules)",
+                words.len()
+            ),
+            rate,
+            None,
+        );
+    }
+
+    // 4. A competent Python consumer, on the 1,000-rule keywords (or the largest set).
+    let python = rule_sets
+        .iter()
+        .find(|(k, _, _)| *k == 1000)
+        .or(rule_sets.last())
+        .and_then(|(k, _, words)| {
+            let rate = python_consumer(&brokers, &topic, n, words, work.path())?;
+            table.row(
+                &format!(
+                    "Python consumer (confluent-kafka, json, tokenize, set lookups; {k} rules)"
+                ),
+                rate,
+                compute.get(k).copied(),
+            );
+            Some(rate)
+        });
+
+    // 5. vigie end to end.
+    let mut peak_rss = Vec::new();
+    for (k, toml, _) in &rule_sets {
+        let dir = work.path().join(format!("vigie-{k}"));
+        let cfg = VigieConfig::write(&dir, &brokers, &topic, toml, "");
+        let run = cfg.run_to_end(n, &rt);
+        table.row(
+            &format!(
+                "vigie run, {k} rules (full gazetteer, entities, counting, state): {:.2} cores busy",
+                run.cores
+            ),
+            run.rate,
+            compute.get(k).copied(),
+        );
+        if let Some(p) = python {
+            table.ratio_note(format!(
+                "vigie at {k} rules / Python consumer: {:.2}×",
+                run.rate / p
+            ));
+        }
+        peak_rss.push((*k, run.peak_rss_mb, run.startup, run.ready));
+    }
+    for (k, rss, startup, ready) in &peak_rss {
+        table.note(format!(
+            "{k} rules: peak RSS {rss:.0} MB; startup to /healthz {:.2} s; to /readyz (partitions assigned) {:.2} s",
+            startup.as_secs_f64(),
+            ready.as_secs_f64()
+        ));
+    }
+
+    // 6. Latency under steady load.
+    if trials > 0 {
+        let (p50, p99, max, got) = latency(&brokers, &rt, work.path(), trials, load);
+        table.note(format!(
+            "produce-to-webhook latency over {got} of {trials} trials at {load} articles/s background load: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            p50, p99, max
+        ));
+    }
+    table.print();
+}
+
+/// The lines of the final table.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, f64, Option<f64>)>,
+    notes: Vec<String>,
+    ratios: Vec<String>,
+    io: Option<f64>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, rate: f64, compute: Option<f64>) {
+        if self.io.is_none() {
+            self.io = Some(rate);
+        }
+        eprintln!("{what}: {rate:.0} articles/s");
+        self.rows.push((what.to_string(), rate, compute));
+    }
+
+    fn note(&mut self, s: String) {
+        eprintln!("{s}");
+        self.notes.push(s);
+    }
+
+    fn ratio_note(&mut self, s: String) {
+        eprintln!("{s}");
+        self.ratios.push(s);
+    }
+
+    fn print(&self) {
+        let io = self.io.unwrap_or(f64::NAN);
+        println!();
+        println!("| measurement | articles/s | / I/O ceiling | / compute ceiling |");
+        println!("|---|---|---|---|");
+        for (what, rate, compute) in &self.rows {
+            let c = compute.map_or(String::new(), |c| format!("{:.2}", rate / c));
+            println!("| {what} | {rate:.0} | {:.3} | {c} |", rate / io);
+        }
+        println!();
+        for s in self.ratios.iter().chain(&self.notes) {
+            println!("* {s}");
+        }
+    }
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let r = admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    for x in r {
+        x.expect("topic created");
+    }
+}
+
+/// Publishes every payload, spread evenly over the partitions, and waits for the acks.
+fn publish(brokers: &str, topic: &str, payloads: &[Vec<u8>]) {
+    let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .expect("producer");
+    for (i, payload) in payloads.iter().enumerate() {
+        let mut rec = BaseRecord::<(), [u8]>::to(topic)
+            .payload(payload.as_slice())
+            .partition(i as i32 % PARTITIONS);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120))
+        .expect("all articles acknowledged");
+}
+
+/// Reads the whole topic with `threads` bare consumers (partitions split between them),
+/// calling `work` on every payload; returns articles per second from the first record to
+/// the last.
+fn consume_all(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    threads: usize,
+    work: impl Fn(&[u8]) -> usize + Sync,
+) -> f64 {
+    let seen = AtomicUsize::new(0);
+    let first: Mutex<Option<Instant>> = Mutex::new(None);
+    let last: Mutex<Option<Instant>> = Mutex::new(None);
+    let sink = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (seen, first, last, sink, work) = (&seen, &first, &last, &sink, &work);
+            s.spawn(move || {
+                let c: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .set("group.id", unique("bench-ceiling"))
+                    .set("enable.auto.commit", "false")
+                    .create()
+                    .expect("consumer");
+                let mut tpl = TopicPartitionList::new();
+                for p in (0..PARTITIONS).filter(|p| *p as usize % threads == t) {
+                    tpl.add_partition_offset(topic, p, Offset::Beginning)
+                        .unwrap();
+                }
+                c.assign(&tpl).unwrap();
+                let mut local = 0usize;
+                let mut quiet_since = Instant::now();
+                while seen.load(Ordering::Relaxed) < n {
+                    match c.poll(Duration::from_millis(100)) {
+                        Some(Ok(m)) => {
+                            first.lock().unwrap().get_or_insert_with(Instant::now);
+                            local += work(m.payload().unwrap_or_default());
+                            if seen.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                                *last.lock().unwrap() = Some(Instant::now());
+                            }
+                            quiet_since = Instant::now();
+                        }
+                        Some(Err(e)) => panic!("consume: {e}"),
+                        None if quiet_since.elapsed() > Duration::from_secs(20) => break,
+                        None => {}
+                    }
+                }
+                sink.fetch_add(local, Ordering::Relaxed);
+            });
+        }
+    });
+    let got = seen.load(Ordering::Relaxed);
+    assert!(got >= n, "read {got} of {n} articles");
+    std::hint::black_box(sink.load(Ordering::Relaxed));
+    let (f, l) = (first.into_inner().unwrap(), last.into_inner().unwrap());
+    n as f64 / l.unwrap().duration_since(f.unwrap()).as_secs_f64()
+}
+
+fn python_consumer(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    words: &[String],
+    work: &Path,
+) -> Option<f64> {
+    let python = std::env::var("VIGIE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("var/venv/bin/python"));
+    let kw = work.join("python-keywords.txt");
+    std::fs::write(&kw, words.join("\n")).unwrap();
+    let out = Command::new(&python)
+        .arg(repo().join("scripts/bench_consumer.py"))
+        .args(["--brokers", brokers, "--topic", topic, "--expect"])
+        .arg(n.to_string())
+        .arg("--keywords")
+        .arg(&kw)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            v["rate"].as_f64()
+        }
+        Ok(o) => {
+            eprintln!(
+                "Python consumer skipped: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("Python consumer skipped: {} ({e})", python.display());
+            None
+        }
+    }
+}
+
+/// A config directory for one `vigie run`.
+struct VigieConfig {
+    dir: PathBuf,
+    http: u16,
+}
+
+struct RunFigures {
+    rate: f64,
+    cores: f64,
+    peak_rss_mb: f64,
+    startup: Duration,
+    ready: Duration,
+}
+
+impl VigieConfig {
+    fn write(dir: &Path, brokers: &str, topic: &str, rules: &str, extra: &str) -> VigieConfig {
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::create_dir_all(dir.join("entities")).unwrap();
+        std::fs::copy(
+            repo().join("config/entities/people.toml"),
+            dir.join("entities/people.toml"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("rules/bench.toml"), rules).unwrap();
+        let http = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let toml = format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[state]\npath = \"{state}\"\n\n{extra}\n",
+            group = unique("bench-vigie"),
+            state = dir.join("state/vigie.db").display(),
+        );
+        std::fs::write(dir.join("vigie.toml"), toml).unwrap();
+        VigieConfig {
+            dir: dir.to_path_buf(),
+            http,
+        }
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::fs::File::create(self.dir.join("vigie.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_vigie"))
+            .args(["run", "--config"])
+            .arg(&self.dir)
+            .env("VIGIE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vigie")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// Waits until `path` answers 200; returns the time since `since`.
+    async fn wait_ok(&self, path: &str, since: Instant, child: &mut Child) -> Duration {
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(self.url(path)).send().await {
+                if r.status().is_success() {
+                    return since.elapsed();
+                }
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("vigie exited ({st}); log in {}", self.dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn processed(&self, client: &reqwest::Client) -> Option<u64> {
+        let text = client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("vigie_articles_processed_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
+    /// Starts vigie on a fresh state, waits until it has processed `n` articles, stops it.
+    fn run_to_end(&self, n: usize, rt: &tokio::runtime::Runtime) -> RunFigures {
+        let spawned = Instant::now();
+        let mut child = self.spawn();
+        let pid = child.id();
+        let figures = rt.block_on(async {
+            let startup = self.wait_ok("/healthz", spawned, &mut child).await;
+            let ready = self.wait_ok("/readyz", spawned, &mut child).await;
+            let client = reqwest::Client::new();
+            let mut first: Option<(Instant, f64)> = None;
+            let deadline = Instant::now() + Duration::from_secs(900);
+            let (last, cpu_last) = loop {
+                let done = self.processed(&client).await.unwrap_or(0);
+                if done > 0 && first.is_none() {
+                    first = Some((Instant::now(), cpu_seconds(pid)));
+                }
+                if done >= n as u64 {
+                    break (Instant::now(), cpu_seconds(pid));
+                }
+                assert!(Instant::now() < deadline, "vigie did not finish in time");
+                if let Ok(Some(st)) = child.try_wait() {
+                    panic!("vigie exited ({st}); log in {}", self.dir.display());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let (first, cpu_first) = first.unwrap();
+            let secs = last.duration_since(first).as_secs_f64();
+            RunFigures {
+                rate: n as f64 / secs,
+                cores: (cpu_last - cpu_first) / secs,
+                peak_rss_mb: peak_rss_mb(pid),
+                startup,
+                ready,
+            }
+        });
+        stop(child);
+        figures
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// User + system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Produce-to-webhook latency: `trials` rules, each starting an alert at its first story,
+/// while a background producer keeps the feed busy. Returns p50, p99, max (ms) and the
+/// number of trials whose alert arrived.
+fn latency(
+    brokers: &str,
+    rt: &tokio::runtime::Runtime,
+    work: &Path,
+    trials: usize,
+    load: u64,
+) -> (f64, f64, f64, usize) {
+    let topic = unique("bench-latency");
+    rt.block_on(create_topic(brokers, &topic, PARTITIONS));
+    // The receiver: rule id → arrival time.
+    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let port = rt.block_on(receiver(arrivals.clone()));
+    let (mut rules, _) = common::rules_toml(10);
+    for k in 0..trials {
+        rules.push_str(&format!(
+            "[[rule]]\nid = \"lat{k}\"\nkeywords = [\"zqlat{k}q\"]\nnotify = [\"hook\"]\n\n[rule.spike]\nkind = \"threshold\"\nthreshold = 1\nmin_count = 1\n\n"
+        ));
+    }
+    let extra =
+        format!("[channels.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\n");
+    let cfg = VigieConfig::write(&work.join("vigie-latency"), brokers, &topic, &rules, &extra);
+    let mut child = cfg.spawn();
+    rt.block_on(cfg.wait_ok("/readyz", Instant::now(), &mut child));
+
+    // Background load: current articles, so the event-time clock follows the wall clock.
+    let background = common::corpus(2_000);
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer"),
+    );
+    let loader = {
+        let (stop_load, producer, topic) = (stop_load.clone(), producer.clone(), topic.clone());
+        std::thread::spawn(move || {
+            let every = Duration::from_secs_f64(1.0 / load.max(1) as f64);
+            let mut next = Instant::now();
+            let mut i = 0usize;
+            while !stop_load.load(Ordering::Relaxed) {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&background[i % background.len()]).unwrap();
+                v["published_at"] = Utc::now().to_rfc3339().into();
+                v["id"] = format!("load-{i}").into();
+                let bytes = serde_json::to_vec(&v).unwrap();
+                let rec = BaseRecord::<(), [u8]>::to(&topic)
+                    .payload(&bytes)
+                    .partition(i as i32 % PARTITIONS);
+                let _ = producer.send(rec);
+                i += 1;
+                next += every;
+                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(d);
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+
+    let mut samples = Vec::new();
+    for k in 0..trials {
+        let body = serde_json::json!({
+            "id": format!("trial-{k}"),
+            "title": format!("Breaking: zqlat{k}q reported"),
+            "body": "A short wire item for the latency trial.",
+            "source": "bench.example",
+            "url": format!("https://bench.example/trial/{k}"),
+            "published_at": Utc::now().to_rfc3339(),
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let sent = Instant::now();
+        let rec = BaseRecord::<(), [u8]>::to(&topic)
+            .payload(&bytes)
+            .partition(k as i32 % PARTITIONS);
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+        let id = format!("lat{k}");
+        let deadline = sent + Duration::from_secs(10);
+        loop {
+            if let Some(at) = arrivals.lock().unwrap().get(&id) {
+                samples.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("trial {k}: no alert within 10 s");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop_load.store(true, Ordering::Relaxed);
+    loader.join().unwrap();
+    stop(child);
+    samples.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        if samples.is_empty() {
+            f64::NAN
+        } else {
+            samples[((samples.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    (q(0.5), q(0.99), q(1.0), samples.len())
+}
+
+/// A webhook receiver on 127.0.0.1:0 that notes when each rule's first event arrives.
+async fn receiver(arrivals: Arc<Mutex<HashMap<String, Instant>>>) -> u16 {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let arrivals = arrivals.clone();
+            async move {
+                let at = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    if let Some(rule) = v["rule"].as_str() {
+                        arrivals
+                            .lock()
+                            .unwrap()
+                            .entry(rule.to_string())
+                            .or_insert(at);
+                    }
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}

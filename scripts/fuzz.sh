@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of vigie's parsers with cargo fuzz (libFuzzer).
+#
+#   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+#
+# Targets (fuzz/fuzz_targets/, bodies in fuzz/bodies.rs): article, rawtext, query, rule_file.
+# The machines have one stable toolchain, so the targets are built without a sanitizer
+# (`-s none`): Rust's own checks catch out-of-bounds access, and `-a` keeps debug
+# assertions and integer-overflow checks on in the optimized build. Starting corpora are
+# built here from real inputs (the seed articles in ../shared/seeds, `vigie generate`,
+# the example rules), never committed. A crash leaves its input in fuzz/artifacts/TARGET/;
+# copy it to fuzz/regressions/TARGET/ once fixed: tests/robustness.rs replays that folder.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+secs=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(article rawtext query rule_file)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+cd "$here"
+corpus=$here/fuzz/corpus
+mkdir -p "$corpus"/{article,rawtext,query,rule_file}
+seeds=$here/../shared/seeds
+if [ -d "$seeds" ]; then cp "$seeds"/* "$corpus/rawtext/"; fi
+cargo build --release --quiet --bin vigie
+./target/release/vigie generate --days 1 --rate 1 --surge-hours 2 --body-bytes 600 \
+  --output "$corpus/generated.jsonl"
+split -l 1 "$corpus/generated.jsonl" "$corpus/article/gen-"
+cp config/rules/*.toml "$corpus/rule_file/"
+{ grep -h '^query = ' config/rules/*.toml || true; } | sed -E "s/^query = ['\"](.*)['\"]$/\1/" |
+  split -l 1 - "$corpus/query/rule-"
+printf '%s' '"état d'"'"'urgence" NEAR/5 (Almaty OR Алматы) AND NOT sport' > "$corpus/query/hand-1"
+printf '%s' 'country:KZ AND entity:tokayev' > "$corpus/query/hand-2"
+
+for t in "${targets[@]}"; do
+  echo "== fuzzing $t for ${secs}s"
+  cargo fuzz run -s none -O -a "$t" "$corpus/$t" -- \
+    -max_total_time="$secs" -rss_limit_mb=4096 -max_len=65536 -timeout=10 -print_final_stats=1 \
+    2>&1 | grep -E '^(#[0-9]+ +DONE|stat::|==|SUMMARY|thread .* panicked|Test unit written|INFO: seed corpus)' || true
+  if compgen -G "fuzz/artifacts/$t/*" >/dev/null; then
+    echo "!! $t left crashing inputs in fuzz/artifacts/$t" >&2
+    exit 1
+  fi
+done
