@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vigie::article::{self, Article, ParseContext};
 use vigie::engine::{Engine, EngineSettings};

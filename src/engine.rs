@@ -318,32 +318,98 @@ pub fn title_hash(title: &str) -> Option<u64> {
 
 /// 64-bit SimHash of an article's normalized words (two-word shingles).
 pub fn simhash(title: &str, body: &str) -> u64 {
-    let mut text = normalize::normalize_str(title);
-    text.push(' ');
-    // The opening of a story identifies it; copies differ mostly in their tails (footers).
-    let body_head: String = body.chars().take(3000).collect();
-    text.push_str(&normalize::normalize_str(&body_head));
-    let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
-    let mut acc = [0i32; 64];
-    let mut add = |h: u64| {
-        for (bit, a) in acc.iter_mut().enumerate() {
-            *a += if (h >> bit) & 1 == 1 { 1 } else { -1 };
+    simhash_normalized(
+        &normalize::normalize_str(title),
+        &normalize::normalize_str(body),
+    )
+}
+
+/// How much of the body identifies a story: its opening. Copies differ mostly in their
+/// tails (footers, "read more"), and a bound keeps the cost per article flat.
+const SIMHASH_BODY_BYTES: usize = 3000;
+
+/// [`simhash`] over text that is already normalized (lower case, words separated by one
+/// space), as the matcher has it.
+pub fn simhash_normalized(title: &str, body: &str) -> u64 {
+    let mut cut = body.len().min(SIMHASH_BODY_BYTES);
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let words = title
+        .split(' ')
+        .chain(body[..cut].split(' '))
+        .filter(|w| !w.is_empty());
+    // Per bit, how many shingles have it set; a bit of the result is set when most do.
+    // The counting is SWAR: `SPREAD[b]` puts bit k of byte b into byte k of a u64, so one
+    // addition counts eight bits at once in eight 8-bit lanes; lanes are emptied into
+    // `ones` before they can overflow (255 shingles). Eight additions per shingle instead
+    // of sixty-four.
+    let mut ones = [0u32; 64];
+    let mut lanes = [0u64; 8];
+    let mut in_lanes = 0u32;
+    let mut shingles = 0u32;
+    let mut prev: Option<&str> = None;
+    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let flush = |lanes: &mut [u64; 8], ones: &mut [u32; 64]| {
+        for (j, lane) in lanes.iter_mut().enumerate() {
+            for (k, byte) in lane.to_le_bytes().iter().enumerate() {
+                ones[j * 8 + k] += u32::from(*byte);
+            }
+            *lane = 0;
         }
     };
-    if words.len() < 2 {
-        add(xxhash_rust::xxh3::xxh3_64(text.as_bytes()));
+    for w in words {
+        if let Some(p) = prev {
+            buf.clear();
+            buf.extend_from_slice(p.as_bytes());
+            buf.push(b' ');
+            buf.extend_from_slice(w.as_bytes());
+            let h = xxhash_rust::xxh3::xxh3_64(&buf);
+            for (j, lane) in lanes.iter_mut().enumerate() {
+                *lane += SPREAD[((h >> (8 * j)) & 0xff) as usize];
+            }
+            shingles += 1;
+            in_lanes += 1;
+            if in_lanes == 255 {
+                flush(&mut lanes, &mut ones);
+                in_lanes = 0;
+            }
+        } else {
+            buf.clear();
+            buf.extend_from_slice(w.as_bytes());
+        }
+        prev = Some(w);
     }
-    for pair in words.windows(2) {
-        let mut buf = Vec::with_capacity(pair[0].len() + pair[1].len() + 1);
-        buf.extend_from_slice(pair[0].as_bytes());
-        buf.push(b' ');
-        buf.extend_from_slice(pair[1].as_bytes());
-        add(xxhash_rust::xxh3::xxh3_64(&buf));
+    if shingles == 0 {
+        // One word or none: that word's hash is the fingerprint.
+        return xxhash_rust::xxh3::xxh3_64(&buf);
     }
-    acc.iter()
-        .enumerate()
-        .fold(0u64, |h, (bit, a)| if *a > 0 { h | (1 << bit) } else { h })
+    flush(&mut lanes, &mut ones);
+    ones.iter().enumerate().fold(0u64, |acc, (bit, &o)| {
+        if 2 * o > shingles {
+            acc | (1 << bit)
+        } else {
+            acc
+        }
+    })
 }
+
+/// Byte `b` spread over a u64: bit k of `b` becomes the lowest bit of byte k.
+const SPREAD: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut k = 0;
+        while k < 8 {
+            if b & (1 << k) != 0 {
+                t[b] |= 1 << (8 * k);
+            }
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
 
 /// The engine.
 pub struct Engine {
@@ -539,7 +605,7 @@ impl Engine {
         }
         self.earliest = Some(self.earliest.map_or(t, |e| e.min(t)));
         let key = StoryKey {
-            simhash: simhash(&a.title, &a.body),
+            simhash: m.story_hash.unwrap_or_else(|| simhash(&a.title, &a.body)),
             title: title_hash(&a.title),
             at: t,
         };
@@ -1205,6 +1271,35 @@ mod tests {
             countries: vec![],
             extra: Default::default(),
         }
+    }
+
+    #[test]
+    fn simhash_swar_counting_equals_plain_counting() {
+        // The plain definition: a bit is set when most word-pair hashes have it.
+        fn plain(text: &str) -> u64 {
+            let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+            let mut ones = [0u32; 64];
+            for p in words.windows(2) {
+                let h = xxhash_rust::xxh3::xxh3_64(format!("{} {}", p[0], p[1]).as_bytes());
+                for (bit, o) in ones.iter_mut().enumerate() {
+                    *o += ((h >> bit) & 1) as u32;
+                }
+            }
+            let n = words.len().saturating_sub(1) as u32;
+            (0..64).fold(
+                0,
+                |acc, b| if 2 * ones[b] > n { acc | (1 << b) } else { acc },
+            )
+        }
+        // Long enough to flush the 8-bit lanes several times.
+        let body: String = (0..700).map(|i| format!("w{} ", i % 97 * i % 13)).collect();
+        let title = "kazakhstan tokayev asks csto for help";
+        let mut cut = body.len().min(SIMHASH_BODY_BYTES);
+        while !body.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let joined = format!("{title} {}", &body[..cut]);
+        assert_eq!(simhash_normalized(title, &body), plain(&joined));
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Readiness {
     pub rules_loaded: AtomicBool,
     /// Cleared when a state commit fails.
     pub state_ok: AtomicBool,
+    /// Cleared while no broker answers (checked every few seconds beside the pipeline):
+    /// the service is alive and will resume by itself, but is not doing its job.
+    pub broker_ok: AtomicBool,
 }
 
 /// Reloads rules; returns the number of rules loaded or the errors.
@@ -120,8 +123,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let rules = s.readiness.rules_loaded.load(Ordering::Relaxed);
     let state_ok = s.readiness.state_ok.load(Ordering::Relaxed) && writable;
     let assigned_ok = partitions.is_none_or(|n| n > 0);
-    let body = json!({ "partitions_assigned": partitions, "state_writable": state_ok, "rules_loaded": rules });
-    let code = if assigned_ok && state_ok && rules {
+    let broker = s.readiness.broker_ok.load(Ordering::Relaxed);
+    let body = json!({ "partitions_assigned": partitions, "state_writable": state_ok, "rules_loaded": rules, "broker_reachable": broker });
+    let code = if assigned_ok && state_ok && rules && broker {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -90,6 +90,12 @@ pub struct ArticleMatch {
     /// Keywords (normalized) found in the article.
     pub terms: Vec<String>,
     pub evidence: Vec<Evidence>,
+    /// The article's SimHash for story counting, computed here because the normalized
+    /// text is at hand (normalizing is the costliest step per article, and this runs on
+    /// the parallel half of the pipeline). None when the match was built elsewhere; the
+    /// engine then computes it.
+    #[serde(skip)]
+    pub story_hash: Option<u64>,
 }
 
 /// Settings that change how patterns are generated.
@@ -454,6 +460,7 @@ impl Matcher {
             })
             .collect();
         ArticleMatch {
+            story_hash: Some(crate::engine::simhash_normalized(&title.text, &body.text)),
             // Ids are for people (`vigie match`); the pipeline works with indices.
             rules: if explain {
                 rule_indices

@@ -20,6 +20,16 @@
 //!
 //! If the state file cannot be written (disk full, read-only), the pipeline stops with an
 //! error rather than consume what it could not persist.
+//!
+//! # Overlap
+//!
+//! Parsing and matching (steps 1–2, the costly half, spread over every core) need only the
+//! matcher, not the engine, so [`run`] prepares the next batch — what the consumer has
+//! already buffered — while the current one is counted and committed. The prepared batch
+//! carries the matcher it was matched with; if a rule reload swapped the matcher in
+//! between, it is matched again, so rule indices always refer to the live rules. Nothing
+//! of a prepared batch is stored or committed before its turn, so the semantics above hold
+//! unchanged: a stop or crash simply drops it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +40,7 @@ use rayon::prelude::*;
 
 use crate::article::{self, Article, ParseContext, Reject};
 use crate::engine::{AlertEvent, Engine, Ingested};
+use crate::matcher::{ArticleMatch, Matcher};
 use crate::shutdown::Shutdown;
 use crate::source::{DeadLetters, Record, Source, SourceError};
 use crate::state::{StateError, Store};
@@ -159,19 +170,15 @@ impl Processor {
 
     /// Parses records; returns per record the article or the reason it was refused.
     pub fn parse(&self, records: &[Record], now: DateTime<Utc>) -> Vec<Result<Article, Reject>> {
-        records
-            .iter()
-            .map(|r| {
-                let ctx = ParseContext {
-                    max_bytes: self.max_bytes,
-                    record_time: r
-                        .timestamp_ms
-                        .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
-                    now,
-                };
-                article::parse(r.payload.as_deref().unwrap_or(&[]), &ctx)
-            })
-            .collect()
+        parse_records(records, self.max_bytes, now)
+    }
+
+    /// What preparing a batch needs: the live matcher and the size limit.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            matcher: self.engine.matcher().clone(),
+            max_bytes: self.max_bytes,
+        }
     }
 
     /// Parses records and orders them by event time, as the feed would have delivered them
@@ -194,21 +201,37 @@ impl Processor {
         parsed: Vec<Result<Article, Reject>>,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, PipelineError> {
+        let prepared = Prepared {
+            parsed,
+            matched: None,
+        };
+        self.apply_prepared(records, prepared, now)
+    }
+
+    /// Counts, detects and commits one prepared batch (matching it first if it was not
+    /// matched, or was matched with a matcher a reload has since replaced).
+    pub fn apply_prepared(
+        &mut self,
+        records: &[Record],
+        prepared: Prepared,
+        now: DateTime<Utc>,
+    ) -> Result<BatchReport, PipelineError> {
         let started = Instant::now();
         let clamp = match self.mode {
             ClockMode::Live { .. } => Some(now.timestamp()),
             ClockMode::EventTime => None,
         };
         let matcher = self.engine.matcher().clone();
-        let articles: Vec<(usize, Article)> = parsed
+        let articles: Vec<(usize, Article)> = prepared
+            .parsed
             .into_iter()
             .enumerate()
             .filter_map(|(i, p)| p.ok().map(|a| (i, a)))
             .collect();
-        let matches: Vec<_> = articles
-            .par_iter()
-            .map(|(_, a)| matcher.match_article(a))
-            .collect();
+        let matches: Vec<ArticleMatch> = match prepared.matched {
+            Some((m, matches)) if Arc::ptr_eq(&m, &matcher) => matches,
+            _ => match_all(&matcher, articles.iter().map(|(_, a)| a)),
+        };
         let mut report = BatchReport {
             rejected: records.len() - articles.len(),
             ..Default::default()
@@ -297,6 +320,64 @@ impl Processor {
     }
 }
 
+/// A batch parsed and, usually, matched: the half of the work that needs no engine.
+pub struct Prepared {
+    /// Per record, the article or the reason it was refused.
+    pub parsed: Vec<Result<Article, Reject>>,
+    /// The matches of the parsed articles, in order, and the matcher that made them.
+    matched: Option<(Arc<Matcher>, Vec<ArticleMatch>)>,
+}
+
+/// Prepares batches without the processor: a matcher and the size limit.
+#[derive(Clone)]
+pub struct Preparer {
+    matcher: Arc<Matcher>,
+    max_bytes: usize,
+}
+
+impl Preparer {
+    /// Parses and matches a batch, in parallel.
+    pub fn prepare(&self, records: &[Record], now: DateTime<Utc>) -> Prepared {
+        let parsed = parse_records(records, self.max_bytes, now);
+        let matches = match_all(&self.matcher, parsed.iter().filter_map(|p| p.as_ref().ok()));
+        Prepared {
+            parsed,
+            matched: Some((self.matcher.clone(), matches)),
+        }
+    }
+}
+
+fn parse_records(
+    records: &[Record],
+    max_bytes: usize,
+    now: DateTime<Utc>,
+) -> Vec<Result<Article, Reject>> {
+    records
+        .par_iter()
+        .map(|r| {
+            let ctx = ParseContext {
+                max_bytes,
+                record_time: r
+                    .timestamp_ms
+                    .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+                now,
+            };
+            article::parse(r.payload.as_deref().unwrap_or(&[]), &ctx)
+        })
+        .collect()
+}
+
+fn match_all<'a>(
+    matcher: &Matcher,
+    articles: impl Iterator<Item = &'a Article>,
+) -> Vec<ArticleMatch> {
+    let articles: Vec<&Article> = articles.collect();
+    articles
+        .par_iter()
+        .map(|a| matcher.match_article(a))
+        .collect()
+}
+
 /// The next offset to read per partition after these records.
 pub fn next_offsets(records: &[Record]) -> Vec<(String, i32, i64)> {
     let mut m: HashMap<(String, i32), i64> = HashMap::new();
@@ -330,45 +411,67 @@ pub async fn run<S: Source, D: DeadLetters>(
     after_commit: impl Fn(&BatchReport),
 ) -> Result<u64, PipelineError> {
     let mut total = 0u64;
+    // The next batch, taken from what the consumer has already buffered, being parsed and
+    // matched while the current one is applied (module docs, "Overlap").
+    let mut ahead: Option<tokio::task::JoinHandle<(Vec<Record>, Prepared)>> = None;
+    // The live matcher as of the last apply, to prepare the next batch with.
+    let mut preparer: Option<Preparer> = None;
     loop {
-        if source.finished() || shutdown.is_fired() {
+        if (source.finished() && ahead.is_none()) || shutdown.is_fired() {
             return Ok(total);
         }
-        let batch = tokio::select! {
-            _ = shutdown.recv() => return Ok(total),
-            b = source.next_batch(settings.batch_size, settings.poll) => b?,
-        };
-        let now = Utc::now();
-        if batch.is_empty() {
-            let p = processor.clone();
-            let events = tokio::task::spawn_blocking(move || {
-                p.lock()
-                    .map_err(|_| PipelineError::Join("poisoned".into()))?
-                    .idle_tick(now)
-            })
-            .await
-            .map_err(|e| PipelineError::Join(e.to_string()))??;
-            if !events.is_empty() {
-                after_commit(&BatchReport {
-                    events,
-                    ..Default::default()
-                });
+        let (batch, prepared) = match ahead.take() {
+            Some(h) => h.await.map_err(|e| PipelineError::Join(e.to_string()))?,
+            None => {
+                let batch = tokio::select! {
+                    _ = shutdown.recv() => return Ok(total),
+                    b = source.next_batch(settings.batch_size, settings.poll) => b?,
+                };
+                let now = Utc::now();
+                if batch.is_empty() {
+                    let p = processor.clone();
+                    let events = tokio::task::spawn_blocking(move || {
+                        p.lock()
+                            .map_err(|_| PipelineError::Join("poisoned".into()))?
+                            .idle_tick(now)
+                    })
+                    .await
+                    .map_err(|e| PipelineError::Join(e.to_string()))??;
+                    if !events.is_empty() {
+                        after_commit(&BatchReport {
+                            events,
+                            ..Default::default()
+                        });
+                    }
+                    continue;
+                }
+                // Parsing and matching are CPU work: off the reactor.
+                let p = processor.clone();
+                tokio::task::spawn_blocking(move || {
+                    let preparer = p
+                        .lock()
+                        .map_err(|_| PipelineError::Join("poisoned".into()))?
+                        .preparer();
+                    let prepared = preparer.prepare(&batch, now);
+                    Ok::<_, PipelineError>((batch, prepared))
+                })
+                .await
+                .map_err(|e| PipelineError::Join(e.to_string()))??
             }
-            continue;
+        };
+        if let Some(prep) = preparer.take() {
+            let next = source
+                .next_batch(settings.batch_size, Duration::ZERO)
+                .await?;
+            if !next.is_empty() {
+                ahead = Some(tokio::task::spawn_blocking(move || {
+                    let prepared = prep.prepare(&next, Utc::now());
+                    (next, prepared)
+                }));
+            }
         }
-        // Parsing a batch is CPU work and takes the processor's lock: off the reactor.
         let offsets = next_offsets(&batch);
-        let p = processor.clone();
-        let (batch, parsed) = tokio::task::spawn_blocking(move || {
-            let parsed = p
-                .lock()
-                .map(|p| p.parse(&batch, now))
-                .map_err(|_| PipelineError::Join("poisoned".into()))?;
-            Ok::<_, PipelineError>((batch, parsed))
-        })
-        .await
-        .map_err(|e| PipelineError::Join(e.to_string()))??;
-        for (r, p) in batch.iter().zip(&parsed) {
+        for (r, p) in batch.iter().zip(&prepared.parsed) {
             if let Err(reason) = p {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = reason.code(), error = %reason, "message refused, sending to dead-letter topic");
                 let mut delay = Duration::from_millis(200);
@@ -389,13 +492,16 @@ pub async fn run<S: Source, D: DeadLetters>(
             }
         }
         let p = processor.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            p.lock()
-                .map_err(|_| PipelineError::Join("poisoned".into()))?
-                .apply(&batch, parsed, now)
+        let (report, next_preparer) = tokio::task::spawn_blocking(move || {
+            let mut p = p
+                .lock()
+                .map_err(|_| PipelineError::Join("poisoned".into()))?;
+            let report = p.apply_prepared(&batch, prepared, Utc::now())?;
+            Ok::<_, PipelineError>((report, p.preparer()))
         })
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
+        preparer = Some(next_preparer);
         source.commit(&offsets).await?;
         total += report.articles as u64;
         after_commit(&report);

@@ -312,10 +312,27 @@ fn toml_files(dir: &Path, errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
 }
 
 fn read(file: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
-    match std::fs::read_to_string(file) {
-        Ok(t) => Some(t),
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
         Err(e) => {
             errors.push(ConfigError::in_file(file, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            // Point at the first bad byte, as for any other error in the file (found by
+            // the rule_file fuzz target: the error used to name the file only).
+            let good = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let prefix = String::from_utf8_lossy(&bytes[..good]);
+            errors.push(ConfigError::at_offset(
+                file,
+                &prefix,
+                good,
+                format!("not valid UTF-8 (byte 0x{:02x})", bytes[good]),
+            ));
             None
         }
     }

@@ -232,6 +232,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     });
     readiness.rules_loaded.store(true, Ordering::Relaxed);
     readiness.state_ok.store(true, Ordering::Relaxed);
+    readiness.broker_ok.store(true, Ordering::Relaxed);
 
     // Outbox worker with its own state connection.
     let wake = Arc::new(Notify::new());
@@ -357,12 +358,33 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         })
     };
 
-    // Lag.
+    // Broker reachability and lag, beside the pipeline. While no broker answers, the
+    // consumer waits and retries by itself (librdkafka reconnects); we only report it.
     let probe = source.probe();
     let lag_shutdown = shutdown.clone();
+    let (lag_readiness, lag_topic) = (readiness.clone(), config.kafka.topic.clone());
     let lag_task = tokio::spawn(async move {
         let mut s = lag_shutdown;
         loop {
+            let (p, topic) = (probe.clone(), lag_topic.clone());
+            let up =
+                tokio::task::spawn_blocking(move || p.reachable(&topic, Duration::from_secs(3)))
+                    .await
+                    .unwrap_or(false);
+            let was = lag_readiness.broker_ok.swap(up, Ordering::Relaxed);
+            metrics::gauge!(m::KAFKA_UP).set(if up { 1.0 } else { 0.0 });
+            if was && !up {
+                tracing::warn!("kafka broker unreachable; not ready, waiting for it");
+            } else if !was && up {
+                tracing::info!("kafka broker reachable again; resuming");
+            }
+            if !up {
+                tokio::select! {
+                    _ = s.recv() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                continue;
+            }
             let p = probe.clone();
             if let Ok(lag) = tokio::task::spawn_blocking(move || p.lag()).await {
                 for (partition, l) in lag {
@@ -372,7 +394,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             }
             tokio::select! {
                 _ = s.recv() => return,
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
     });

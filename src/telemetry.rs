@@ -29,6 +29,8 @@ pub const RULES_LOADED: &str = "vigie_rules_loaded";
 pub const RELOAD_FAILURES: &str = "vigie_rule_reload_failures_total";
 /// State commits that failed (the batch is retried; offsets are not committed).
 pub const STATE_ERRORS: &str = "vigie_state_errors_total";
+/// 1 while a Kafka broker answers metadata requests, 0 while none does.
+pub const KAFKA_UP: &str = "vigie_kafka_up";
 /// Event-time watermark, unix seconds.
 pub const WATERMARK: &str = "vigie_watermark_seconds";
 

@@ -1,8 +1,9 @@
 //! No panic on any input: seeded random and mutated inputs for the article parser, the
 //! raw-text parser, the query parser and the matcher, plus pathological rules.
 //!
-//! `cargo fuzz` needs a nightly toolchain, which these machines do not have; these bounded,
-//! deterministic runs stand in for it (docs/RELIABILITY.md). Each starts from real inputs —
+//! Coverage-guided fuzzing is `scripts/fuzz.sh` (cargo fuzz, targets in fuzz/); these
+//! bounded, deterministic runs are its quick companion in every test run, and the last test
+//! replays the fuzzers' saved inputs (docs/RELIABILITY.md). Each starts from real inputs —
 //! the seed articles in ../shared/seeds and the example rules — and mutates them.
 
 use std::time::{Duration, Instant};
@@ -258,4 +259,43 @@ fn pathological_queries_are_refused_quickly_with_a_reason() {
         .join(" OR ");
     assert!(q.len() < 65_536);
     assert!(vigie::rules::parse_query(&q).is_ok());
+}
+
+/// The cargo fuzz targets' bodies (fuzz/bodies.rs), run here on every saved input in
+/// fuzz/regressions/TARGET/ (crashes found by `scripts/fuzz.sh`, kept once fixed) and on
+/// the real inputs the fuzzers start from, so the targets' invariants are checked in CI.
+#[path = "../fuzz/bodies.rs"]
+mod fuzz_bodies;
+
+#[test]
+fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    type Body = fn(&[u8]);
+    let targets: [(&str, Body); 4] = [
+        ("article", fuzz_bodies::article),
+        ("rawtext", fuzz_bodies::rawtext),
+        ("query", fuzz_bodies::query),
+        ("rule_file", fuzz_bodies::rule_file),
+    ];
+    let mut replayed = 0;
+    for (name, body) in targets {
+        let dir = root.join("fuzz/regressions").join(name);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            body(&std::fs::read(entry.path()).unwrap());
+            replayed += 1;
+        }
+    }
+    for seed in seeds() {
+        fuzz_bodies::rawtext(seed.as_bytes());
+    }
+    for rules in std::fs::read_dir(root.join("config/rules"))
+        .unwrap()
+        .flatten()
+    {
+        fuzz_bodies::rule_file(&std::fs::read(rules.path()).unwrap());
+    }
+    eprintln!("{replayed} saved fuzz inputs replayed");
 }

@@ -187,6 +187,12 @@ pub struct LagProbe {
 }
 
 impl LagProbe {
+    /// Whether a broker answers a metadata request for `topic` within `timeout`.
+    /// Blocking: call from a blocking thread.
+    pub fn reachable(&self, topic: &str, timeout: Duration) -> bool {
+        self.consumer.fetch_metadata(Some(topic), timeout).is_ok()
+    }
+
     /// Consumer lag per partition: high watermark minus our next offset. Blocking: call
     /// from a blocking thread.
     pub fn lag(&self) -> BTreeMap<i32, i64> {
@@ -222,12 +228,15 @@ impl super::Source for KafkaSource {
             Ok(Ok(m)) => to_record(&m),
         };
         out.push(first);
+        // A zero wait asks for what is already buffered, without lingering for more.
+        let greedy = wait.is_zero();
         let deadline = Instant::now() + self.linger;
         while out.len() < max {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() && !greedy {
                 break;
             }
+            let left = if greedy { Duration::ZERO } else { left };
             match tokio::time::timeout(left, self.consumer.recv()).await {
                 Err(_) => break,
                 Ok(Err(e)) => {

@@ -44,6 +44,8 @@ pub enum SourceError {
 pub trait Source: Send {
     /// Up to `max` records, waiting at most `wait` for the first one. An empty batch means
     /// the source is idle (or, for finite sources, finished: see [`Source::finished`]).
+    /// A zero `wait` asks for what is ready now, without waiting for more (the pipeline's
+    /// look-ahead uses it).
     fn next_batch(
         &mut self,
         max: usize,
