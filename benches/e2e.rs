@@ -423,7 +423,11 @@ impl VigieConfig {
 
     fn spawn(&self) -> Child {
         let log = std::fs::File::create(self.dir.join("vigie.log")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_vigie"))
+        // VIGIE_BENCH_BIN: another build of vigie, to compare two in one session.
+        let bin = std::env::var_os("VIGIE_BENCH_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vigie")));
+        Command::new(bin)
             .args(["run", "--config"])
             .arg(&self.dir)
             .env("VIGIE_LOG", "warn")

@@ -429,11 +429,22 @@ pub struct Engine {
     alerting: HashSet<usize>,
     /// The widest alert window of any rule, seconds.
     widest_window: i64,
+    /// How long matched articles stay in memory as evidence: the widest window any rule
+    /// can alert on, plus lateness. (Keeping them as long as the buckets, two days, cost
+    /// hundreds of megabytes at 10,000 rules.)
+    evidence_secs: i64,
+    /// Event time when every rule's state was last handed to the store. Rules that saw no
+    /// article are persisted only hourly: their baseline is a deterministic catch-up from
+    /// `learned_until` over empty buckets, so a restart that restores an older copy learns
+    /// the same gap again. (Writing 10,000 quiet rules at every bucket dominated replays.)
+    persisted_all: i64,
     /// Bucket at which quiet rules last learned and memory was last pruned.
     housekept: i64,
     /// Earliest event time ingested since start (not persisted).
     earliest: Option<i64>,
-    dirty_buckets: HashSet<(String, i64)>,
+    /// Buckets changed since the last hand-over, per rule id (looked up by `&str`, so the
+    /// hot path allocates an id only for a rule's first change).
+    dirty_buckets: HashMap<String, HashSet<i64>>,
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
     new_stories: Vec<StoryKey>,
@@ -464,9 +475,11 @@ impl Engine {
             activity: BTreeMap::new(),
             alerting: HashSet::new(),
             widest_window: 3600,
+            evidence_secs: 6 * 3600,
             housekept: i64::MIN,
+            persisted_all: i64::MIN,
             earliest: None,
-            dirty_buckets: HashSet::new(),
+            dirty_buckets: HashMap::new(),
             dirty_rules: HashSet::new(),
             dirty_volume: HashSet::new(),
             new_stories: Vec::new(),
@@ -518,6 +531,21 @@ impl Engine {
     }
 
     fn rebuild_activity(&mut self) {
+        self.evidence_secs = self
+            .matcher
+            .rules
+            .iter()
+            .map(|r| {
+                let c = self.settings.detector.with(&r.spike);
+                c.window_minutes
+                    .max(c.slow_window_minutes)
+                    .max(c.fast_window_minutes) as i64
+                    * 60
+            })
+            .max()
+            .unwrap_or(3600)
+            + self.settings.lateness_secs
+            + 2 * self.settings.bucket_secs;
         self.widest_window = self
             .matcher
             .rules
@@ -659,9 +687,19 @@ impl Engine {
                 kept.push(r.clone());
                 self.new_evidence.push((rule.id.clone(), b, r));
             }
-            self.dirty_buckets.insert((rule.id.clone(), b));
+            match self.dirty_buckets.get_mut(rule.id.as_str()) {
+                Some(set) => {
+                    set.insert(b);
+                }
+                None => {
+                    self.dirty_buckets
+                        .insert(rule.id.clone(), HashSet::from([b]));
+                }
+            }
             self.activity.entry(b).or_default().insert(ri);
-            self.dirty_rules.insert(rule.id.clone());
+            if !self.dirty_rules.contains(rule.id.as_str()) {
+                self.dirty_rules.insert(rule.id.clone());
+            }
         }
         Ingested::Counted { new_story }
     }
@@ -714,7 +752,12 @@ impl Engine {
         for idx in 0..self.matcher.rules.len() {
             self.learn(idx, target);
         }
+        if self.persisted_all == i64::MIN || target - self.persisted_all >= 3600 {
+            self.persisted_all = target;
+            self.dirty_rules.extend(self.rules.keys().cloned());
+        }
         let memory_from = self.bucket_of(target - self.settings.memory_secs);
+        let evidence_from = self.bucket_of(target - self.evidence_secs);
         for st in self.rules.values_mut() {
             while let Some((&b, _)) = st.buckets.first_key_value() {
                 if b >= memory_from {
@@ -722,7 +765,12 @@ impl Engine {
                 }
                 st.buckets.pop_first();
             }
-            st.recent.retain(|&b, _| b >= memory_from);
+            while let Some((&b, _)) = st.recent.first_key_value() {
+                if b >= evidence_from {
+                    break;
+                }
+                st.recent.pop_first();
+            }
         }
         while let Some((&b, _)) = self.activity.first_key_value() {
             if b >= memory_from {
@@ -809,6 +857,7 @@ impl Engine {
         // feed's swing, i.e. the rule's usual share, which `evaluate` scales back up.
         let share = cfg.kind == DetectorKind::Baseline && cfg.share_of_volume;
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
+        let mut saw_articles = false;
         while st.learned_until < final_until {
             st.learned_until += bs;
             let b = st.learned_until;
@@ -829,6 +878,7 @@ impl Engine {
                 count /= f;
                 window /= f;
             }
+            saw_articles |= window > 0.0;
             let season = Season::of(b);
             // While an alert is open the surge is not "normal": the baseline learns slowly
             // and not the spread of its windows. (Learning `min(count, expected)` instead
@@ -855,7 +905,10 @@ impl Engine {
                 alerting,
             );
         }
-        self.dirty_rules.insert(rule.id.clone());
+        // Quiet rules are persisted hourly (see `persisted_all`).
+        if saw_articles || st.lifecycle.active.is_some() {
+            self.dirty_rules.insert(rule.id.clone());
+        }
     }
 
     /// Learns, then evaluates rule `idx` at event time `point`. `lead` counts the bucket
@@ -1023,9 +1076,14 @@ impl Engine {
             watermark: self.watermark,
             ..Default::default()
         };
-        for (id, b) in self.dirty_buckets.drain() {
-            if let Some(bucket) = self.rules.get(&id).and_then(|st| st.buckets.get(&b)) {
-                c.buckets.push((id, b, bucket.clone()));
+        for (id, buckets) in self.dirty_buckets.drain() {
+            let Some(st) = self.rules.get(&id) else {
+                continue;
+            };
+            for b in buckets {
+                if let Some(bucket) = st.buckets.get(&b) {
+                    c.buckets.push((id.clone(), b, bucket.clone()));
+                }
             }
         }
         for id in self.dirty_rules.drain() {

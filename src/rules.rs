@@ -252,11 +252,24 @@ impl RuleSet {
                     continue;
                 }
             };
+            // Rule lines, counted incrementally: spans come in file order, and a line count
+            // from the top for every rule made loading 10,000 rules quadratic (2.6 s).
+            let (mut counted_to, mut line) = (0usize, 1usize);
             for spanned in parsed.rule {
                 let span = spanned.span();
+                if span.start >= counted_to {
+                    line += text.as_bytes()[counted_to..span.start]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count();
+                } else {
+                    line = crate::config::line_col(&text, span.start).0;
+                }
+                counted_to = span.start;
                 let def = spanned.into_inner();
                 let enabled = def.enabled;
-                match compile_rule(&file, &text, span.start, def, &entity_ids, known_channels) {
+                let at = (span.start, line);
+                match compile_rule(&file, &text, at, def, &entity_ids, known_channels) {
                     Ok(_) if !enabled => {} // validated, then left out
                     Ok(rule) => {
                         if let Some(prev) = rule_ids.insert(rule.id.clone(), file.clone()) {
@@ -338,10 +351,11 @@ fn read(file: &Path, errors: &mut Vec<ConfigError>) -> Option<String> {
     }
 }
 
+/// `at`: the byte offset where the rule starts and its line.
 fn compile_rule(
     file: &Path,
     text: &str,
-    at: usize,
+    (at, line): (usize, usize),
     def: RuleDef,
     entity_ids: &HashMap<String, PathBuf>,
     known_channels: &[String],
@@ -507,7 +521,7 @@ fn compile_rule(
         spike,
         templates,
         file: file.to_path_buf(),
-        line: crate::config::line_col(text, at).0,
+        line,
         fingerprint,
     })
 }
