@@ -87,6 +87,9 @@ fn main() {
         .build()
         .unwrap();
     let work = tempfile::tempdir().unwrap();
+    if std::env::var_os("VIGIE_BENCH_KEEP").is_some() {
+        eprintln!("keeping configs and logs in {}", work.path().display());
+    }
     let mut table = Table::default();
 
     // 1. Articles and rule sets.
@@ -197,6 +200,9 @@ fn main() {
         ));
     }
     table.print();
+    if std::env::var_os("VIGIE_BENCH_KEEP").is_some() {
+        let _ = work.keep();
+    }
 }
 
 /// The lines of the final table.
@@ -410,8 +416,10 @@ impl VigieConfig {
             l.local_addr().unwrap().port()
         };
         let toml = format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[state]\npath = \"{state}\"\n\n{extra}\n",
+            "[kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n{props}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[state]\npath = \"{state}\"\n\n{extra}\n",
             group = unique("bench-vigie"),
+            // VIGIE_BENCH_PROPS: extra consumer properties (`"key" = "value"` lines).
+            props = std::env::var("VIGIE_BENCH_PROPS").unwrap_or_default(),
             state = dir.join("state/vigie.db").display(),
         );
         std::fs::write(dir.join("vigie.toml"), toml).unwrap();
@@ -430,7 +438,10 @@ impl VigieConfig {
         Command::new(bin)
             .args(["run", "--config"])
             .arg(&self.dir)
-            .env("VIGIE_LOG", "warn")
+            .env(
+                "VIGIE_LOG",
+                std::env::var("VIGIE_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -578,7 +589,7 @@ fn latency(
     rt.block_on(cfg.wait_ok("/readyz", Instant::now(), &mut child));
 
     // Background load: current articles, so the event-time clock follows the wall clock.
-    let background = common::corpus(2_000);
+    let background = Arc::new(common::corpus(2_000));
     let stop_load = Arc::new(AtomicBool::new(false));
     let producer: Arc<ThreadedProducer<DefaultProducerContext>> = Arc::new(
         ClientConfig::new()
@@ -589,6 +600,7 @@ fn latency(
     );
     let loader = {
         let (stop_load, producer, topic) = (stop_load.clone(), producer.clone(), topic.clone());
+        let background = background.clone();
         std::thread::spawn(move || {
             let every = Duration::from_secs_f64(1.0 / load.max(1) as f64);
             let mut next = Instant::now();
@@ -615,10 +627,13 @@ fn latency(
 
     let mut samples = Vec::new();
     for k in 0..trials {
+        // A story of its own (a copy of an earlier trial, or of a background article,
+        // would count as the same story and rightly not start a new alert).
+        let words: Vec<String> = (0..60).map(|j| format!("w{k}x{j}")).collect();
         let body = serde_json::json!({
             "id": format!("trial-{k}"),
             "title": format!("Breaking: zqlat{k}q reported"),
-            "body": "A short wire item for the latency trial.",
+            "body": words.join(" "),
             "source": "bench.example",
             "url": format!("https://bench.example/trial/{k}"),
             "published_at": Utc::now().to_rfc3339(),
@@ -634,7 +649,11 @@ fn latency(
         let deadline = sent + Duration::from_secs(10);
         loop {
             if let Some(at) = arrivals.lock().unwrap().get(&id) {
-                samples.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                let ms = at.duration_since(sent).as_secs_f64() * 1000.0;
+                if ms > 500.0 {
+                    eprintln!("trial {k}: {ms:.0} ms");
+                }
+                samples.push(ms);
                 break;
             }
             if Instant::now() > deadline {

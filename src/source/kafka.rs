@@ -144,7 +144,12 @@ impl KafkaSource {
             .set(
                 "message.max.bytes",
                 (k.max_message_bytes.max(1_000_000) * 2).to_string(),
-            );
+            )
+            // How long a fetch may wait at the broker for data. librdkafka's 500 ms is
+            // fine where the broker answers a waiting fetch as soon as data arrives; where
+            // it does not (Tansu, measured), every article waited up to that long, and the
+            // produce-to-webhook p99 was 2 s. 50 ms costs at most 20 idle fetches a second.
+            .set("fetch.wait.max.ms", "50");
         for (key, value) in &k.properties {
             c.set(key, value);
         }
