@@ -1,6 +1,7 @@
 //! A bounded soak: sustained publishing at a fixed rate for a few minutes while the rules
-//! are reloaded and a webhook receiver is slower than its timeout. Memory must stay flat,
-//! lag bounded and counts exact.
+//! are reloaded, one webhook receiver is slower than its timeout and another flaps between
+//! down (503) and up every 20 s. Memory must stay flat, lag bounded, counts exact, and the
+//! flapping receiver must end up with every alert event.
 //!
 //! `VIGIE_SOAK_SECS` sets the publishing time (default 120).
 
@@ -18,7 +19,7 @@ const RULES: &str = r#"
 id = "kazakhstan"
 name = "Kazakhstan"
 keywords = ["Kazakhstan"]
-notify = ["hook"]
+notify = ["hook", "flappy"]
 "#;
 
 /// Resident memory of a process, KiB.
@@ -42,9 +43,12 @@ async fn sustained_load_with_reloads_and_a_slow_receiver_keeps_memory_flat_and_c
     create_topic(&brokers, &topic, 4).await;
     // Every webhook request takes 3 s against a 1 s timeout for the whole soak.
     let hook = receiver::start_with("s3cret", 0, 200, (usize::MAX, Duration::from_secs(3))).await;
+    // Down for 10 s, up for 10 s, over and over.
+    let flappy = receiver::flapping("s3cret", Duration::from_secs(20)).await;
     let extra = format!(
-        "[detector]\nwarmup_hours = 0\nmin_count = 3\n\n[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"s3cret\"\ntimeout_secs = 1\n",
-        hook.url()
+        "[detector]\nwarmup_hours = 0\nmin_count = 3\n\n[alerts]\nretry_max_secs = 5\n\n[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"s3cret\"\ntimeout_secs = 1\n\n[channels.flappy]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"s3cret\"\n",
+        hook.url(),
+        flappy.url()
     );
     let cfg = TestConfig::new(&brokers, &topic, &extra, RULES, "");
     let vigie = Vigie::start(&cfg, "soak");
@@ -86,7 +90,7 @@ async fn sustained_load_with_reloads_and_a_slow_receiver_keeps_memory_flat_and_c
         if second % 15 == 0 {
             // A reload: add or remove a second rule.
             let other = if second % 30 == 0 {
-                "\n[[rule]]\nid = \"weather\"\nname = \"Weather\"\nkeywords = [\"weather\"]\n"
+                "\n[[rule]]\nid = \"weather\"\nname = \"Weather\"\nkeywords = [\"weather\"]\nnotify = [\"flappy\"]\n"
             } else {
                 ""
             };
@@ -151,6 +155,42 @@ async fn sustained_load_with_reloads_and_a_slow_receiver_keeps_memory_flat_and_c
         "caught up {caught_up:.1} s after publishing stopped"
     );
     assert!(max_lag <= (rate * 10) as f64, "lag reached {max_lag}");
+    // The flapping receiver ends up with every alert event vigie decided, each once.
+    let flapped = || -> Vec<String> {
+        flappy
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.idempotency_key.clone())
+            .collect()
+    };
+    let events = metric(&cfg, "vigie_alert_events_total", "")
+        .await
+        .unwrap_or(0.0) as usize;
+    assert!(events > 0, "the soak raised no alert event");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while flapped().len() < events {
+        assert!(
+            Instant::now() < deadline,
+            "the flapping receiver got {} of {events} events",
+            flapped().len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let got = flapped();
+    let unique: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert_eq!(
+        unique.len(),
+        events,
+        "one accepted delivery per event: {got:?}"
+    );
+    let attempts = flappy.attempts.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("flapping receiver: {attempts} attempts, {events} events, each accepted once");
+    assert!(
+        attempts > events,
+        "the receiver was down at least once when vigie called"
+    );
     let (status, _) = vigie.terminate();
     assert!(status.success());
 }

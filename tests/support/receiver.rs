@@ -33,6 +33,8 @@ struct Inner {
     fail_status: u16,
     /// The first `slow_first.0` requests are answered only after `slow_first.1`.
     slow_first: (usize, std::time::Duration),
+    /// Flapping: down (503) for the first half of every period, up for the second.
+    flap: Option<(std::time::Instant, std::time::Duration)>,
     accepted: Arc<Mutex<Vec<Received>>>,
     attempts: Arc<AtomicUsize>,
 }
@@ -57,6 +59,29 @@ pub async fn start_with(
     fail_status: u16,
     slow_first: (usize, std::time::Duration),
 ) -> Receiver {
+    serve(secret, fail_first, fail_status, slow_first, None).await
+}
+
+/// A receiver that flaps: it answers 503 for the first half of every `period`, starting
+/// now, and accepts during the second half.
+pub async fn flapping(secret: &str, period: std::time::Duration) -> Receiver {
+    serve(
+        secret,
+        0,
+        503,
+        (0, std::time::Duration::ZERO),
+        Some((std::time::Instant::now(), period)),
+    )
+    .await
+}
+
+async fn serve(
+    secret: &str,
+    fail_first: usize,
+    fail_status: u16,
+    slow_first: (usize, std::time::Duration),
+    flap: Option<(std::time::Instant, std::time::Duration)>,
+) -> Receiver {
     let accepted = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
     let inner = Arc::new(Inner {
@@ -64,6 +89,7 @@ pub async fn start_with(
         fail_first,
         fail_status,
         slow_first,
+        flap,
         accepted: accepted.clone(),
         attempts: attempts.clone(),
     });
@@ -82,6 +108,12 @@ async fn handle(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) ->
     let n = s.attempts.fetch_add(1, Ordering::SeqCst);
     if n < s.fail_first {
         return StatusCode::from_u16(s.fail_status).unwrap();
+    }
+    if let Some((since, period)) = s.flap {
+        let phase = since.elapsed().as_secs_f64() % period.as_secs_f64();
+        if phase < period.as_secs_f64() / 2.0 {
+            return StatusCode::SERVICE_UNAVAILABLE;
+        }
     }
     if n < s.slow_first.0 {
         tokio::time::sleep(s.slow_first.1).await;
