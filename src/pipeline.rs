@@ -29,7 +29,10 @@
 //! carries the matcher it was matched with; if a rule reload swapped the matcher in
 //! between, it is matched again, so rule indices always refer to the live rules. Nothing
 //! of a prepared batch is stored or committed before its turn, so the semantics above hold
-//! unchanged: a stop or crash simply drops it.
+//! unchanged: a stop or crash simply drops it. Because the look-ahead fetches before the
+//! current batch is committed, a rebalance at that moment seeks back to the state file's
+//! offsets and the current batch's records arrive again; the loop remembers the next
+//! offset it has taken in per partition and drops anything below it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -378,6 +381,27 @@ fn match_all<'a>(
         .collect()
 }
 
+/// The records of `batch` not taken in yet (see `taken` in [`run`]).
+fn only_new(batch: Vec<Record>, taken: &HashMap<String, HashMap<i32, i64>>) -> Vec<Record> {
+    let before = batch.len();
+    let kept: Vec<Record> = batch
+        .into_iter()
+        .filter(|r| {
+            taken
+                .get(&r.topic)
+                .and_then(|t| t.get(&r.partition))
+                .is_none_or(|&next| r.offset >= next)
+        })
+        .collect();
+    if kept.len() < before {
+        tracing::info!(
+            dropped = before - kept.len(),
+            "records delivered again after a rebalance, already taken in; skipped"
+        );
+    }
+    kept
+}
+
 /// The next offset to read per partition after these records.
 pub fn next_offsets(records: &[Record]) -> Vec<(String, i32, i64)> {
     let mut m: HashMap<(String, i32), i64> = HashMap::new();
@@ -416,6 +440,11 @@ pub async fn run<S: Source, D: DeadLetters>(
     let mut ahead: Option<tokio::task::JoinHandle<(Vec<Record>, Prepared)>> = None;
     // The live matcher as of the last apply, to prepare the next batch with.
     let mut preparer: Option<Preparer> = None;
+    // Per topic and partition, the next offset not yet taken in. With the look-ahead a
+    // rebalance can happen while a batch is fetched but not yet committed; the assignment
+    // then seeks to the state file's offsets, before that batch, and its records arrive
+    // again. They are dropped here, so nothing is counted twice whatever the source does.
+    let mut taken: HashMap<String, HashMap<i32, i64>> = HashMap::new();
     loop {
         if (source.finished() && ahead.is_none()) || shutdown.is_fired() {
             return Ok(total);
@@ -427,6 +456,11 @@ pub async fn run<S: Source, D: DeadLetters>(
                     _ = shutdown.recv() => return Ok(total),
                     b = source.next_batch(settings.batch_size, settings.poll) => b?,
                 };
+                let fetched = batch.len();
+                let batch = only_new(batch, &taken);
+                if fetched > 0 && batch.is_empty() {
+                    continue;
+                }
                 let now = Utc::now();
                 if batch.is_empty() {
                     let p = processor.clone();
@@ -459,10 +493,16 @@ pub async fn run<S: Source, D: DeadLetters>(
                 .map_err(|e| PipelineError::Join(e.to_string()))??
             }
         };
+        for r in &batch {
+            let next = taken.entry(r.topic.clone()).or_default();
+            let n = next.entry(r.partition).or_insert(r.offset + 1);
+            *n = (*n).max(r.offset + 1);
+        }
         if let Some(prep) = preparer.take() {
             let next = source
                 .next_batch(settings.batch_size, Duration::ZERO)
                 .await?;
+            let next = only_new(next, &taken);
             if !next.is_empty() {
                 ahead = Some(tokio::task::spawn_blocking(move || {
                     let prepared = prep.prepare(&next, Utc::now());
@@ -513,6 +553,44 @@ mod tests {
     use super::*;
     use crate::engine::EngineSettings;
     use crate::source::{MemoryDeadLetters, MemorySource};
+
+    #[tokio::test]
+    async fn records_delivered_again_after_a_seek_back_are_counted_once() {
+        let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
+            "kz",
+            "kazakhstan",
+        )]);
+        let engine = Engine::new(EngineSettings::default(), matcher);
+        let processor = Arc::new(Mutex::new(Processor::new(
+            engine,
+            None,
+            vec![],
+            ClockMode::EventTime,
+            1000,
+        )));
+        let payloads: Vec<Vec<u8>> = (0..6)
+            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b","published_at":"2022-01-05T10:0{i}:00Z"}}"#).into_bytes())
+            .collect();
+        let mut source = MemorySource::from_payloads("articles", payloads);
+        // A rebalance sought back: offsets 2..6 arrive a second time, after the first pass.
+        let again: Vec<Record> = source.records.iter().skip(2).cloned().collect();
+        source.records.extend(again);
+        let (_t, shutdown) = crate::shutdown::channel();
+        let n = run(
+            &mut source,
+            &MemoryDeadLetters::default(),
+            processor.clone(),
+            LoopSettings {
+                batch_size: 4,
+                poll: Duration::from_millis(10),
+            },
+            shutdown,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 6, "each record taken in once");
+    }
 
     #[tokio::test]
     async fn bad_messages_go_to_dead_letters_and_the_stream_goes_on() {
