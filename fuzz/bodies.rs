@@ -34,6 +34,11 @@ pub fn rawtext(data: &[u8]) {
 
 /// The rule query language; a query that parses must compile and match.
 pub fn query(data: &[u8]) {
+    query_against(data, &sample_article());
+}
+
+/// [`query`], matching against `a`.
+pub fn query_against(data: &[u8], a: &article::Article) {
     let Ok(q) = std::str::from_utf8(data) else {
         return;
     };
@@ -57,9 +62,8 @@ pub fn query(data: &[u8]) {
     };
     // A query may be refused here too (no usable term), with an error, not a panic.
     if let Ok(m) = vigie::matcher::Matcher::new(vec![rule], vec![], &options) {
-        let a = sample_article();
-        let _ = m.match_article(&a);
-        let _ = m.explain(&a);
+        let _ = m.match_article(a);
+        let _ = m.explain(a);
     }
 }
 

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use chrono::Utc;
 use common::*;
 
 const RULES: &str = r#"
@@ -192,20 +191,6 @@ fn integrity(state: &Path) -> String {
         .unwrap()
 }
 
-fn batch(prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    let now = Utc::now();
-    (0..n)
-        .map(|i| {
-            article(
-                &format!("{prefix}-{i}"),
-                &format!("Kazakhstan: report {prefix} {i}"),
-                &distinct_body(prefix, i),
-                now - chrono::Duration::minutes((i % 50) as i64),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_consumption_and_a_restart_loses_nothing() {
     if std::env::var_os("VIGIE_NO_MOUNT").is_some() {
@@ -219,7 +204,7 @@ async fn a_full_disk_stops_consumption_and_a_restart_loses_nothing() {
     let state = disk.path().join("vigie.db");
     let cfg = config_with_state(&brokers, &topic, &state);
 
-    produce(&brokers, &topic, &batch("a", 300)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("a", 300)).await;
     let vigie = Vigie::start(&cfg, "before");
     wait_for("300 articles", Duration::from_secs(60), async || {
         series_total(&cfg, "kazakhstan", "articles")
@@ -230,7 +215,7 @@ async fn a_full_disk_stops_consumption_and_a_restart_loses_nothing() {
 
     // The disk fills up; more articles arrive.
     let filler = disk.fill();
-    produce(&brokers, &topic, &batch("b", 3000)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("b", 3000)).await;
     let mut vigie = vigie;
     let status = exit_within(&mut vigie, Duration::from_secs(60)).await;
     let log = vigie.log_text();
@@ -245,18 +230,7 @@ async fn a_full_disk_stops_consumption_and_a_restart_loses_nothing() {
     // Space comes back; a restart picks up where the state file says.
     std::fs::remove_file(filler).unwrap();
     let vigie = Vigie::start(&cfg, "after");
-    wait_for("3300 articles", Duration::from_secs(90), async || {
-        series_total(&cfg, "kazakhstan", "articles")
-            .await
-            .filter(|n| *n >= 3300)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        series_total(&cfg, "kazakhstan", "articles").await,
-        Some(3300),
-        "every article counted exactly once"
-    );
+    assert_counted_exactly(&cfg, "kazakhstan", 3300, Duration::from_secs(90)).await;
     let (status, _) = vigie.terminate();
     assert!(status.success());
     assert_eq!(integrity(&state), "ok");
@@ -275,7 +249,7 @@ async fn a_disk_turning_read_only_stops_consumption_and_nothing_is_lost_after_re
     let state = disk.path().join("vigie.db");
     let cfg = config_with_state(&brokers, &topic, &state);
 
-    produce(&brokers, &topic, &batch("a", 300)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("a", 300)).await;
     let mut vigie = Vigie::start(&cfg, "before");
     wait_for("300 articles", Duration::from_secs(60), async || {
         series_total(&cfg, "kazakhstan", "articles")
@@ -286,7 +260,7 @@ async fn a_disk_turning_read_only_stops_consumption_and_nothing_is_lost_after_re
 
     // The disk fails and ext4 turns it read-only; more articles arrive.
     disk.fail();
-    produce(&brokers, &topic, &batch("b", 3000)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("b", 3000)).await;
     let status = exit_within(&mut vigie, Duration::from_secs(60)).await;
     let log = vigie.log_text();
     assert!(
@@ -317,18 +291,7 @@ async fn a_disk_turning_read_only_stops_consumption_and_nothing_is_lost_after_re
     disk.unmount();
     disk.mount("rw");
     let vigie = Vigie::start(&cfg, "after");
-    wait_for("3300 articles", Duration::from_secs(90), async || {
-        series_total(&cfg, "kazakhstan", "articles")
-            .await
-            .filter(|n| *n >= 3300)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        series_total(&cfg, "kazakhstan", "articles").await,
-        Some(3300),
-        "every article counted exactly once"
-    );
+    assert_counted_exactly(&cfg, "kazakhstan", 3300, Duration::from_secs(90)).await;
     let (status, _) = vigie.terminate();
     assert!(status.success());
     assert_eq!(integrity(&state), "ok");

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use common::*;
 
 const RULES: &str = r#"
@@ -88,20 +87,6 @@ impl Drop for Broker {
     }
 }
 
-fn batch(prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    let now = Utc::now();
-    (0..n)
-        .map(|i| {
-            article(
-                &format!("{prefix}-{i}"),
-                &format!("Kazakhstan: report {prefix} {i}"),
-                &distinct_body(prefix, i),
-                now - chrono::Duration::minutes((i % 50) as i64),
-            )
-        })
-        .collect()
-}
-
 async fn readyz(cfg: &TestConfig) -> Option<(u16, serde_json::Value)> {
     let r = reqwest::get(cfg.url("/readyz")).await.ok()?;
     let code = r.status().as_u16();
@@ -118,7 +103,7 @@ async fn a_broker_outage_is_reported_and_consumption_resumes_without_loss() {
     create_topic(&brokers, &topic, 2).await;
     let cfg = TestConfig::new(&brokers, &topic, "", RULES, "");
 
-    produce(&brokers, &topic, &batch("a", 400)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("a", 400)).await;
     let mut vigie = Vigie::start(&cfg, "run");
     wait_ready(&cfg, "vigie ready").await;
     wait_for("400 articles", Duration::from_secs(60), async || {
@@ -129,7 +114,7 @@ async fn a_broker_outage_is_reported_and_consumption_resumes_without_loss() {
     .await;
 
     // A burst, and the broker goes away while vigie is reading it.
-    produce(&brokers, &topic, &batch("b", 3000)).await;
+    produce(&brokers, &topic, &kazakhstan_articles("b", 3000)).await;
     broker.stop();
     let down_at = Instant::now();
     // Not ready at once (the consumer loses its partitions), and the probe names the cause.
@@ -171,19 +156,8 @@ async fn a_broker_outage_is_reported_and_consumption_resumes_without_loss() {
     let up_at = Instant::now();
     wait_ready(&cfg, "ready again").await;
     let recovered = up_at.elapsed();
-    produce(&brokers, &topic, &batch("c", 500)).await;
-    wait_for("3900 articles", Duration::from_secs(120), async || {
-        series_total(&cfg, "kazakhstan", "articles")
-            .await
-            .filter(|n| *n >= 3900)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        series_total(&cfg, "kazakhstan", "articles").await,
-        Some(3900),
-        "every article counted exactly once across the outage"
-    );
+    produce(&brokers, &topic, &kazakhstan_articles("c", 500)).await;
+    assert_counted_exactly(&cfg, "kazakhstan", 3900, Duration::from_secs(120)).await;
     let log = vigie.log_text();
     assert!(log.contains("kafka broker unreachable"), "{log}");
     assert!(log.contains("kafka broker reachable again"), "{log}");

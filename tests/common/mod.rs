@@ -356,3 +356,35 @@ pub fn distinct_body(topic: &str, i: usize) -> String {
         .collect();
     format!("{topic} : {} (dépêche {i}).", words.join(" "))
 }
+
+/// `n` distinct articles about Kazakhstan (ids `prefix-i`), dated over the last 50 minutes.
+pub fn kazakhstan_articles(prefix: &str, n: usize) -> Vec<Vec<u8>> {
+    let now = chrono::Utc::now();
+    (0..n)
+        .map(|i| {
+            article(
+                &format!("{prefix}-{i}"),
+                &format!("Kazakhstan: report {prefix} {i}"),
+                &distinct_body(prefix, i),
+                now - chrono::Duration::minutes((i % 50) as i64),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `rule` has counted `n` articles, lets two more seconds pass, and checks the
+/// count is exactly `n`: none lost, none counted twice.
+pub async fn assert_counted_exactly(cfg: &TestConfig, rule: &str, n: u64, timeout: Duration) {
+    wait_for(&format!("{n} articles"), timeout, async || {
+        series_total(cfg, rule, "articles")
+            .await
+            .filter(|c| *c >= n)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        series_total(cfg, rule, "articles").await,
+        Some(n),
+        "every article counted exactly once"
+    );
+}
