@@ -318,9 +318,15 @@ pub fn title_hash(title: &str) -> Option<u64> {
 
 /// 64-bit SimHash of an article's normalized words (two-word shingles).
 pub fn simhash(title: &str, body: &str) -> u64 {
+    // Only the opening counts (see below): normalize a generous prefix, not a whole
+    // megabyte of body. Four times the bound leaves room for what normalization removes.
+    let mut cut = body.len().min(4 * SIMHASH_BODY_BYTES);
+    while !body.is_char_boundary(cut) {
+        cut -= 1;
+    }
     simhash_normalized(
         &normalize::normalize_str(title),
-        &normalize::normalize_str(body),
+        &normalize::normalize_str(&body[..cut]),
     )
 }
 

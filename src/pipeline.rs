@@ -493,10 +493,14 @@ pub async fn run<S: Source, D: DeadLetters>(
                 .map_err(|e| PipelineError::Join(e.to_string()))??
             }
         };
-        for r in &batch {
-            let next = taken.entry(r.topic.clone()).or_default();
-            let n = next.entry(r.partition).or_insert(r.offset + 1);
-            *n = (*n).max(r.offset + 1);
+        let offsets = next_offsets(&batch);
+        for (topic, partition, next) in &offsets {
+            let n = taken
+                .entry(topic.clone())
+                .or_default()
+                .entry(*partition)
+                .or_insert(*next);
+            *n = (*n).max(*next);
         }
         if let Some(prep) = preparer.take() {
             let next = source
@@ -510,7 +514,6 @@ pub async fn run<S: Source, D: DeadLetters>(
                 }));
             }
         }
-        let offsets = next_offsets(&batch);
         for (r, p) in batch.iter().zip(&prepared.parsed) {
             if let Err(reason) = p {
                 tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, reason = reason.code(), error = %reason, "message refused, sending to dead-letter topic");
