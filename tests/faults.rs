@@ -18,12 +18,7 @@ use std::time::Duration;
 
 use common::*;
 
-const RULES: &str = r#"
-[[rule]]
-id = "kazakhstan"
-name = "Kazakhstan"
-keywords = ["Kazakhstan"]
-"#;
+const RULES: &str = KAZAKHSTAN_RULE;
 
 /// A small tmpfs, unmounted on drop.
 struct SmallDisk {
@@ -185,6 +180,18 @@ async fn exit_within(vigie: &mut Vigie, timeout: Duration) -> Option<std::proces
     }
 }
 
+/// The process must stop by itself, say why, and exit with a failure code.
+async fn stops_for_the_state_file(vigie: &mut Vigie) {
+    let status = exit_within(vigie, Duration::from_secs(60)).await;
+    let log = vigie.log_text();
+    assert!(
+        log.contains("cannot write the state file"),
+        "the failure is reported:\n{log}"
+    );
+    let status = status.expect("vigie stops when it cannot persist");
+    assert!(!status.success(), "and exits with a failure code");
+}
+
 fn integrity(state: &Path) -> String {
     let db = rusqlite::Connection::open(state).unwrap();
     db.query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -217,14 +224,7 @@ async fn a_full_disk_stops_consumption_and_a_restart_loses_nothing() {
     let filler = disk.fill();
     produce(&brokers, &topic, &kazakhstan_articles("b", 3000)).await;
     let mut vigie = vigie;
-    let status = exit_within(&mut vigie, Duration::from_secs(60)).await;
-    let log = vigie.log_text();
-    assert!(
-        log.contains("cannot write the state file"),
-        "the failure is reported:\n{log}"
-    );
-    let status = status.expect("vigie stops when it cannot persist");
-    assert!(!status.success(), "and exits with a failure code");
+    stops_for_the_state_file(&mut vigie).await;
     drop(vigie);
 
     // Space comes back; a restart picks up where the state file says.
@@ -261,14 +261,7 @@ async fn a_disk_turning_read_only_stops_consumption_and_nothing_is_lost_after_re
     // The disk fails and ext4 turns it read-only; more articles arrive.
     disk.fail();
     produce(&brokers, &topic, &kazakhstan_articles("b", 3000)).await;
-    let status = exit_within(&mut vigie, Duration::from_secs(60)).await;
-    let log = vigie.log_text();
-    assert!(
-        log.contains("cannot write the state file"),
-        "the failure is reported:\n{log}"
-    );
-    let status = status.expect("vigie stops when it cannot persist");
-    assert!(!status.success(), "and exits with a failure code");
+    stops_for_the_state_file(&mut vigie).await;
     drop(vigie);
 
     // Still read-only when the service is started again (say, by systemd): it refuses to

@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const RULES: &str = r#"
-[[rule]]
-id = "kazakhstan"
-name = "Kazakhstan"
-keywords = ["Kazakhstan"]
-"#;
+const RULES: &str = KAZAKHSTAN_RULE;
 
 fn durable_tansu() -> PathBuf {
     let bin = std::env::var_os("TANSU_DURABLE_BIN")

@@ -388,3 +388,11 @@ pub async fn assert_counted_exactly(cfg: &TestConfig, rule: &str, n: u64, timeou
         "every article counted exactly once"
     );
 }
+
+/// One rule, `kazakhstan`, on the keyword Kazakhstan (what [`kazakhstan_articles`] hits).
+pub const KAZAKHSTAN_RULE: &str = r#"
+[[rule]]
+id = "kazakhstan"
+name = "Kazakhstan"
+keywords = ["Kazakhstan"]
+"#;
