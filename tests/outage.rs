@@ -138,13 +138,7 @@ async fn a_broker_outage_is_reported_and_consumption_resumes_without_loss() {
         vigie.log_text()
     );
     assert_eq!(readyz(&cfg).await.map(|r| r.0), Some(503));
-    let metrics = reqwest::get(cfg.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("vigie_kafka_up 0"), "{metrics}");
+    assert_eq!(metric(&cfg, "vigie_kafka_up", "").await, Some(0.0));
 
     // The broker returns with its storage; more articles arrive.
     let _broker = Broker::start(store.path(), port, "second");
