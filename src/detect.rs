@@ -19,6 +19,8 @@
 //! count has grown by `update_factor` since the last notice, `resolved` once the condition
 //! has stayed false for `resolve_after_minutes`, then `cooldown_minutes` before a new onset.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
@@ -42,6 +44,15 @@ pub enum DetectorKind {
     Threshold,
     Ratio,
 }
+
+/// The significance gate is shared by at least this many rules, however few are loaded.
+///
+/// Sharing `p_value` among the rules (Bonferroni) keeps the false alerts of the whole
+/// deployment about constant as rules are added, so each rule's own rate falls as 1/rules;
+/// without a floor a deployment of five rules would see each rule start a false alert every
+/// few days. With it, a rule's false-alert rate is at most what it is among 50 rules (about
+/// one a month at the defaults, see docs/DETECTION.md) and only falls below as rules are added.
+pub const MIN_FAMILY: usize = 50;
 
 /// Service-wide detector defaults (`[detector]` in vigie.toml).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -95,8 +106,8 @@ impl Default for DetectorConfig {
             slow_window_minutes: 240,
             ratio: 2.0,
             smoothing: 1.0,
-            p_value: 0.001,
-            min_count: 5,
+            p_value: 0.02,
+            min_count: 3,
             min_previous: 3,
             threshold: 20,
             update_factor: 2.0,
@@ -179,6 +190,11 @@ pub struct Baseline {
     /// Windows learned from (for `phi`).
     #[serde(default)]
     pub windows_seen: u64,
+    /// Forecasts of windows not yet finished: (last bucket of the window, expected
+    /// stories), each made before the window's first bucket was learned. `phi` is learned
+    /// against them, out of sample, as alerts are judged.
+    #[serde(default)]
+    pub forecasts: VecDeque<(i64, f64)>,
 }
 
 /// Window overdispersion assumed before any is learned: a coefficient of variation of
@@ -197,6 +213,7 @@ impl Default for Baseline {
             buckets_seen: 0,
             phi: default_phi(),
             windows_seen: 0,
+            forecasts: VecDeque::new(),
         }
     }
 }

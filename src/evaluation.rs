@@ -27,6 +27,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma, Poisson};
 use serde::Serialize;
+use statrs::distribution::DiscreteCDF;
 
 use crate::article::{Article, DateOrigin};
 use crate::detect::{DetectorConfig, EventKind};
@@ -77,6 +78,29 @@ pub enum Shape {
     Ramp,
     /// Jumps to full height, then decays exponentially (time constant a third of its length).
     Decay,
+}
+
+impl Shape {
+    /// The share of its full height a burst has `x` seconds into its `len` seconds.
+    fn intensity(self, x: f64, len: f64) -> f64 {
+        match self {
+            Shape::Step => 1.0,
+            Shape::Ramp => (x / (len / 4.0).min(3600.0)).min(1.0),
+            Shape::Decay => (-x / (len / 3.0)).exp(),
+        }
+    }
+}
+
+/// A topic's stories per hour at `t` before noise, swings and bursts: its rate shaped by
+/// the newsroom's day and its weekend factor.
+fn seasonal_rate(topic: &Topic, t: i64) -> f64 {
+    let dt = ts(t);
+    let weekly = if dt.weekday().number_from_monday() >= 6 {
+        topic.weekend
+    } else {
+        1.0
+    };
+    topic.rate * diurnal(dt.hour()) * weekly
 }
 
 /// One watched topic of a stream.
@@ -313,7 +337,6 @@ pub fn synthesize(o: &StreamOptions) -> Stream {
         let mut hour_factor = 1.0;
         let mut t = o.start;
         while t < end {
-            let dt = ts(t);
             if t % 86_400 == 0 {
                 day_factor = day_noise.sample(&mut rng);
             }
@@ -321,25 +344,13 @@ pub fn synthesize(o: &StreamOptions) -> Stream {
                 hour_factor = hour_noise.sample(&mut rng);
             }
             let day = ((t - o.start) / 86_400) as usize;
-            let weekly = if dt.weekday().number_from_monday() >= 6 {
-                topic.weekend
-            } else {
-                1.0
-            };
-            let base = topic.rate * diurnal(dt.hour()) * weekly * day_factor * hour_factor;
+            let seasonal = seasonal_rate(topic, t);
+            let base = seasonal * day_factor * hour_factor;
             let mut rate = base;
             for &(on, off, h, shape) in &bursts[i] {
                 if t >= on && t < off {
-                    let x = (t - on) as f64;
-                    let len = (off - on) as f64;
-                    let m = match shape {
-                        Shape::Step => 1.0,
-                        Shape::Ramp => (x / (len / 4.0).min(3600.0)).min(1.0),
-                        Shape::Decay => (-x / (len / 3.0)).exp(),
-                    };
-                    let reference =
-                        (topic.rate * diurnal(dt.hour()) * weekly).max(o.burst_floor_per_hour);
-                    rate += (h - 1.0) * reference * m;
+                    let m = shape.intensity((t - on) as f64, (off - on) as f64);
+                    rate += (h - 1.0) * seasonal.max(o.burst_floor_per_hour) * m;
                 }
             }
             let mean = rate * swing[day] * slice as f64 / 3600.0;
@@ -599,6 +610,90 @@ pub fn score(stream: &Stream, name: &str, started: &[AlertEvent]) -> Score {
     }
 }
 
+/// A yardstick for recall: the share of bursts of 3× or more that a detector told each
+/// topic's true seasonal rate (it need not learn anything) could catch at significance
+/// `gate` per test, with at least `min_count` stories, allowing `phi` window overdispersion
+/// (0.04 is the generator's hour-to-hour noise alone: the yardstick is also told each day's
+/// intensity).
+///
+/// Per burst it tries windows of 15 minutes, 1 hour and 4 hours starting every 15 minutes
+/// of the burst, takes the count a window must reach to pass the gate, and the chance that
+/// the burst's Poisson count reaches it; the burst's figure is the best window's, picked
+/// in hindsight. It is an estimate, not a bound, but a generous one: a real detector also
+/// faces the day and hour noise, swings and reprints, and must pick its windows in advance.
+pub fn recall_yardstick(stream: &Stream, gate: f64, phi: f64, min_count: u64) -> f64 {
+    const SLICE: i64 = 300;
+    let o = &stream.options;
+    let swing = |t: i64| {
+        let day = ((t - o.start) / 86_400) as u32;
+        stream
+            .swings
+            .iter()
+            .find(|(d, _)| *d == day)
+            .map_or(1.0, |(_, s)| *s)
+    };
+    let mut sum = 0.0;
+    let mut bursts = 0;
+    for label in stream.labels.iter().filter(|l| l.height >= 3.0) {
+        let Some(topic) = stream.topics.iter().find(|t| t.id == label.topic) else {
+            continue;
+        };
+        let (on, off) = (label.onset.timestamp(), label.end.timestamp());
+        let slices = (off - on) / SLICE;
+        // Expected stories per slice without and with the burst, past its end by 4 hours.
+        let (base, burst): (Vec<f64>, Vec<f64>) = (0..slices + 48)
+            .map(|i| {
+                let t = on + i * SLICE;
+                let seasonal = seasonal_rate(topic, t);
+                let extra = if t < off {
+                    let m = label.shape.intensity((t - on) as f64, (off - on) as f64);
+                    (label.height - 1.0) * seasonal.max(o.burst_floor_per_hour) * m
+                } else {
+                    0.0
+                };
+                let per_slice = swing(t) * SLICE as f64 / 3600.0;
+                (seasonal * per_slice, (seasonal + extra) * per_slice)
+            })
+            .unzip();
+        let mut best: f64 = 0.0;
+        for len in [3usize, 12, 48] {
+            for start in (0..slices as usize).step_by(3) {
+                let mean: f64 = base[start..start + len].iter().sum();
+                let with_burst: f64 = burst[start..start + len].iter().sum();
+                let needed = passing_count(mean, mean + phi * mean * mean, gate, min_count);
+                let p = statrs::distribution::Poisson::new(with_burst)
+                    .map_or(0.0, |d| d.sf(needed.saturating_sub(1)));
+                best = best.max(p);
+            }
+        }
+        sum += best;
+        bursts += 1;
+    }
+    if bursts == 0 {
+        return f64::NAN;
+    }
+    sum / bursts as f64
+}
+
+/// The smallest count, at least `min_count`, whose upper tail under (`mean`, `variance`) is
+/// at most `gate` (binary search: the tail falls as the count grows).
+fn passing_count(mean: f64, variance: f64, gate: f64, min_count: u64) -> u64 {
+    let (mut lo, mut hi) = (min_count.max(1), min_count.max(1));
+    while crate::detect::upper_tail(hi, mean, variance) > gate {
+        lo = hi + 1;
+        hi = hi * 2 + 8;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if crate::detect::upper_tail(mid, mean, variance) > gate {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
 /// The detectors compared in docs/DETECTION.md: vigie's default, and ElastAlert's spike
 /// rule as closely as the engine can express it (current hour against the previous hour,
 /// articles counted, no smoothing, `threshold_cur` 5 and `threshold_ref` 3), plus the same
@@ -610,10 +705,12 @@ pub fn contenders() -> Vec<(&'static str, DetectorConfig)> {
         kind: DetectorKind::Ratio,
         count: CountUnit::Articles,
         smoothing: 0.0,
+        min_count: 5,
         ..base.clone()
     };
     let ratio_stories = DetectorConfig {
         kind: DetectorKind::Ratio,
+        min_count: 5,
         ..base.clone()
     };
     vec![

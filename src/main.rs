@@ -469,6 +469,15 @@ fn evaluate(
         println!("{}", serde_json::to_string_pretty(&scores)?);
     } else {
         print!("{}", evaluation::table(&scores));
+        // The gate vigie's default applies: p_value over rules × its three windows.
+        let d = vigie::detect::DetectorConfig::default();
+        let family = stream.topics.len().max(vigie::detect::MIN_FAMILY);
+        let gate = d.p_value / (family * 3) as f64;
+        println!(
+            "\nYardstick: told each topic's true rate and each day's intensity, a detector at the \
+             default gate ({gate:.1e} per test) would catch about {:.1}% of bursts of 3× or more.",
+            100.0 * evaluation::recall_yardstick(&stream, gate, 0.04, d.min_count)
+        );
     }
     eprintln!(
         "evaluate: seed {seed}, {days} days, {} topics, {} articles, {} bursts, {} wire reprints, {} volume swings, {:.1} s",
