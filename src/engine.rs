@@ -112,7 +112,8 @@ pub struct RuleState {
     /// A few matched articles per recent bucket, for alert evidence. Persisted as rows
     /// (see [`Changes::evidence`]), not with the rest of the state.
     #[serde(skip)]
-    pub recent: BTreeMap<i64, Vec<ArticleRef>>,
+    /// Shared: one article matched by many rules is one allocation, not one per rule.
+    pub recent: BTreeMap<i64, Vec<Arc<ArticleRef>>>,
 }
 
 /// Matched articles kept per rule and bucket as evidence.
@@ -217,7 +218,7 @@ pub struct Changes {
     pub volume: Vec<(i64, u64)>,
     pub events: Vec<AlertEvent>,
     /// New evidence rows: (rule, bucket, article).
-    pub evidence: Vec<(String, i64, ArticleRef)>,
+    pub evidence: Vec<(String, i64, Arc<ArticleRef>)>,
     /// The feed's volume baseline, when it learned something.
     pub feed: Option<FeedState>,
     pub watermark: i64,
@@ -454,7 +455,7 @@ pub struct Engine {
     dirty_rules: HashSet<String>,
     dirty_volume: HashSet<i64>,
     new_stories: Vec<StoryKey>,
-    new_evidence: Vec<(String, i64, ArticleRef)>,
+    new_evidence: Vec<(String, i64, Arc<ArticleRef>)>,
     events: Vec<AlertEvent>,
     /// Articles dropped as too late since start (for metrics).
     pub late_total: u64,
@@ -607,7 +608,7 @@ impl Engine {
         }
         for (id, b, r) in evidence {
             if let Some(st) = self.rules.get_mut(&id) {
-                st.recent.entry(b).or_default().push(r);
+                st.recent.entry(b).or_default().push(Arc::new(r));
             }
         }
         let mut stories = stories;
@@ -649,6 +650,8 @@ impl Engine {
         *self.volume.entry(b).or_default() += 1;
         self.dirty_volume.insert(b);
         let source_hash = xxhash_rust::xxh3::xxh3_64(a.source.as_deref().unwrap_or("").as_bytes());
+        // The evidence reference, made once for all the rules that keep it.
+        let mut evidence: Option<Arc<ArticleRef>> = None;
         for &ri in &m.rule_indices {
             let rule = &self.matcher.rules[ri];
             let Some(st) = self.rules.get_mut(&rule.id) else {
@@ -679,17 +682,21 @@ impl Engine {
             if kept.len() < EVIDENCE_PER_BUCKET
                 && (new_story || kept.len() < EVIDENCE_PER_BUCKET - 1)
             {
-                let r = ArticleRef {
-                    id: a.id.clone(),
-                    title: a.title.chars().take(300).collect(),
-                    url: a.url.clone(),
-                    source: a.source.clone(),
-                    published_at: ts(t),
-                    entities: m.entities.clone(),
-                    countries: m.countries.clone(),
-                    terms: m.terms.clone(),
-                    new_story,
-                };
+                let r = evidence
+                    .get_or_insert_with(|| {
+                        Arc::new(ArticleRef {
+                            id: a.id.clone(),
+                            title: a.title.chars().take(300).collect(),
+                            url: a.url.clone(),
+                            source: a.source.clone(),
+                            published_at: ts(t),
+                            entities: m.entities.clone(),
+                            countries: m.countries.clone(),
+                            terms: m.terms.clone(),
+                            new_story,
+                        })
+                    })
+                    .clone();
                 kept.push(r.clone());
                 self.new_evidence.push((rule.id.clone(), b, r));
             }
@@ -1045,7 +1052,7 @@ impl Engine {
         let recent: Vec<&ArticleRef> = st
             .recent
             .range(window.clone())
-            .flat_map(|(_, v)| v.iter())
+            .flat_map(|(_, v)| v.iter().map(|r| &**r))
             .collect();
         let articles: u64 = st
             .buckets

@@ -170,7 +170,7 @@ impl Store {
                 "INSERT INTO evidence (rule, bucket, article) VALUES (?1, ?2, ?3)",
             )?;
             for (rule, b, a) in &c.evidence {
-                put_evidence.execute(params![rule, b, serde_json::to_string(a)?])?;
+                put_evidence.execute(params![rule, b, serde_json::to_string(&**a)?])?;
             }
             let mut put_volume = tx.prepare_cached(
                 "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
