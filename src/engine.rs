@@ -587,7 +587,7 @@ impl Engine {
         &mut self,
         rules: Vec<(String, RuleState)>,
         buckets: Vec<(String, i64, Bucket)>,
-        evidence: Vec<(String, i64, ArticleRef)>,
+        evidence: Vec<(String, i64, Arc<ArticleRef>)>,
         stories: Vec<StoryKey>,
         volume: Vec<(i64, u64)>,
         watermark: Option<i64>,
@@ -608,7 +608,7 @@ impl Engine {
         }
         for (id, b, r) in evidence {
             if let Some(st) = self.rules.get_mut(&id) {
-                st.recent.entry(b).or_default().push(Arc::new(r));
+                st.recent.entry(b).or_default().push(r);
             }
         }
         let mut stories = stories;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -47,6 +48,12 @@ CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, title INTEGER, at INT
 CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
 CREATE TABLE IF NOT EXISTS evidence (rule TEXT NOT NULL, bucket INTEGER NOT NULL, article TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS evidence_bucket ON evidence (bucket);
+CREATE TABLE IF NOT EXISTS evidence_articles (
+    id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, article TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS evidence_articles_bucket ON evidence_articles (bucket);
+CREATE TABLE IF NOT EXISTS evidence_refs (
+    rule TEXT NOT NULL, bucket INTEGER NOT NULL, article INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS evidence_refs_bucket ON evidence_refs (bucket);
 CREATE TABLE IF NOT EXISTS volume (bucket INTEGER PRIMARY KEY, articles INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS alert_events (
     event_id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,
@@ -166,11 +173,27 @@ impl Store {
             for k in &c.stories {
                 put_story.execute(params![k.simhash as i64, k.title.map(|t| t as i64), k.at])?;
             }
-            let mut put_evidence = tx.prepare_cached(
-                "INSERT INTO evidence (rule, bucket, article) VALUES (?1, ?2, ?3)",
+            // Evidence: each article once, and a reference per rule that keeps it. (One
+            // row per rule with the article's JSON made the evidence most of what a batch
+            // wrote: an article matched by 35 rules was serialized and stored 35 times.)
+            let mut put_article = tx.prepare_cached(
+                "INSERT INTO evidence_articles (bucket, article) VALUES (?1, ?2)",
             )?;
+            let mut put_ref = tx.prepare_cached(
+                "INSERT INTO evidence_refs (rule, bucket, article) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut stored: HashMap<*const ArticleRef, i64> = HashMap::new();
             for (rule, b, a) in &c.evidence {
-                put_evidence.execute(params![rule, b, serde_json::to_string(&**a)?])?;
+                let row = match stored.get(&Arc::as_ptr(a)) {
+                    Some(row) => *row,
+                    None => {
+                        put_article.execute(params![b, serde_json::to_string(&**a)?])?;
+                        let row = tx.last_insert_rowid();
+                        stored.insert(Arc::as_ptr(a), row);
+                        row
+                    }
+                };
+                put_ref.execute(params![rule, b, row])?;
             }
             let mut put_volume = tx.prepare_cached(
                 "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
@@ -308,22 +331,41 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Evidence rows from `since` on.
-    pub fn evidence_since(&self, since: i64) -> Result<Vec<(String, i64, ArticleRef)>, StateError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT rule, bucket, article FROM evidence WHERE bucket >= ?1")?;
+    /// Evidence from `since` on, each article read once and shared by the rules that kept
+    /// it. Rows of the older one-row-per-rule table are still read, so an upgrade keeps the
+    /// evidence of open alerts.
+    pub fn evidence_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(String, i64, Arc<ArticleRef>)>, StateError> {
+        let mut st = self.conn.prepare(
+            "SELECT r.rule, r.bucket, a.id, a.article FROM evidence_refs r \
+             JOIN evidence_articles a ON a.id = r.article WHERE r.bucket >= ?1 \
+             UNION ALL SELECT rule, bucket, NULL, article FROM evidence WHERE bucket >= ?1",
+        )?;
         let rows = st.query_map([since], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })?;
         let mut out = Vec::new();
+        let mut read: HashMap<i64, Arc<ArticleRef>> = HashMap::new();
         for row in rows {
-            let (rule, b, json) = row?;
-            out.push((rule, b, serde_json::from_str(&json)?));
+            let (rule, b, id, json) = row?;
+            let article = match id.and_then(|id| read.get(&id)) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = Arc::new(serde_json::from_str::<ArticleRef>(&json)?);
+                    if let Some(id) = id {
+                        read.insert(id, a.clone());
+                    }
+                    a
+                }
+            };
+            out.push((rule, b, article));
         }
         Ok(out)
     }
@@ -456,9 +498,12 @@ impl Store {
         n += self
             .conn
             .execute("DELETE FROM volume WHERE bucket < ?1", [wm - retention])?;
-        n += self
-            .conn
-            .execute("DELETE FROM evidence WHERE bucket < ?1", [wm - evidence])?;
+        for table in ["evidence", "evidence_refs", "evidence_articles"] {
+            n += self.conn.execute(
+                &format!("DELETE FROM {table} WHERE bucket < ?1"),
+                [wm - evidence],
+            )?;
+        }
         n += self
             .conn
             .execute("DELETE FROM stories WHERE at < ?1", [wm - stories])?;
@@ -524,5 +569,59 @@ mod tests {
         assert_eq!(s.prune(1000, 1000, 1000).unwrap(), 0);
         assert!(s.prune(200, 200, 200).unwrap() >= 3);
         assert!(s.buckets_since(0).unwrap().is_empty());
+    }
+
+    /// An article kept by several rules is stored once and comes back shared; rows of the
+    /// older one-row-per-rule table are still read after an upgrade.
+    #[test]
+    fn evidence_is_stored_once_per_article_and_read_back_shared() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&d.path().join("state.db")).unwrap();
+        let article = |id: &str| ArticleRef {
+            id: id.into(),
+            title: format!("title {id}"),
+            url: None,
+            source: Some("example.org".into()),
+            published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
+            entities: vec!["Tokaïev".into()],
+            countries: vec!["KZ".into()],
+            terms: vec!["kazakhstan".into()],
+            new_story: true,
+        };
+        let shared = Arc::new(article("a1"));
+        let c = Changes {
+            evidence: vec![
+                ("kz".into(), 300, shared.clone()),
+                ("asia".into(), 300, shared.clone()),
+                ("kz".into(), 300, Arc::new(article("a2"))),
+            ],
+            watermark: 600,
+            ..Default::default()
+        };
+        s.commit(&c, &[], &[]).unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO evidence (rule, bucket, article) VALUES ('old', 300, ?1)",
+                [serde_json::to_string(&article("a0")).unwrap()],
+            )
+            .unwrap();
+        let stored: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM evidence_articles", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(stored, 2);
+        let back = s.evidence_since(0).unwrap();
+        assert_eq!(back.len(), 4);
+        let of = |rule: &str, id: &str| {
+            back.iter()
+                .find(|(r, _, a)| r == rule && a.id == id)
+                .map(|(_, _, a)| a.clone())
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(&of("kz", "a1"), &of("asia", "a1")));
+        assert_eq!(*of("kz", "a1"), article("a1"));
+        assert_eq!(*of("old", "a0"), article("a0"));
+        assert!(s.prune(100, 100, 100).unwrap() >= 4);
+        assert!(s.evidence_since(0).unwrap().is_empty());
     }
 }
