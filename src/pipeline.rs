@@ -148,6 +148,11 @@ pub struct Processor {
     /// Events decided at an event time before this (unix seconds) are stored but not sent:
     /// a warm-up replay of history should not mail last week's alerts.
     pub notify_after: Option<i64>,
+    /// Per-rule match counters, by rule index, for the matcher they were made for, each
+    /// registered at the rule's first match (so the metrics page lists rules that matched,
+    /// not all 10,000). A handle per rule instead of a registry lookup (and an id copied
+    /// for its label) per match: at 10,000 rules an article matches about 35.
+    rule_matches: Option<(Arc<Matcher>, Vec<Option<metrics::Counter>>)>,
 }
 
 impl Processor {
@@ -168,6 +173,7 @@ impl Processor {
             last_record: Instant::now(),
             assigned: None,
             notify_after: None,
+            rule_matches: None,
         }
     }
 
@@ -239,6 +245,14 @@ impl Processor {
             rejected: records.len() - articles.len(),
             ..Default::default()
         };
+        if !self
+            .rule_matches
+            .as_ref()
+            .is_some_and(|(m, _)| Arc::ptr_eq(m, &matcher))
+        {
+            self.rule_matches = Some((matcher.clone(), vec![None; matcher.rules.len()]));
+        }
+        let mut counters = self.rule_matches.as_mut().map(|(_, c)| c);
         for ((i, a), mm) in articles.iter().zip(&matches) {
             let r = &records[*i];
             let mut t = a.published_at.timestamp();
@@ -253,8 +267,13 @@ impl Processor {
                 }
                 Ingested::Counted { .. } => {
                     for &ri in &mm.rule_indices {
-                        let id = matcher.rules[ri].id.clone();
-                        metrics::counter!(m::RULE_MATCHES, "rule" => id).increment(1);
+                        if let Some(slot) = counters.as_mut().and_then(|c| c.get_mut(ri)) {
+                            slot.get_or_insert_with(|| {
+                                let id = matcher.rules[ri].id.clone();
+                                metrics::counter!(m::RULE_MATCHES, "rule" => id)
+                            })
+                            .increment(1);
+                        }
                     }
                 }
             }
