@@ -33,6 +33,13 @@
 //! current batch is committed, a rebalance at that moment seeks back to the state file's
 //! offsets and the current batch's records arrive again; the loop remembers the next
 //! offset it has taken in per partition and drops anything below it.
+//!
+//! The state file is written behind, too: [`run`] applies batch N+1 to the engine while
+//! batch N's transaction (step 3, with its fsync) is written on another thread. The writes
+//! stay in order — N+1's starts only after N's has finished — and step 4 and the outbox
+//! wake-up for a batch come only after its own write. A crash while N is being written
+//! leaves the file at N−1 or N, each a consistent state with its own offsets; N+1 existed
+//! only in memory and is read again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -133,8 +140,9 @@ pub struct BatchReport {
 /// The synchronous half of the pipeline: everything after parsing and dead-lettering.
 pub struct Processor {
     pub engine: Engine,
-    /// None for in-memory runs (backtest, tests).
-    store: Option<Store>,
+    /// None for in-memory runs (backtest, tests). Shared with the writer thread of [`run`],
+    /// which writes batch N while batch N+1 is applied.
+    store: Option<Arc<Mutex<Store>>>,
     /// Channels for events whose rule names none.
     default_notify: Vec<String>,
     clock: PartitionClock,
@@ -165,7 +173,7 @@ impl Processor {
     ) -> Self {
         Processor {
             engine,
-            store,
+            store: store.map(|s| Arc::new(Mutex::new(s))),
             default_notify,
             clock: PartitionClock::default(),
             mode,
@@ -225,6 +233,22 @@ impl Processor {
         prepared: Prepared,
         now: DateTime<Utc>,
     ) -> Result<BatchReport, PipelineError> {
+        let (report, write) = self.apply_deferred(records, prepared, now);
+        if let Some(store) = &self.store {
+            write_state(store, &write)?;
+        }
+        Ok(report)
+    }
+
+    /// Applies a batch to the engine and returns, besides the report, the state write that
+    /// makes it durable, for the caller to carry out (in order, before committing the
+    /// batch's offsets to the source).
+    pub fn apply_deferred(
+        &mut self,
+        records: &[Record],
+        prepared: Prepared,
+        now: DateTime<Utc>,
+    ) -> (BatchReport, StateWrite) {
         let started = Instant::now();
         let clamp = match self.mode {
             ClockMode::Live { .. } => Some(now.timestamp()),
@@ -285,14 +309,19 @@ impl Processor {
         if let Some(wm) = self.clock.watermark(self.mode, self.assigned.as_ref()) {
             report.events = self.engine.advance(wm);
         }
-        self.commit(records)?;
+        let write = self.take_write(records);
         metrics::counter!(m::ARTICLES_PROCESSED).increment(report.articles as u64);
         metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         for e in &report.events {
             metrics::counter!(m::ALERT_EVENTS, "kind" => e.kind.as_str()).increment(1);
             tracing::info!(rule = %e.rule, kind = e.kind.as_str(), alert = %e.alert_id, observed = e.observed, expected = e.expected, ratio = e.ratio, p_value = e.p_value, at = %e.at, "alert event");
         }
-        Ok(report)
+        (report, write)
+    }
+
+    /// The state file, for a writer beside the processor (`None` for in-memory runs).
+    pub fn store(&self) -> Option<Arc<Mutex<Store>>> {
+        self.store.clone()
     }
 
     /// With a live clock, lets the watermark follow the wall clock once the feed has been
@@ -307,15 +336,17 @@ impl Processor {
             return Ok(Vec::new());
         }
         let events = self.engine.advance(now.timestamp());
-        self.commit(&[])?;
+        let write = self.take_write(&[]);
+        if let Some(store) = &self.store {
+            write_state(store, &write)?;
+        }
         Ok(events)
     }
 
-    fn commit(&mut self, records: &[Record]) -> Result<(), PipelineError> {
+    /// Takes everything the engine changed since the last write, with the offsets of
+    /// `records` and the outbox rows of the new events.
+    fn take_write(&mut self, records: &[Record]) -> StateWrite {
         let changes = self.engine.take_changes();
-        let Some(store) = &mut self.store else {
-            return Ok(());
-        };
         let offsets = next_offsets(records);
         let mut deliveries = Vec::new();
         for e in &changes.events {
@@ -332,14 +363,36 @@ impl Processor {
             }
         }
         metrics::gauge!(m::WATERMARK).set(changes.watermark.max(0) as f64);
-        store
-            .commit(&changes, &offsets, &deliveries)
-            .inspect_err(|e| {
-                metrics::counter!(m::STATE_ERRORS).increment(1);
-                tracing::error!(error = %e, "cannot write the state file; stopping consumption");
-            })?;
-        Ok(())
+        StateWrite {
+            changes,
+            offsets,
+            deliveries,
+        }
     }
+}
+
+/// One batch's transaction for the state file: what the engine changed, the batch's next
+/// offsets, and the outbox rows of its events.
+pub struct StateWrite {
+    changes: crate::engine::Changes,
+    /// Per topic and partition, the next offset to read: also committed to the source once
+    /// this write is durable.
+    pub offsets: Vec<(String, i32, i64)>,
+    deliveries: Vec<(String, String)>,
+}
+
+/// Writes one batch's transaction; an error stops consumption.
+fn write_state(store: &Mutex<Store>, w: &StateWrite) -> Result<(), PipelineError> {
+    let mut store = store
+        .lock()
+        .map_err(|_| PipelineError::Join("state store lock poisoned".into()))?;
+    store
+        .commit(&w.changes, &w.offsets, &w.deliveries)
+        .inspect_err(|e| {
+            metrics::counter!(m::STATE_ERRORS).increment(1);
+            tracing::error!(error = %e, "cannot write the state file; stopping consumption");
+        })?;
+    Ok(())
 }
 
 /// A batch parsed and, usually, matched: the half of the work that needs no engine.
@@ -464,15 +517,22 @@ pub async fn run<S: Source, D: DeadLetters>(
     // then seeks to the state file's offsets, before that batch, and its records arrive
     // again. They are dropped here, so nothing is counted twice whatever the source does.
     let mut taken: HashMap<String, HashMap<i32, i64>> = HashMap::new();
+    // The previous batch's state write, running while the current batch is applied
+    // (module docs, "Overlap"); finished before the next write starts and before returning.
+    let mut writing: Option<Writing> = None;
     loop {
         if (source.finished() && ahead.is_none()) || shutdown.is_fired() {
+            finish_write(&mut writing, source, &mut total, &after_commit).await?;
             return Ok(total);
         }
         let (batch, prepared) = match ahead.take() {
             Some(h) => h.await.map_err(|e| PipelineError::Join(e.to_string()))?,
             None => {
                 let batch = tokio::select! {
-                    _ = shutdown.recv() => return Ok(total),
+                    _ = shutdown.recv() => {
+                        finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                        return Ok(total);
+                    }
                     b = source.next_batch(settings.batch_size, settings.poll) => b?,
                 };
                 let fetched = batch.len();
@@ -482,6 +542,8 @@ pub async fn run<S: Source, D: DeadLetters>(
                 }
                 let now = Utc::now();
                 if batch.is_empty() {
+                    // The idle tick writes on its own: after the pending write, in order.
+                    finish_write(&mut writing, source, &mut total, &after_commit).await?;
                     let p = processor.clone();
                     let events = tokio::task::spawn_blocking(move || {
                         p.lock()
@@ -543,7 +605,10 @@ pub async fn run<S: Source, D: DeadLetters>(
                         Err(e) => {
                             tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "dead-letter write failed");
                             tokio::select! {
-                                _ = shutdown.recv() => return Ok(total),
+                                _ = shutdown.recv() => {
+                                    finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                                    return Ok(total);
+                                }
                                 _ = tokio::time::sleep(delay) => {}
                             }
                             delay = (delay * 2).min(Duration::from_secs(30));
@@ -554,20 +619,51 @@ pub async fn run<S: Source, D: DeadLetters>(
             }
         }
         let p = processor.clone();
-        let (report, next_preparer) = tokio::task::spawn_blocking(move || {
+        let (report, write, next_preparer, store) = tokio::task::spawn_blocking(move || {
             let mut p = p
                 .lock()
                 .map_err(|_| PipelineError::Join("poisoned".into()))?;
-            let report = p.apply_prepared(&batch, prepared, Utc::now())?;
-            Ok::<_, PipelineError>((report, p.preparer()))
+            let (report, write) = p.apply_deferred(&batch, prepared, Utc::now());
+            Ok::<_, PipelineError>((report, write, p.preparer(), p.store()))
         })
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
         preparer = Some(next_preparer);
-        source.commit(&offsets).await?;
-        total += report.articles as u64;
-        after_commit(&report);
+        finish_write(&mut writing, source, &mut total, &after_commit).await?;
+        let offsets = write.offsets.clone();
+        let handle = tokio::task::spawn_blocking(move || match store {
+            Some(store) => write_state(&store, &write),
+            None => Ok(()),
+        });
+        writing = Some((handle, offsets, report));
     }
+}
+
+/// A batch's state write under way: the write, then what follows once it is durable.
+type Writing = (
+    tokio::task::JoinHandle<Result<(), PipelineError>>,
+    Vec<(String, i32, i64)>,
+    BatchReport,
+);
+
+/// Waits for the pending state write, if any; once it is durable, commits its batch's
+/// offsets to the source and reports the batch.
+async fn finish_write<S: Source>(
+    writing: &mut Option<Writing>,
+    source: &mut S,
+    total: &mut u64,
+    after_commit: &impl Fn(&BatchReport),
+) -> Result<(), PipelineError> {
+    let Some((handle, offsets, report)) = writing.take() else {
+        return Ok(());
+    };
+    handle
+        .await
+        .map_err(|e| PipelineError::Join(e.to_string()))??;
+    source.commit(&offsets).await?;
+    *total += report.articles as u64;
+    after_commit(&report);
+    Ok(())
 }
 
 #[cfg(test)]
