@@ -242,6 +242,26 @@ impl Baseline {
         self.level * self.hour[season.hour] * self.dow[season.dow]
     }
 
+    /// Expected stories in the `n` buckets of `bucket_secs` starting at `from`: the sum of
+    /// [`Baseline::expected`] over them, taken an hour at a time (the factors only change on
+    /// the hour), so a six-hour sum of 5-minute buckets costs 7 products instead of 72. It
+    /// runs for every rule at every bucket, which made the per-bucket sum a tenth of the
+    /// engine's time at 10,000 rules.
+    pub fn expected_sum(&self, from: i64, n: i64, bucket_secs: i64) -> f64 {
+        let bs = bucket_secs.max(1);
+        let (mut t, end) = (from, from + n.max(0) * bs);
+        let mut sum = 0.0;
+        while t < end {
+            // Bucket starts in [t, next hour), each counted at the season of its start.
+            let next_hour = (t.div_euclid(3600) + 1) * 3600;
+            let k = ((next_hour.min(end) - t) + bs - 1) / bs;
+            let s = Season::of(t);
+            sum += k as f64 * self.hour[s.hour] * self.dow[s.dow];
+            t += k * bs;
+        }
+        self.level * sum
+    }
+
     /// Learns from one finished bucket. `count` is clipped to a robust upper bound first.
     ///
     /// `prior` is a seasonal profile to lean on (the whole feed's): a topic with a few
@@ -403,12 +423,19 @@ pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, tests: usize) -> Verdict {
     let (expected, ratio, p_value, surging, elevated) = match cfg.kind {
         DetectorKind::Baseline => {
             let ratio = (w.observed as f64 + cfg.smoothing) / (w.expected + cfg.smoothing);
-            let p = upper_tail(w.observed, w.expected, w.variance);
+            // The tail (an incomplete beta function, the costliest step here) matters only
+            // when the cheap relaxed gates pass, and both verdicts need them; otherwise it
+            // is left NaN, and [`Verdict::with_tail`] fills it in for an event.
+            let could = w.observed * 2 >= cfg.min_count && ratio >= relaxed_ratio;
+            let p = if could {
+                upper_tail(w.observed, w.expected, w.variance)
+            } else {
+                f64::NAN
+            };
             let gate = cfg.p_value / tests.max(1) as f64;
             let surging =
                 w.warmed_up && w.observed >= cfg.min_count && ratio >= cfg.ratio && p <= gate;
-            let elevated =
-                w.observed * 2 >= cfg.min_count && ratio >= relaxed_ratio && p <= gate.sqrt();
+            let elevated = could && p <= gate.sqrt();
             (w.expected, ratio, p, surging, elevated)
         }
         DetectorKind::Threshold => {
@@ -439,6 +466,20 @@ pub fn evaluate(cfg: &DetectorConfig, w: &WindowView, tests: usize) -> Verdict {
         expected,
         ratio,
         p_value,
+    }
+}
+
+impl Verdict {
+    /// A `baseline` verdict with its tail probability computed if [`evaluate`] skipped it,
+    /// for the figures of an event (`variance` as in the [`WindowView`] it came from).
+    pub fn with_tail(self, variance: f64) -> Verdict {
+        if !self.p_value.is_nan() {
+            return self;
+        }
+        Verdict {
+            p_value: upper_tail(self.observed, self.expected, variance),
+            ..self
+        }
     }
 }
 
@@ -572,6 +613,29 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_sum_equals_the_sum_of_buckets() {
+        let b = Baseline {
+            level: 1.7,
+            hour: (0..24).map(|i| 0.5 + i as f64 / 24.0).collect(),
+            dow: (0..7).map(|i| 0.6 + i as f64 / 10.0).collect(),
+            ..Default::default()
+        };
+        // Bucket sizes that divide the hour and one that does not; starts on and off it.
+        for bs in [60, 300, 420, 3600, 7200] {
+            for from in [0, 299, 1_641_000_000, 1_641_001_234, -86_400 - 17] {
+                for n in [0, 1, 3, 12, 48, 72, 500] {
+                    let plain: f64 = (0..n).map(|i| b.expected(Season::of(from + i * bs))).sum();
+                    let fast = b.expected_sum(from, n, bs);
+                    assert!(
+                        (plain - fast).abs() <= 1e-9 * plain.max(1.0),
+                        "bs {bs} from {from} n {n}: {plain} vs {fast}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn season_of_known_dates() {
