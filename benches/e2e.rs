@@ -11,7 +11,8 @@
 //! 2. I/O ceiling: one bare rdkafka consumer that only reads the topic;
 //! 3. compute ceiling: one bare consumer per core, each running a single Aho-Corasick DFA
 //!    of all the rule set's keywords over the raw payload bytes (no JSON, no normalization,
-//!    no rule logic);
+//!    no rule logic); and the same with as many word-like made-up keywords
+//!    (`common::word_like`), whose automaton text walks into as real keywords';
 //! 4. a Python consumer (confluent-kafka, JSON parse, tokenize, set lookups), when the
 //!    project's venv has confluent-kafka;
 //! 5. `vigie run` from the earliest offset with each rule set and the full gazetteer:
@@ -138,6 +139,25 @@ fn main() {
             &format!(
                 "compute ceiling: 2 consumers, one AC DFA of {} keywords ({k} rules)",
                 words.len()
+            ),
+            rate,
+            None,
+        );
+        // The same number of word-like keywords (see `common::word_like`): what the
+        // ceiling is when the keywords look like a real newsroom's.
+        let like = common::word_like(words.len());
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&like)
+            .unwrap();
+        let rate = consume_all(&brokers, &topic, n, 2, |payload| {
+            ac.find_iter(payload).count()
+        });
+        table.row(
+            &format!(
+                "compute ceiling, word-like keywords: 2 consumers, one AC DFA of {} made-up words",
+                like.len()
             ),
             rate,
             None,
