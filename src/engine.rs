@@ -349,6 +349,18 @@ pub fn simhash(title: &str, body: &str) -> u64 {
 /// tails (footers, "read more"), and a bound keeps the cost per article flat.
 const SIMHASH_BODY_BYTES: usize = 3000;
 
+/// The hash of the two-word shingle `a b` from the words' own hashes: each word is hashed
+/// once, not twice (as the second word of one shingle and the first of the next), and no
+/// shingle is copied out to be hashed. It was 15% of samples at 1,000 rules. The mix is
+/// splitmix64's finalizer, whose output bits each depend on every input bit, which SimHash
+/// needs; the multiplication makes it order-sensitive (`a b` ≠ `b a`).
+fn shingle_hash(a: u64, b: u64) -> u64 {
+    let mut z = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// [`simhash`] over text that is already normalized (lower case, words separated by one
 /// space), as the matcher has it.
 pub fn simhash_normalized(title: &str, body: &str) -> u64 {
@@ -369,8 +381,7 @@ pub fn simhash_normalized(title: &str, body: &str) -> u64 {
     let mut lanes = [0u64; 8];
     let mut in_lanes = 0u32;
     let mut shingles = 0u32;
-    let mut prev: Option<&str> = None;
-    let mut buf: Vec<u8> = Vec::with_capacity(64);
+    let mut prev: Option<u64> = None;
     let flush = |lanes: &mut [u64; 8], ones: &mut [u32; 64]| {
         for (j, lane) in lanes.iter_mut().enumerate() {
             for (k, byte) in lane.to_le_bytes().iter().enumerate() {
@@ -380,12 +391,9 @@ pub fn simhash_normalized(title: &str, body: &str) -> u64 {
         }
     };
     for w in words {
-        if let Some(p) = prev {
-            buf.clear();
-            buf.extend_from_slice(p.as_bytes());
-            buf.push(b' ');
-            buf.extend_from_slice(w.as_bytes());
-            let h = xxhash_rust::xxh3::xxh3_64(&buf);
+        let hw = xxhash_rust::xxh3::xxh3_64(w.as_bytes());
+        if let Some(hp) = prev {
+            let h = shingle_hash(hp, hw);
             for (j, lane) in lanes.iter_mut().enumerate() {
                 *lane += SPREAD[((h >> (8 * j)) & 0xff) as usize];
             }
@@ -395,15 +403,12 @@ pub fn simhash_normalized(title: &str, body: &str) -> u64 {
                 flush(&mut lanes, &mut ones);
                 in_lanes = 0;
             }
-        } else {
-            buf.clear();
-            buf.extend_from_slice(w.as_bytes());
         }
-        prev = Some(w);
+        prev = Some(hw);
     }
     if shingles == 0 {
         // One word or none: that word's hash is the fingerprint.
-        return xxhash_rust::xxh3::xxh3_64(&buf);
+        return prev.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(b""));
     }
     flush(&mut lanes, &mut ones);
     ones.iter().enumerate().fold(0u64, |acc, (bit, &o)| {
@@ -1459,11 +1464,13 @@ mod tests {
     #[test]
     fn simhash_swar_counting_equals_plain_counting() {
         // The plain definition: a bit is set when most word-pair hashes have it.
+        assert_ne!(shingle_hash(1, 2), shingle_hash(2, 1));
         fn plain(text: &str) -> u64 {
             let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
             let mut ones = [0u32; 64];
+            let hash = |w: &str| xxhash_rust::xxh3::xxh3_64(w.as_bytes());
             for p in words.windows(2) {
-                let h = xxhash_rust::xxh3::xxh3_64(format!("{} {}", p[0], p[1]).as_bytes());
+                let h = shingle_hash(hash(p[0]), hash(p[1]));
                 for (bit, o) in ones.iter_mut().enumerate() {
                     *o += ((h >> bit) & 1) as u32;
                 }
