@@ -165,6 +165,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             warmup_from,
         } => {
+            vigie::service::tune_allocator();
             let mut cfg = Config::load(&config)?;
             if warmup_from.is_some() {
                 cfg.kafka.warmup_from = warmup_from;
