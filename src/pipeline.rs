@@ -234,9 +234,7 @@ impl Processor {
         now: DateTime<Utc>,
     ) -> Result<BatchReport, PipelineError> {
         let (report, write) = self.apply_deferred(records, prepared, now);
-        if let Some(store) = &self.store {
-            write_state(store, &write)?;
-        }
+        self.write_now(&write)?;
         Ok(report)
     }
 
@@ -324,6 +322,14 @@ impl Processor {
         self.store.clone()
     }
 
+    /// Writes a batch's transaction on this thread (nothing for in-memory runs).
+    fn write_now(&self, w: &StateWrite) -> Result<(), PipelineError> {
+        match &self.store {
+            Some(store) => write_state(store, w),
+            None => Ok(()),
+        }
+    }
+
     /// With a live clock, lets the watermark follow the wall clock once the feed has been
     /// silent for `idle_after`, so alerts resolve when coverage stops.
     pub fn idle_tick(&mut self, now: DateTime<Utc>) -> Result<Vec<AlertEvent>, PipelineError> {
@@ -337,9 +343,7 @@ impl Processor {
         }
         let events = self.engine.advance(now.timestamp());
         let write = self.take_write(&[]);
-        if let Some(store) = &self.store {
-            write_state(store, &write)?;
-        }
+        self.write_now(&write)?;
         Ok(events)
     }
 
