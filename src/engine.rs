@@ -34,7 +34,7 @@ use crate::detect::{
     WindowView,
 };
 use crate::matcher::{ArticleMatch, Matcher};
-use crate::normalize;
+use crate::normalize::{self, Normalized};
 use crate::rules::Rule;
 
 /// Engine settings, in seconds.
@@ -371,7 +371,27 @@ pub fn simhash_normalized(title: &str, body: &str) -> u64 {
     let words = title
         .split(' ')
         .chain(body[..cut].split(' '))
-        .filter(|w| !w.is_empty());
+        .filter(|w| !w.is_empty())
+        .map(str::as_bytes);
+    simhash_words(words)
+}
+
+/// [`simhash_normalized`] from the word lists [`crate::normalize::normalize`] recorded, so
+/// the text is not split again (the matcher's path). Same result: the body's words up to
+/// `SIMHASH_BODY_BYTES`, the last one cut there.
+pub fn simhash_of(title: &Normalized, body: &Normalized) -> u64 {
+    let cut = SIMHASH_BODY_BYTES;
+    let title_words = title
+        .word_ranges()
+        .map(|(s, e)| &title.text.as_bytes()[s..e]);
+    let body_words = body
+        .word_ranges()
+        .take_while(|&(s, _)| s < cut)
+        .map(|(s, e)| &body.text.as_bytes()[s..e.min(cut)]);
+    simhash_words(title_words.chain(body_words))
+}
+
+fn simhash_words<'a>(words: impl Iterator<Item = &'a [u8]>) -> u64 {
     // Per bit, how many shingles have it set; a bit of the result is set when most do.
     // The counting is SWAR: `SPREAD[b]` puts bit k of byte b into byte k of a u64, so one
     // addition counts eight bits at once in eight 8-bit lanes; lanes are emptied into
@@ -391,7 +411,7 @@ pub fn simhash_normalized(title: &str, body: &str) -> u64 {
         }
     };
     for w in words {
-        let hw = xxhash_rust::xxh3::xxh3_64(w.as_bytes());
+        let hw = xxhash_rust::xxh3::xxh3_64(w);
         if let Some(hp) = prev {
             let h = shingle_hash(hp, hw);
             for (j, lane) in lanes.iter_mut().enumerate() {
@@ -1490,6 +1510,30 @@ mod tests {
         }
         let joined = format!("{title} {}", &body[..cut]);
         assert_eq!(simhash_normalized(title, &body), plain(&joined));
+    }
+
+    #[test]
+    fn simhash_from_word_lists_equals_simhash_of_text() {
+        // Bodies shorter than the bound, cut inside a word, cut on a space, empty, one word.
+        let long = "Les manifestations s'étendent à Almaty; le président Tokaïev ".repeat(80);
+        let bodies = [
+            long.clone(),
+            format!("x{long}"),
+            format!("xy{long}"),
+            "court".to_string(),
+            String::new(),
+        ];
+        for title in ["Kazakhstan : état d'urgence", "", "un"] {
+            for body in &bodies {
+                let (t, b) = (normalize::normalize(title), normalize::normalize(body));
+                assert_eq!(
+                    simhash_of(&t, &b),
+                    simhash_normalized(&t.text, &b.text),
+                    "{title:?} / {} bytes",
+                    body.len()
+                );
+            }
+        }
     }
 
     #[test]

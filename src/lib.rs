@@ -20,7 +20,8 @@
 //! * [`rawtext`]   — turns raw scraped text files into articles (for `match` and `publish`).
 //! * [`normalize`] — the one normalization used for both patterns and article text.
 //! * [`gazetteer`] — built-in country names, capitals, cities and demonyms.
-//! * [`matcher`]   — one Aho-Corasick automaton over every surface form plus a rule index.
+//! * [`phrase`]    — whole-word phrase search: the text tokenized once, each word looked up.
+//! * [`matcher`]   — one phrase index over every surface form plus a rule index.
 //! * [`engine`]    — the deterministic, event-time core shared by `run` and `backtest`:
 //!   bucketed counts per rule, story de-duplication and spike detection.
 //! * [`detect`]    — spike detectors (baseline, threshold, ratio) and the alert lifecycle.
@@ -45,6 +46,7 @@ pub mod generate;
 pub mod http;
 pub mod matcher;
 pub mod normalize;
+pub mod phrase;
 pub mod pipeline;
 pub mod rawtext;
 pub mod rules;

@@ -2,10 +2,10 @@
 //! and where (the evidence).
 //!
 //! Every surface form — rule keywords, entity spellings and the gazetteer — is normalized
-//! with [`crate::normalize`] and put in one Aho-Corasick automaton. An article is normalized
-//! once per field and scanned once; each hit is checked for word boundaries (and, for forms
-//! that need it, a capital letter in the original), then mapped to the terms, entities and
-//! countries it stands for. A rule index then yields the few candidate rules that mention
+//! with [`crate::normalize`] and put in one [`PhraseIndex`]. An article is normalized once
+//! per field and tokenized once; each whole-word hit is checked (for forms that need it) for
+//! a capital letter in the original, then mapped to the terms, entities and countries it
+//! stands for. A rule index then yields the few candidate rules that mention
 //! any of those; only they are evaluated (the percolator / Lucene Monitor idea), plus the
 //! rare rules that can match without any positive hit (`NOT x`, `lang:fr`).
 //!
@@ -14,18 +14,18 @@
 
 use std::collections::HashMap;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
 use crate::article::Article;
 use crate::gazetteer::{self, FormKind};
 use crate::normalize::{self, Normalized};
+use crate::phrase::{PhraseError, PhraseIndex};
 use crate::rules::{Entity, EntityKind, Field, Query, Rule};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot build the automaton: {0}")]
-    Automaton(#[from] aho_corasick::BuildError),
+    #[error("cannot build the phrase index: {0}")]
+    Phrases(#[from] PhraseError),
 }
 
 /// What a pattern stands for.
@@ -117,8 +117,9 @@ impl Default for MatcherOptions {
 }
 
 pub struct Matcher {
-    ac: Option<AhoCorasick>,
-    /// Per automaton pattern, what it stands for.
+    /// Every distinct normalized surface form; pattern index = index into `targets`.
+    phrases: PhraseIndex,
+    /// Per phrase-index pattern, what it stands for.
     targets: Vec<Vec<Target>>,
     /// Normalized term texts; index = term id.
     terms: Vec<String>,
@@ -303,23 +304,9 @@ impl Matcher {
         for v in by_country.values_mut() {
             v.dedup();
         }
-        let ac = if set.patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&set.patterns)
-                    .or_else(|_| {
-                        AhoCorasick::builder()
-                            .match_kind(MatchKind::Standard)
-                            .build(&set.patterns)
-                    })?,
-            )
-        };
+        let phrases = PhraseIndex::new(&set.patterns)?;
         Ok(Matcher {
-            ac,
+            phrases,
             targets: set.targets,
             terms,
             entities,
@@ -335,17 +322,13 @@ impl Matcher {
         })
     }
 
-    /// Size of the automaton, for logs and benchmarks.
+    /// Size of the phrase index, for logs and benchmarks.
     pub fn describe(&self) -> String {
-        match &self.ac {
-            Some(ac) => format!(
-                "{} patterns, {:?}, {} KiB",
-                self.targets.len(),
-                ac.kind(),
-                ac.memory_usage() / 1024
-            ),
-            None => "no patterns".into(),
-        }
+        format!(
+            "{} patterns, phrase index of {} KiB",
+            self.phrases.patterns(),
+            self.phrases.memory_usage() / 1024
+        )
     }
 
     pub fn entities(&self) -> &[Entity] {
@@ -460,7 +443,7 @@ impl Matcher {
             })
             .collect();
         ArticleMatch {
-            story_hash: Some(crate::engine::simhash_normalized(&title.text, &body.text)),
+            story_hash: Some(crate::engine::simhash_of(&title, &body)),
             // Ids are for people (`vigie match`); the pipeline works with indices.
             rules: if explain {
                 rule_indices
@@ -486,20 +469,13 @@ impl Matcher {
     }
 
     fn scan(&self, original: &str, norm: &Normalized, field: u8, hits: &mut Hits) {
-        let Some(ac) = &self.ac else { return };
-        let text = norm.text.as_bytes();
-        for m in ac.find_overlapping_iter(text) {
-            let (s, e) = (m.start(), m.end());
-            // Whole words only: the automaton works on `[a-z0-9 ]`, so a boundary is a space
-            // or the end of the text.
-            if (s > 0 && text[s - 1] != b' ') || (e < text.len() && text[e] != b' ') {
-                continue;
-            }
+        self.phrases.find(norm, |hit| {
+            let (s, e) = (hit.start, hit.end);
             let capitalized = original[norm.offsets[s] as usize..]
                 .chars()
                 .next()
                 .is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
-            for t in &self.targets[m.pattern().as_usize()] {
+            for t in &self.targets[hit.pattern] {
                 match *t {
                     Target::Term(id) => hits.terms.push((id, field, s, e)),
                     Target::Entity { idx, needs_capital } => {
@@ -523,7 +499,7 @@ impl Matcher {
                     hits.evidence.push((*t, field, s, e));
                 }
             }
-        }
+        });
     }
 }
 

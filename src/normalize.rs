@@ -23,9 +23,23 @@ pub struct Normalized {
     pub text: String,
     /// For each byte of `text`, the byte offset in the original of the character it came from.
     pub offsets: Vec<u32>,
+    /// Where each word of `text` starts, in order. Recorded while normalizing so that the
+    /// matcher and the story hash walk words without splitting the text again.
+    pub words: Vec<u32>,
 }
 
 impl Normalized {
+    /// Byte ranges of the words of `text`, in order.
+    pub fn word_ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.words.iter().enumerate().map(|(i, &s)| {
+            let e = self
+                .words
+                .get(i + 1)
+                .map_or(self.text.len(), |&next| next as usize - 1);
+            (s as usize, e)
+        })
+    }
+
     /// The original byte range covered by normalized bytes `start..end`.
     pub fn original_range(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
         let s = self.offsets.get(start).copied().unwrap_or(0) as usize;
@@ -43,62 +57,115 @@ impl Normalized {
     }
 }
 
+/// What an ASCII byte becomes: itself lower-cased if a letter or digit, else 0 (a break).
+const ASCII_MAP: [u8; 128] = {
+    let mut t = [0u8; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() {
+            t[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Normalizes `input`, keeping the offset map.
+///
+/// News text is mostly ASCII even in French (accented letters are a few percent), so bytes
+/// below 0x80 take a table lookup; only other characters go through NFKC and
+/// transliteration.
 pub fn normalize(input: &str) -> Normalized {
-    let mut out = Normalized {
-        text: String::with_capacity(input.len()),
-        offsets: Vec::with_capacity(input.len()),
-    };
+    let bytes = input.as_bytes();
+    // Written by index, not pushed: the ASCII loop below is branch-free per byte (a word
+    // break every six bytes or so would otherwise mispredict often). ASCII input never
+    // grows; transliteration may (`ﬃ` → `ffi`), and makes room itself.
+    let mut text: Vec<u8> = vec![0; bytes.len() + 1];
+    let mut offsets: Vec<u32> = vec![0; bytes.len() + 1];
+    // A word takes at least two bytes of output (letter and space), except the last.
+    let mut words: Vec<u32> = vec![0; bytes.len() / 2 + 2];
+    let mut n_words = 0usize;
+    let mut len = 0usize;
     // True when the last byte written is a space (or nothing was written yet), so runs of
     // breaks collapse and no leading space appears.
     let mut at_break = true;
-    let push = |out: &mut Normalized, b: u8, at: usize, at_break: &mut bool| {
-        if b.is_ascii_alphanumeric() {
-            out.text.push(b.to_ascii_lowercase() as char);
-            out.offsets.push(at as u32);
-            *at_break = false;
-        } else if !*at_break {
-            out.text.push(' ');
-            out.offsets.push(at as u32);
-            *at_break = true;
-        }
-    };
     let mut buf = String::new();
-    for (at, c) in input.char_indices() {
-        if c.is_ascii() {
-            push(&mut out, c as u8, at, &mut at_break);
+    let mut at = 0;
+    while at < bytes.len() {
+        let b = bytes[at];
+        if b < 0x80 {
+            let m = ASCII_MAP[b as usize];
+            let word = m != 0;
+            text[len] = if word { m } else { b' ' };
+            offsets[len] = at as u32;
+            words[n_words] = len as u32;
+            n_words += usize::from(word && at_break);
+            len += usize::from(word || !at_break);
+            at_break = !word;
+            at += 1;
             continue;
         }
+        // `at` is a character boundary: ASCII bytes are whole characters and this branch
+        // steps over whole characters.
+        let Some(c) = input[at..].chars().next() else {
+            break;
+        };
         buf.clear();
         if let Some(latin) = kazakh_letter(c) {
             // any_ascii romanizes Kazakh letters with digraphs and `q` (Тоқаев → toqaev);
             // news in every language writes them the Russian way (Tokaev), so we do too.
             buf.push_str(latin);
-            for b in buf.bytes() {
-                push(&mut out, b, at, &mut at_break);
-            }
-            continue;
-        }
-        for d in std::iter::once(c).nfkc() {
-            if d.is_ascii() {
-                buf.push(d);
-            } else {
-                buf.push_str(any_ascii::any_ascii_char(d));
+        } else {
+            for d in std::iter::once(c).nfkc() {
+                if d.is_ascii() {
+                    buf.push(d);
+                } else {
+                    buf.push_str(any_ascii::any_ascii_char(d));
+                }
             }
         }
-        if buf.is_empty() {
-            // Combining marks and the like vanish without breaking the word.
-            continue;
+        // Room for this character's bytes and one more byte for the loop above, whatever
+        // the remaining input (each remaining byte can write at most one).
+        let need = len + buf.len() + (bytes.len() - at) + 1;
+        if need > text.len() {
+            text.resize(need, 0);
+            offsets.resize(need, 0);
+            words.resize(need / 2 + 2, 0);
         }
+        // Combining marks and the like come out empty and vanish without breaking the word.
         for b in buf.bytes() {
-            push(&mut out, b, at, &mut at_break);
+            let m = if b < 0x80 { ASCII_MAP[b as usize] } else { 0 };
+            if m != 0 {
+                if at_break {
+                    words[n_words] = len as u32;
+                    n_words += 1;
+                }
+                text[len] = m;
+                offsets[len] = at as u32;
+                len += 1;
+                at_break = false;
+            } else if !at_break {
+                text[len] = b' ';
+                offsets[len] = at as u32;
+                len += 1;
+                at_break = true;
+            }
         }
+        at += c.len_utf8();
     }
-    if out.text.ends_with(' ') {
-        out.text.pop();
-        out.offsets.pop();
+    if len > 0 && text[len - 1] == b' ' {
+        len -= 1;
     }
-    out
+    text.truncate(len);
+    offsets.truncate(len);
+    words.truncate(n_words);
+    Normalized {
+        // Only bytes of `[a-z0-9 ]` were written.
+        text: String::from_utf8(text).expect("normalized text is ASCII"),
+        offsets,
+        words,
+    }
 }
 
 /// Latin spelling of the Kazakh Cyrillic letters that Russian lacks.
@@ -176,5 +243,99 @@ mod tests {
         assert_eq!(variants("Nur-Sultan"), vec!["nur sultan", "nursultan"]);
         assert_eq!(variants("Almaty"), vec!["almaty"]);
         assert!(variants("--").is_empty());
+    }
+
+    /// The definition the ASCII fast path must agree with: every character, ASCII or not,
+    /// through the same steps.
+    fn one_char_at_a_time(input: &str) -> Normalized {
+        let mut out = Normalized {
+            text: String::with_capacity(input.len()),
+            offsets: Vec::with_capacity(input.len()),
+            words: Vec::new(),
+        };
+        // True when the last byte written is a space (or nothing was written yet), so runs of
+        // breaks collapse and no leading space appears.
+        let mut at_break = true;
+        let push = |out: &mut Normalized, b: u8, at: usize, at_break: &mut bool| {
+            if b.is_ascii_alphanumeric() {
+                out.text.push(b.to_ascii_lowercase() as char);
+                out.offsets.push(at as u32);
+                *at_break = false;
+            } else if !*at_break {
+                out.text.push(' ');
+                out.offsets.push(at as u32);
+                *at_break = true;
+            }
+        };
+        let mut buf = String::new();
+        for (at, c) in input.char_indices() {
+            if c.is_ascii() {
+                push(&mut out, c as u8, at, &mut at_break);
+                continue;
+            }
+            buf.clear();
+            if let Some(latin) = kazakh_letter(c) {
+                // any_ascii romanizes Kazakh letters with digraphs and `q` (Тоқаев → toqaev);
+                // news in every language writes them the Russian way (Tokaev), so we do too.
+                buf.push_str(latin);
+                for b in buf.bytes() {
+                    push(&mut out, b, at, &mut at_break);
+                }
+                continue;
+            }
+            for d in std::iter::once(c).nfkc() {
+                if d.is_ascii() {
+                    buf.push(d);
+                } else {
+                    buf.push_str(any_ascii::any_ascii_char(d));
+                }
+            }
+            if buf.is_empty() {
+                // Combining marks and the like vanish without breaking the word.
+                continue;
+            }
+            for b in buf.bytes() {
+                push(&mut out, b, at, &mut at_break);
+            }
+        }
+        if out.text.ends_with(' ') {
+            out.text.pop();
+            out.offsets.pop();
+        }
+        out
+    }
+
+    #[test]
+    fn fast_path_agrees_with_one_char_at_a_time() {
+        let mut texts: Vec<String> = vec![
+            "".into(),
+            "  ".into(),
+            "Tokaïev—l’armée, Нұр-Сұлтан ﬁn e\u{301} 3,5 % ?!".into(),
+            "é".into(),
+            "a\u{301}\u{301}b".into(),
+        ];
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds");
+        if let Ok(dir) = std::fs::read_dir(&seeds) {
+            for e in dir.flatten() {
+                if let Ok(t) = std::fs::read_to_string(e.path()) {
+                    texts.push(t);
+                }
+            }
+        }
+        let opts = crate::generate::GenerateOptions {
+            seed: 3,
+            days: 1,
+            rate: 10.0,
+            ..Default::default()
+        };
+        crate::generate::generate(&opts, &mut |v| texts.push(v.to_string())).unwrap();
+        for t in &texts {
+            let (a, b) = (normalize(t), one_char_at_a_time(t));
+            assert_eq!(a.text, b.text);
+            assert_eq!(a.offsets, b.offsets);
+            let words: Vec<&str> = a.word_ranges().map(|(s, e)| &a.text[s..e]).collect();
+            let split: Vec<&str> = a.text.split(' ').filter(|w| !w.is_empty()).collect();
+            assert_eq!(words, split);
+        }
     }
 }

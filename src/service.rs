@@ -455,10 +455,11 @@ pub fn tune_allocator() {
     }
 }
 
-/// Gives freed memory back to the operating system. A matcher is tens of megabytes (the
-/// gazetteer's automaton) built on a blocking-pool thread; without this, each reload left
-/// the previous one's pages in some thread's malloc arena and resident memory stepped up
-/// with every reload (79 → 134 MB over eight reloads in tests/soak.rs). glibc only.
+/// Gives freed memory back to the operating system. A matcher is megabytes (the gazetteer's
+/// phrase index; it was a 37 MB automaton when this was written) built on a blocking-pool
+/// thread; without this, each reload left the previous one's pages in some thread's malloc
+/// arena and resident memory stepped up with every reload (79 → 134 MB over eight reloads
+/// in tests/soak.rs). glibc only.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own free lists.
