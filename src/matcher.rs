@@ -399,8 +399,6 @@ impl Matcher {
             hits: &hits,
             countries: &countries,
             article: a,
-            title: &title,
-            body: &body,
         };
         let rule_indices: Vec<usize> = candidates
             .into_iter()
@@ -424,7 +422,7 @@ impl Matcher {
                 } else {
                     (&a.body, &body)
                 };
-                let (s, e) = norm.original_range(orig, *start, *end);
+                let (s, e) = norm.original_range(orig, *start as usize, *end as usize);
                 let what = match what {
                     Target::Term(t) => format!("term:{}", self.terms[*t as usize]),
                     Target::Entity { idx, .. } => {
@@ -470,10 +468,10 @@ impl Matcher {
 
     fn scan(&self, original: &str, norm: &Normalized, field: u8, hits: &mut Hits) {
         self.phrases.find(norm, |hit| {
-            let (s, e) = (hit.start, hit.end);
-            let capitalized = original[norm.offsets[s] as usize..]
-                .chars()
-                .next()
+            let (s, e) = (hit.first_word as u32, hit.last_word as u32);
+            let capitalized = original
+                .get(norm.origins[hit.first_word].0 as usize..)
+                .and_then(|rest| rest.chars().next())
                 .is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
             for t in &self.targets[hit.pattern] {
                 match *t {
@@ -511,11 +509,12 @@ const MAX_EVIDENCE: usize = 64;
 
 #[derive(Default)]
 struct Hits {
-    /// (term, field, start, end) in normalized text.
-    terms: Vec<(u32, u8, usize, usize)>,
+    /// (term, field, first word, last word): word indices in the field's normalized text.
+    terms: Vec<(u32, u8, u32, u32)>,
     entities: Vec<u32>,
     votes: Vec<(u16, f32)>,
-    evidence: Vec<(Target, u8, usize, usize)>,
+    /// (what, field, first word, last word).
+    evidence: Vec<(Target, u8, u32, u32)>,
 }
 
 impl Hits {
@@ -531,8 +530,6 @@ struct EvalCtx<'a> {
     hits: &'a Hits,
     countries: &'a [u16],
     article: &'a Article,
-    title: &'a Normalized,
-    body: &'a Normalized,
 }
 
 fn field_ok(want: Field, got: u8) -> bool {
@@ -571,35 +568,20 @@ impl EvalCtx<'_> {
     }
 
     fn near(&self, a: u32, b: u32, distance: u32, field: Field) -> bool {
-        let word_index = |f: u8, pos: usize| -> usize {
-            let text = if f == FIELD_TITLE {
-                &self.title.text
-            } else {
-                &self.body.text
-            };
-            text.as_bytes()[..pos]
-                .iter()
-                .filter(|&&c| c == b' ')
-                .count()
-        };
-        let word_end = |f: u8, end: usize| -> usize { word_index(f, end) };
-        for (ta, fa, sa, ea) in self
+        for &(_, fa, wa, wae) in self
             .hits
             .terms
             .iter()
             .filter(|t| t.0 == a && field_ok(field, t.1))
         {
-            for (_, fb, sb, eb) in self.hits.terms.iter().filter(|t| t.0 == b && t.1 == *fa) {
-                let _ = ta;
-                let (wa, wae) = (word_index(*fa, *sa), word_end(*fa, *ea));
-                let (wb, wbe) = (word_index(*fb, *sb), word_end(*fb, *eb));
+            for &(_, _, wb, wbe) in self.hits.terms.iter().filter(|t| t.0 == b && t.1 == fa) {
                 // Words strictly between the two terms.
                 let gap = if wb > wae {
                     wb - wae - 1
                 } else {
                     wa.saturating_sub(wbe + 1)
                 };
-                if gap as u32 <= distance {
+                if gap <= distance {
                     return true;
                 }
             }

@@ -11,8 +11,9 @@
 //!    splits French elisions (`l’armée` → `l armee`) and hyphenated names (`Nour-Soultan`
 //!    → `nour soultan`; patterns also get a joined variant, see [`variants`]).
 //!
-//! [`Normalized::offsets`] maps every output byte back to the byte offset of the original
-//! character it came from, so a match can quote its evidence from the original text.
+//! [`Normalized::origins`] maps every output word back to the original characters it came
+//! from, so a match can quote its evidence from the original text (matches are whole words,
+//! so a map per word is all they need, and much cheaper to build than one per byte).
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -21,11 +22,12 @@ use unicode_normalization::UnicodeNormalization;
 pub struct Normalized {
     /// `[a-z0-9 ]` only, words separated by exactly one space, no leading or trailing space.
     pub text: String,
-    /// For each byte of `text`, the byte offset in the original of the character it came from.
-    pub offsets: Vec<u32>,
     /// Where each word of `text` starts, in order. Recorded while normalizing so that the
     /// matcher and the story hash walk words without splitting the text again.
     pub words: Vec<u32>,
+    /// Per word, the byte offsets in the original of the characters its first and last
+    /// bytes came from.
+    pub origins: Vec<(u32, u32)>,
 }
 
 impl Normalized {
@@ -40,20 +42,16 @@ impl Normalized {
         })
     }
 
-    /// The original byte range covered by normalized bytes `start..end`.
-    pub fn original_range(&self, original: &str, start: usize, end: usize) -> (usize, usize) {
-        let s = self.offsets.get(start).copied().unwrap_or(0) as usize;
-        let last = self
-            .offsets
-            .get(end.saturating_sub(1))
-            .copied()
-            .unwrap_or(0) as usize;
+    /// The original byte range covered by words `first..=last`.
+    pub fn original_range(&self, original: &str, first: usize, last: usize) -> (usize, usize) {
+        let s = self.origins.get(first).map_or(0, |o| o.0 as usize);
+        let last = self.origins.get(last).map_or(0, |o| o.1 as usize);
         // Extend to the end of the last original character.
-        let e = original[last..]
-            .chars()
-            .next()
+        let e = original
+            .get(last..)
+            .and_then(|rest| rest.chars().next())
             .map_or(original.len(), |c| last + c.len_utf8());
-        (s, e.max(s))
+        (s.min(original.len()), e.max(s).min(original.len()))
     }
 }
 
@@ -82,9 +80,10 @@ pub fn normalize(input: &str) -> Normalized {
     // break every six bytes or so would otherwise mispredict often). ASCII input never
     // grows; transliteration may (`ﬃ` → `ffi`), and makes room itself.
     let mut text: Vec<u8> = vec![0; bytes.len() + 1];
-    let mut offsets: Vec<u32> = vec![0; bytes.len() + 1];
-    // A word takes at least two bytes of output (letter and space), except the last.
+    // A word takes at least two bytes of output (letter and space), except the last. The
+    // last slot of `origins` is scratch, written by bytes that are not in a word.
     let mut words: Vec<u32> = vec![0; bytes.len() / 2 + 2];
+    let mut origins: Vec<(u32, u32)> = vec![(0, 0); bytes.len() / 2 + 3];
     let mut n_words = 0usize;
     let mut len = 0usize;
     // True when the last byte written is a space (or nothing was written yet), so runs of
@@ -98,9 +97,11 @@ pub fn normalize(input: &str) -> Normalized {
             let m = ASCII_MAP[b as usize];
             let word = m != 0;
             text[len] = if word { m } else { b' ' };
-            offsets[len] = at as u32;
             words[n_words] = len as u32;
+            origins[n_words].0 = at as u32;
             n_words += usize::from(word && at_break);
+            let current = if word { n_words - 1 } else { origins.len() - 1 };
+            origins[current].1 = at as u32;
             len += usize::from(word || !at_break);
             at_break = !word;
             at += 1;
@@ -112,26 +113,17 @@ pub fn normalize(input: &str) -> Normalized {
             break;
         };
         buf.clear();
-        if let Some(latin) = kazakh_letter(c) {
-            // any_ascii romanizes Kazakh letters with digraphs and `q` (Тоқаев → toqaev);
-            // news in every language writes them the Russian way (Tokaev), so we do too.
-            buf.push_str(latin);
-        } else {
-            for d in std::iter::once(c).nfkc() {
-                if d.is_ascii() {
-                    buf.push(d);
-                } else {
-                    buf.push_str(any_ascii::any_ascii_char(d));
-                }
-            }
+        match common_letter(c) {
+            Some(ascii) => buf.push_str(ascii),
+            None => transliterate(c, &mut buf),
         }
         // Room for this character's bytes and one more byte for the loop above, whatever
         // the remaining input (each remaining byte can write at most one).
         let need = len + buf.len() + (bytes.len() - at) + 1;
         if need > text.len() {
             text.resize(need, 0);
-            offsets.resize(need, 0);
             words.resize(need / 2 + 2, 0);
+            origins.resize(need / 2 + 3, (0, 0));
         }
         // Combining marks and the like come out empty and vanish without breaking the word.
         for b in buf.bytes() {
@@ -139,15 +131,15 @@ pub fn normalize(input: &str) -> Normalized {
             if m != 0 {
                 if at_break {
                     words[n_words] = len as u32;
+                    origins[n_words].0 = at as u32;
                     n_words += 1;
                 }
+                origins[n_words - 1].1 = at as u32;
                 text[len] = m;
-                offsets[len] = at as u32;
                 len += 1;
                 at_break = false;
             } else if !at_break {
                 text[len] = b' ';
-                offsets[len] = at as u32;
                 len += 1;
                 at_break = true;
             }
@@ -158,14 +150,59 @@ pub fn normalize(input: &str) -> Normalized {
         len -= 1;
     }
     text.truncate(len);
-    offsets.truncate(len);
     words.truncate(n_words);
+    origins.truncate(n_words);
     Normalized {
         // Only bytes of `[a-z0-9 ]` were written.
         text: String::from_utf8(text).expect("normalized text is ASCII"),
-        offsets,
         words,
+        origins,
     }
+}
+
+/// What one non-ASCII character becomes before lower-casing and word breaks: NFKC, then
+/// any_ascii (or our Kazakh spellings).
+fn transliterate(c: char, buf: &mut String) {
+    if let Some(latin) = kazakh_letter(c) {
+        // any_ascii romanizes Kazakh letters with digraphs and `q` (Тоқаев → toqaev);
+        // news in every language writes them the Russian way (Tokaev), so we do too.
+        buf.push_str(latin);
+        return;
+    }
+    for d in std::iter::once(c).nfkc() {
+        if d.is_ascii() {
+            buf.push(d);
+        } else {
+            buf.push_str(any_ascii::any_ascii_char(d));
+        }
+    }
+}
+
+/// Characters below this have their [`transliterate`] output tabled: accented Latin,
+/// Greek and Cyrillic, nearly every non-ASCII character of European news. NFKC sets up an
+/// iterator per character and any_ascii searches its tables, which made these few percent
+/// of the characters most of the normalization cost.
+const TABLED: u32 = 0x530;
+
+/// [`transliterate`] of a character below [`TABLED`], from a table built on first use by
+/// the same function (so the two cannot disagree).
+fn common_letter(c: char) -> Option<&'static str> {
+    static TABLE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let i = (c as u32)
+        .checked_sub(0x80)
+        .filter(|_| (c as u32) < TABLED)?;
+    let table = TABLE.get_or_init(|| {
+        (0x80..TABLED)
+            .map(|cp| {
+                let mut out = String::new();
+                if let Some(ch) = char::from_u32(cp) {
+                    transliterate(ch, &mut out);
+                }
+                out
+            })
+            .collect()
+    });
+    table.get(i as usize).map(String::as_str)
 }
 
 /// Latin spelling of the Kazakh Cyrillic letters that Russian lacks.
@@ -232,10 +269,12 @@ mod tests {
     fn offsets_point_back_to_the_original() {
         let original = "Le président Tokaïev à Almaty";
         let n = normalize(original);
-        let start = n.text.find("tokaiev").unwrap();
-        let (s, e) = n.original_range(original, start, start + "tokaiev".len());
+        let word = n.text.split(' ').position(|w| w == "tokaiev").unwrap();
+        let (s, e) = n.original_range(original, word, word);
         assert_eq!(&original[s..e], "Tokaïev");
-        assert_eq!(n.text.len(), n.offsets.len());
+        let (s, e) = n.original_range(original, word, word + 2);
+        assert_eq!(&original[s..e], "Tokaïev à Almaty");
+        assert_eq!(n.words.len(), n.origins.len());
     }
 
     #[test]
@@ -245,18 +284,24 @@ mod tests {
         assert!(variants("--").is_empty());
     }
 
+    /// Normalized text with the original offset of every byte (the map before per-word
+    /// origins).
+    struct ByteMap {
+        text: String,
+        offsets: Vec<u32>,
+    }
+
     /// The definition the ASCII fast path must agree with: every character, ASCII or not,
     /// through the same steps.
-    fn one_char_at_a_time(input: &str) -> Normalized {
-        let mut out = Normalized {
+    fn one_char_at_a_time(input: &str) -> ByteMap {
+        let mut out = ByteMap {
             text: String::with_capacity(input.len()),
             offsets: Vec::with_capacity(input.len()),
-            words: Vec::new(),
         };
         // True when the last byte written is a space (or nothing was written yet), so runs of
         // breaks collapse and no leading space appears.
         let mut at_break = true;
-        let push = |out: &mut Normalized, b: u8, at: usize, at_break: &mut bool| {
+        let push = |out: &mut ByteMap, b: u8, at: usize, at_break: &mut bool| {
             if b.is_ascii_alphanumeric() {
                 out.text.push(b.to_ascii_lowercase() as char);
                 out.offsets.push(at as u32);
@@ -332,7 +377,11 @@ mod tests {
         for t in &texts {
             let (a, b) = (normalize(t), one_char_at_a_time(t));
             assert_eq!(a.text, b.text);
-            assert_eq!(a.offsets, b.offsets);
+            let origins: Vec<(u32, u32)> = a
+                .word_ranges()
+                .map(|(s, e)| (b.offsets[s], b.offsets[e - 1]))
+                .collect();
+            assert_eq!(a.origins, origins);
             let words: Vec<&str> = a.word_ranges().map(|(s, e)| &a.text[s..e]).collect();
             let split: Vec<&str> = a.text.split(' ').filter(|w| !w.is_empty()).collect();
             assert_eq!(words, split);

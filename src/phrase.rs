@@ -36,12 +36,16 @@ const NO_WORD: WordId = WordId::MAX;
 type NodeId = u32;
 const NO_PATTERN: u32 = u32::MAX;
 
-/// One occurrence: pattern index and byte range in the searched text.
+/// One occurrence: pattern index, byte range in the searched text and the words it spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
     pub pattern: usize,
     pub start: usize,
     pub end: usize,
+    /// Index of the first word, in [`Normalized::words`].
+    pub first_word: usize,
+    /// Index of the last word (equal to `first_word` for a one-word pattern).
+    pub last_word: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +206,8 @@ impl PhraseIndex {
                         pattern: p as usize,
                         start: s as usize,
                         end: tokens[last].2 as usize,
+                        first_word: i,
+                        last_word: last,
                     });
                 }
                 if !self.node_continues[node as usize] {
@@ -254,10 +260,13 @@ mod tests {
                 let s = from + at;
                 let e = s + pat.len();
                 if (s == 0 || bytes[s - 1] == b' ') && (e == bytes.len() || bytes[e] == b' ') {
+                    let first_word = bytes[..s].iter().filter(|&&b| b == b' ').count();
                     out.push(Hit {
                         pattern: p,
                         start: s,
                         end: e,
+                        first_word,
+                        last_word: first_word + pat.matches(' ').count(),
                     });
                 }
                 from = s + 1;
