@@ -479,6 +479,15 @@ fn evaluate(
              default gate ({gate:.1e} per test) would catch about {:.1}% of bursts of 3× or more.",
             100.0 * evaluation::recall_yardstick(&stream, gate, 0.04, d.min_count)
         );
+        // The same at gates 2.5 and 5 times looser: how much recall the false-alert budget
+        // could buy at best, for a detector whose forecasts were that good.
+        for looser in [2.5, 5.0] {
+            println!(
+                "At a gate {looser}× looser ({:.1e}): about {:.1}%.",
+                gate * looser,
+                100.0 * evaluation::recall_yardstick(&stream, gate * looser, 0.04, d.min_count)
+            );
+        }
     }
     eprintln!(
         "evaluate: seed {seed}, {days} days, {} topics, {} articles, {} bursts, {} wire reprints, {} volume swings, {:.1} s",

@@ -155,9 +155,15 @@ impl PhraseIndex {
     }
 
     fn word(&self, w: &[u8]) -> WordId {
-        let found = match pack(w) {
+        self.word_at(w, 0, w.len())
+    }
+
+    /// The id of the word `text[s..e]`, or [`NO_WORD`]: the one lookup both the build and
+    /// [`PhraseIndex::find`] use, so they cannot disagree on what a word is.
+    fn word_at(&self, text: &[u8], s: usize, e: usize) -> WordId {
+        let found = match pack_at(text, s, e) {
             Some(k) => self.short_words.get(&k),
-            None => self.long_words.get(w),
+            None => self.long_words.get(&text[s..e]),
         };
         found.copied().unwrap_or(NO_WORD)
     }
@@ -185,13 +191,7 @@ impl PhraseIndex {
         let text = norm.text.as_bytes();
         let tokens: Vec<(WordId, u32, u32)> = norm
             .word_ranges()
-            .map(|(s, e)| {
-                let id = match pack_at(text, s, e) {
-                    Some(k) => self.short_words.get(&k).copied().unwrap_or(NO_WORD),
-                    None => self.word(&text[s..e]),
-                };
-                (id, s as u32, e as u32)
-            })
+            .map(|(s, e)| (self.word_at(text, s, e), s as u32, e as u32))
             .collect();
         for (i, &(id, s, _)) in tokens.iter().enumerate() {
             if id == NO_WORD {
