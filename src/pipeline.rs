@@ -275,14 +275,19 @@ impl Processor {
             self.rule_matches = Some((matcher.clone(), vec![None; matcher.rules.len()]));
         }
         let mut counters = self.rule_matches.as_mut().map(|(_, c)| c);
-        for ((i, a), mm) in articles.iter().zip(&matches) {
+        for (i, a) in &articles {
             let r = &records[*i];
             let mut t = a.published_at.timestamp();
             if let Some(c) = clamp {
                 t = t.min(c);
             }
             self.clock.observe(&r.topic, r.partition, t);
-            match self.engine.ingest(a, mm, clamp) {
+        }
+        let batch: Vec<(&Article, &ArticleMatch)> =
+            articles.iter().map(|(_, a)| a).zip(&matches).collect();
+        let ingested = self.engine.ingest_batch(&batch, clamp);
+        for (outcome, mm) in ingested.iter().zip(&matches) {
+            match outcome {
                 Ingested::Late => {
                     report.late += 1;
                     metrics::counter!(m::ARTICLES_LATE).increment(1);

@@ -49,7 +49,7 @@ CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
 CREATE TABLE IF NOT EXISTS evidence (rule TEXT NOT NULL, bucket INTEGER NOT NULL, article TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS evidence_bucket ON evidence (bucket);
 CREATE TABLE IF NOT EXISTS evidence_articles (
-    id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, article TEXT NOT NULL);
+    id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, article TEXT NOT NULL, rules TEXT);
 CREATE INDEX IF NOT EXISTS evidence_articles_bucket ON evidence_articles (bucket);
 CREATE TABLE IF NOT EXISTS evidence_refs (
     rule TEXT NOT NULL, bucket INTEGER NOT NULL, article INTEGER NOT NULL);
@@ -129,6 +129,14 @@ impl Store {
         // offsets only after effects are durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        // Files from before evidence rows named their rules: add the column (old rows keep
+        // NULL there and are read through `evidence_refs`).
+        let has_rules: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('evidence_articles') WHERE name = 'rules'")?
+            .exists([])?;
+        if !has_rules {
+            conn.execute_batch("ALTER TABLE evidence_articles ADD COLUMN rules TEXT")?;
+        }
         Ok(Store { conn })
     }
 
@@ -173,27 +181,29 @@ impl Store {
             for k in &c.stories {
                 put_story.execute(params![k.simhash as i64, k.title.map(|t| t as i64), k.at])?;
             }
-            // Evidence: each article once, and a reference per rule that keeps it. (One
-            // row per rule with the article's JSON made the evidence most of what a batch
-            // wrote: an article matched by 35 rules was serialized and stored 35 times.)
+            // Evidence: one row per article, naming the rules that keep it. (One row per
+            // rule with the article's JSON made the evidence most of what a batch wrote:
+            // an article matched by 35 rules was serialized and stored 35 times. A row per
+            // rule referring to the article was still a million rows per 100,000 articles
+            // at 10,000 rules, more than the buckets.)
             let mut put_article = tx.prepare_cached(
-                "INSERT INTO evidence_articles (bucket, article) VALUES (?1, ?2)",
+                "INSERT INTO evidence_articles (bucket, article, rules) VALUES (?1, ?2, ?3)",
             )?;
-            let mut put_ref = tx.prepare_cached(
-                "INSERT INTO evidence_refs (rule, bucket, article) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut stored: HashMap<*const ArticleRef, i64> = HashMap::new();
+            let mut order: Vec<(i64, &Arc<ArticleRef>, Vec<&str>)> = Vec::new();
+            let mut seen: HashMap<*const ArticleRef, usize> = HashMap::new();
             for (rule, b, a) in &c.evidence {
-                let row = match stored.get(&Arc::as_ptr(a)) {
-                    Some(row) => *row,
-                    None => {
-                        put_article.execute(params![b, serde_json::to_string(&**a)?])?;
-                        let row = tx.last_insert_rowid();
-                        stored.insert(Arc::as_ptr(a), row);
-                        row
-                    }
-                };
-                put_ref.execute(params![rule, b, row])?;
+                let i = *seen.entry(Arc::as_ptr(a)).or_insert_with(|| {
+                    order.push((*b, a, Vec::new()));
+                    order.len() - 1
+                });
+                order[i].2.push(rule);
+            }
+            for (b, a, rules) in &order {
+                put_article.execute(params![
+                    b,
+                    serde_json::to_string(&***a)?,
+                    serde_json::to_string(rules)?
+                ])?;
             }
             let mut put_volume = tx.prepare_cached(
                 "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
@@ -332,12 +342,32 @@ impl Store {
     }
 
     /// Evidence from `since` on, each article read once and shared by the rules that kept
-    /// it. Rows of the older one-row-per-rule table are still read, so an upgrade keeps the
-    /// evidence of open alerts.
+    /// it. Rows of the two older layouts (a reference row per rule; a copy per rule) are
+    /// still read, so an upgrade keeps the evidence of open alerts.
     pub fn evidence_since(
         &self,
         since: i64,
     ) -> Result<Vec<(String, i64, Arc<ArticleRef>)>, StateError> {
+        let mut out = Vec::new();
+        let mut st = self.conn.prepare(
+            "SELECT bucket, article, rules FROM evidence_articles \
+             WHERE bucket >= ?1 AND rules IS NOT NULL ORDER BY bucket, id",
+        )?;
+        let rows = st.query_map([since], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (b, json, rules) = row?;
+            let article = Arc::new(serde_json::from_str::<ArticleRef>(&json)?);
+            for rule in serde_json::from_str::<Vec<String>>(&rules)? {
+                out.push((rule, b, article.clone()));
+            }
+        }
+        // The two older layouts: a reference row per rule, and a copy per rule.
         let mut st = self.conn.prepare(
             "SELECT r.rule, r.bucket, a.id, a.article FROM evidence_refs r \
              JOIN evidence_articles a ON a.id = r.article WHERE r.bucket >= ?1 \
@@ -351,7 +381,6 @@ impl Store {
                 r.get::<_, String>(3)?,
             ))
         })?;
-        let mut out = Vec::new();
         let mut read: HashMap<i64, Arc<ArticleRef>> = HashMap::new();
         for row in rows {
             let (rule, b, id, json) = row?;
@@ -571,8 +600,56 @@ mod tests {
         assert!(s.buckets_since(0).unwrap().is_empty());
     }
 
+    /// A state file from before evidence rows named their rules gets the column on open and
+    /// takes new evidence.
+    #[test]
+    fn an_old_evidence_table_is_upgraded_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE evidence_articles (id INTEGER PRIMARY KEY, bucket INTEGER NOT NULL, article TEXT NOT NULL)",
+            )
+            .unwrap();
+        let mut s = Store::open(&path).unwrap();
+        let a = Arc::new(ArticleRef {
+            id: "a1".into(),
+            title: "t".into(),
+            url: None,
+            source: None,
+            published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
+            entities: vec![],
+            countries: vec![],
+            terms: vec![],
+            new_story: true,
+        });
+        let c = Changes {
+            evidence: vec![("kz".into(), 300, a.clone()), ("asia".into(), 300, a)],
+            watermark: 600,
+            ..Default::default()
+        };
+        s.commit(&c, &[], &[]).unwrap();
+        let rules: Vec<String> = s
+            .evidence_since(0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(rules, ["kz", "asia"]);
+        drop(s);
+        Store::open(&path).unwrap(); // opening again finds the column and leaves it
+    }
+
+    fn of_rule(back: &[(String, i64, Arc<ArticleRef>)], rule: &str, id: &str) -> Arc<ArticleRef> {
+        back.iter()
+            .find(|(r, _, a)| r == rule && a.id == id)
+            .map(|(_, _, a)| a.clone())
+            .unwrap()
+    }
+
     /// An article kept by several rules is stored once and comes back shared; rows of the
-    /// older one-row-per-rule table are still read after an upgrade.
+    /// two older layouts are still read after an upgrade.
     #[test]
     fn evidence_is_stored_once_per_article_and_read_back_shared() {
         let d = tempfile::tempdir().unwrap();
@@ -610,14 +687,22 @@ mod tests {
             .query_row("SELECT count(*) FROM evidence_articles", [], |r| r.get(0))
             .unwrap();
         assert_eq!(stored, 2);
+        // The reference-per-rule layout of the previous version.
+        s.conn
+            .execute(
+                "INSERT INTO evidence_articles (id, bucket, article) VALUES (99, 300, ?1)",
+                [serde_json::to_string(&article("a9")).unwrap()],
+            )
+            .unwrap();
+        s.conn
+            .execute_batch(
+                "INSERT INTO evidence_refs (rule, bucket, article) VALUES ('ref', 300, 99)",
+            )
+            .unwrap();
         let back = s.evidence_since(0).unwrap();
-        assert_eq!(back.len(), 4);
-        let of = |rule: &str, id: &str| {
-            back.iter()
-                .find(|(r, _, a)| r == rule && a.id == id)
-                .map(|(_, _, a)| a.clone())
-                .unwrap()
-        };
+        assert_eq!(back.len(), 5);
+        assert_eq!(*of_rule(&back, "ref", "a9"), article("a9"));
+        let of = |rule: &str, id: &str| of_rule(&back, rule, id);
         assert!(Arc::ptr_eq(&of("kz", "a1"), &of("asia", "a1")));
         assert_eq!(*of("kz", "a1"), article("a1"));
         assert_eq!(*of("old", "a0"), article("a0"));
