@@ -23,6 +23,10 @@
 //!    to the webhook receiver getting it, over `VIGIE_BENCH_TRIALS` (100) trials while a
 //!    background producer publishes `VIGIE_BENCH_LOAD` (500) articles a second.
 //!
+//! With `VIGIE_BENCH_AB=old,new` (two vigie binaries) it does only 1 and then, per rule
+//! set, `VIGIE_BENCH_REPEAT` (3) alternated runs of each build, and prints rate, cores and
+//! CPU seconds per run: how docs/BENCHMARKS.md measures one change on a noisy machine.
+//!
 //! Rates are from the first consumed article to the last, each figure's ratio to the
 //! ceilings is printed beside it; ratios within one run are what docs/BENCHMARKS.md quotes.
 
@@ -118,6 +122,32 @@ fn main() {
             (k, toml, words)
         })
         .collect();
+
+    if let Ok(ab) = std::env::var("VIGIE_BENCH_AB") {
+        let bins: Vec<PathBuf> = ab.split(',').map(PathBuf::from).collect();
+        let repeat: usize = env_or("VIGIE_BENCH_REPEAT", 3);
+        println!("A/B: {n} articles; each row one `vigie run` from the earliest offset");
+        println!("| rules | build | run | articles/s | cores | CPU s |");
+        println!("|---|---|---|---:|---:|---:|");
+        for (k, toml, _) in &rule_sets {
+            for run in 1..=repeat {
+                for bin in &bins {
+                    let dir = work.path().join(format!("ab-{k}-{run}-{}", unique("v")));
+                    let mut cfg = VigieConfig::write(&dir, &brokers, &topic, toml, "");
+                    cfg.bin = Some(bin.clone());
+                    let f = cfg.run_to_end(n, &rt);
+                    println!(
+                        "| {k} | {} | {run} | {:.0} | {:.2} | {:.1} |",
+                        bin.display(),
+                        f.rate,
+                        f.cores,
+                        f.cores * n as f64 / f.rate
+                    );
+                }
+            }
+        }
+        return;
+    }
 
     // 2. I/O ceiling.
     let io = consume_all(&brokers, &topic, n, 1, |_| 0);
@@ -411,6 +441,8 @@ fn python_consumer(
 struct VigieConfig {
     dir: PathBuf,
     http: u16,
+    /// The build to run; `VIGIE_BENCH_BIN` or this bench's own when `None`.
+    bin: Option<PathBuf>,
 }
 
 struct RunFigures {
@@ -446,14 +478,15 @@ impl VigieConfig {
         VigieConfig {
             dir: dir.to_path_buf(),
             http,
+            bin: None,
         }
     }
 
     fn spawn(&self) -> Child {
         let log = std::fs::File::create(self.dir.join("vigie.log")).unwrap();
         // VIGIE_BENCH_BIN: another build of vigie, to compare two in one session.
-        let bin = std::env::var_os("VIGIE_BENCH_BIN")
-            .map(PathBuf::from)
+        let bin = (self.bin.clone())
+            .or_else(|| std::env::var_os("VIGIE_BENCH_BIN").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vigie")));
         Command::new(bin)
             .args(["run", "--config"])
