@@ -962,12 +962,11 @@ impl Engine {
         self.learn_feed(target);
         self.learn_all(target);
         if self.persisted_all == i64::MIN || target - self.persisted_all >= QUIET_PERSIST_SECS {
-            // Never-matched rules are left out: restored from an older copy, they catch
-            // up to the same state (see `RuleState::is_pristine`), and at 10,000 rules
-            // they are most of the rows.
-            // The first time after a start writes them all, so every rule has a copy.
-            // (A copy more than 35 days old catches up 35 days only, as after any long
-            // gap; by then `buckets_seen` is far past every warm-up that reads it.)
+            // Never-matched rules are left out, except the first time after a start (so
+            // every rule has a copy): restored from an older copy they catch up to the
+            // same state (see `RuleState::is_pristine`), and at 10,000 rules they are most
+            // of the rows. A copy more than 35 days old catches up 35 days only, as after
+            // any long gap; by then `buckets_seen` is far past every warm-up that reads it.
             let first = self.persisted_all == i64::MIN;
             let never = |st: &RuleState| st.is_pristine(i64::MAX) && st.lifecycle.onsets == 0;
             self.dirty_rules.extend(
