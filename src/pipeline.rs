@@ -34,6 +34,11 @@
 //! offsets and the current batch's records arrive again; the loop remembers the next
 //! offset it has taken in per partition and drops anything below it.
 //!
+//! Receiving records from the consumer costs microseconds each, so the loop also fetches
+//! one batch further ahead while the current batch is applied: at any moment batch N is
+//! applied, N+1 prepared and N+2 already received. `vigie_pipeline_stage_seconds` shows
+//! which step holds the loop back.
+//!
 //! The state file is written behind, too: [`run`] applies batch N+1 to the engine while
 //! batch N's transaction (step 3, with its fsync) is written on another thread. The writes
 //! stay in order — N+1's starts only after N's has finished — and step 4 and the outbox
@@ -462,8 +467,9 @@ fn match_all<'a>(
         .collect()
 }
 
-/// The records of `batch` not taken in yet (see `taken` in [`run`]).
-fn only_new(batch: Vec<Record>, taken: &HashMap<String, HashMap<i32, i64>>) -> Vec<Record> {
+/// Keeps the records of `batch` not taken in yet and marks them taken (see `taken` in
+/// [`run`]).
+fn take_in(batch: Vec<Record>, taken: &mut HashMap<String, HashMap<i32, i64>>) -> Vec<Record> {
     let before = batch.len();
     let kept: Vec<Record> = batch
         .into_iter()
@@ -479,6 +485,14 @@ fn only_new(batch: Vec<Record>, taken: &HashMap<String, HashMap<i32, i64>>) -> V
             dropped = before - kept.len(),
             "records delivered again after a rebalance, already taken in; skipped"
         );
+    }
+    for (topic, partition, next) in next_offsets(&kept) {
+        let n = taken
+            .entry(topic)
+            .or_default()
+            .entry(partition)
+            .or_insert(next);
+        *n = (*n).max(next);
     }
     kept
 }
@@ -516,9 +530,12 @@ pub async fn run<S: Source, D: DeadLetters>(
     after_commit: impl Fn(&BatchReport),
 ) -> Result<u64, PipelineError> {
     let mut total = 0u64;
-    // The next batch, taken from what the consumer has already buffered, being parsed and
-    // matched while the current one is applied (module docs, "Overlap").
+    // The pipeline holds up to three batches at once (module docs, "Overlap"): batch i
+    // being applied, batch i+1 being parsed and matched (`ahead`), and batch i+2 fetched
+    // from what the consumer had buffered (`queued`), handed to the preparer as soon as
+    // batch i+1 is taken.
     let mut ahead: Option<tokio::task::JoinHandle<(Vec<Record>, Prepared)>> = None;
+    let mut queued: Option<Vec<Record>> = None;
     // The live matcher as of the last apply, to prepare the next batch with.
     let mut preparer: Option<Preparer> = None;
     // Per topic and partition, the next offset not yet taken in. With the look-ahead a
@@ -530,25 +547,38 @@ pub async fn run<S: Source, D: DeadLetters>(
     // (module docs, "Overlap"); finished before the next write starts and before returning.
     let mut writing: Option<Writing> = None;
     loop {
-        if (source.finished() && ahead.is_none()) || shutdown.is_fired() {
+        if (source.finished() && ahead.is_none() && queued.is_none()) || shutdown.is_fired() {
             finish_write(&mut writing, source, &mut total, &after_commit).await?;
             return Ok(total);
         }
         let (batch, prepared) = match ahead.take() {
-            Some(h) => h.await.map_err(|e| PipelineError::Join(e.to_string()))?,
+            Some(h) => {
+                let waited = Instant::now();
+                let r = h.await.map_err(|e| PipelineError::Join(e.to_string()))?;
+                stage("prepare_wait", waited);
+                r
+            }
             None => {
-                let batch = tokio::select! {
-                    _ = shutdown.recv() => {
-                        finish_write(&mut writing, source, &mut total, &after_commit).await?;
-                        return Ok(total);
+                let batch = match queued.take() {
+                    Some(b) => b,
+                    None => {
+                        let fetching = Instant::now();
+                        let batch = tokio::select! {
+                            _ = shutdown.recv() => {
+                                finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                                return Ok(total);
+                            }
+                            b = source.next_batch(settings.batch_size, settings.poll) => b?,
+                        };
+                        stage("fetch", fetching);
+                        let fetched = batch.len();
+                        let batch = take_in(batch, &mut taken);
+                        if fetched > 0 && batch.is_empty() {
+                            continue;
+                        }
+                        batch
                     }
-                    b = source.next_batch(settings.batch_size, settings.poll) => b?,
                 };
-                let fetched = batch.len();
-                let batch = only_new(batch, &taken);
-                if fetched > 0 && batch.is_empty() {
-                    continue;
-                }
                 let now = Utc::now();
                 if batch.is_empty() {
                     // The idle tick writes on its own: after the pending write, in order.
@@ -576,32 +606,32 @@ pub async fn run<S: Source, D: DeadLetters>(
                         .lock()
                         .map_err(|_| PipelineError::Join("poisoned".into()))?
                         .preparer();
+                    let preparing = Instant::now();
                     let prepared = preparer.prepare(&batch, now);
+                    stage("prepare", preparing);
                     Ok::<_, PipelineError>((batch, prepared))
                 })
                 .await
                 .map_err(|e| PipelineError::Join(e.to_string()))??
             }
         };
-        let offsets = next_offsets(&batch);
-        for (topic, partition, next) in &offsets {
-            let n = taken
-                .entry(topic.clone())
-                .or_default()
-                .entry(*partition)
-                .or_insert(*next);
-            *n = (*n).max(*next);
-        }
-        if let Some(prep) = preparer.take() {
+        metrics::counter!(m::BATCHES).increment(1);
+        // The next batch starts being prepared now, beside this one's apply: the one
+        // fetched during the last apply or, when there was none, what the consumer holds.
+        if queued.is_none() && preparer.is_some() {
+            let fetching = Instant::now();
             let next = source
                 .next_batch(settings.batch_size, Duration::ZERO)
                 .await?;
-            let next = only_new(next, &taken);
+            stage("fetch", fetching);
+            let next = take_in(next, &mut taken);
             if !next.is_empty() {
-                ahead = Some(tokio::task::spawn_blocking(move || {
-                    let prepared = prep.prepare(&next, Utc::now());
-                    (next, prepared)
-                }));
+                queued = Some(next);
+            }
+        }
+        if let Some(prep) = &preparer {
+            if let Some(next) = queued.take() {
+                ahead = Some(prepare_ahead(prep.clone(), next));
             }
         }
         for (r, p) in batch.iter().zip(&prepared.parsed) {
@@ -627,25 +657,75 @@ pub async fn run<S: Source, D: DeadLetters>(
                 metrics::counter!(m::DEAD_LETTERED, "reason" => reason.code()).increment(1);
             }
         }
+        // The batch is applied on a blocking thread while this task fetches the one after
+        // next and commits the previous write's offsets: receiving records from the
+        // consumer costs microseconds each, too much to sit between two applies.
         let p = processor.clone();
-        let (report, write, next_preparer, store) = tokio::task::spawn_blocking(move || {
+        let applying = tokio::task::spawn_blocking(move || {
             let mut p = p
                 .lock()
                 .map_err(|_| PipelineError::Join("poisoned".into()))?;
+            let applying = Instant::now();
             let (report, write) = p.apply_deferred(&batch, prepared, Utc::now());
+            stage("apply", applying);
             Ok::<_, PipelineError>((report, write, p.preparer(), p.store()))
-        })
-        .await
-        .map_err(|e| PipelineError::Join(e.to_string()))??;
-        preparer = Some(next_preparer);
+        });
+        if queued.is_none() {
+            let fetching = Instant::now();
+            let next = source
+                .next_batch(settings.batch_size, Duration::ZERO)
+                .await?;
+            stage("fetch", fetching);
+            let next = take_in(next, &mut taken);
+            if !next.is_empty() {
+                queued = Some(next);
+            }
+        }
         finish_write(&mut writing, source, &mut total, &after_commit).await?;
+        let waited = Instant::now();
+        let (report, write, next_preparer, store) = applying
+            .await
+            .map_err(|e| PipelineError::Join(e.to_string()))??;
+        stage("apply_wait", waited);
+        // With nothing being prepared, the fetched batch starts now rather than at the
+        // next turn (the first batches, or after a quiet spell).
+        if ahead.is_none() {
+            if let Some(next) = queued.take() {
+                ahead = Some(prepare_ahead(next_preparer.clone(), next));
+            }
+        }
+        preparer = Some(next_preparer);
         let offsets = write.offsets.clone();
         let handle = tokio::task::spawn_blocking(move || match store {
-            Some(store) => write_state(&store, &write),
+            Some(store) => {
+                let writing = Instant::now();
+                let r = write_state(&store, &write);
+                stage("write", writing);
+                r
+            }
             None => Ok(()),
         });
         writing = Some((handle, offsets, report));
     }
+}
+
+/// Parses and matches a batch on a blocking thread, for the loop to take when its turn
+/// comes.
+fn prepare_ahead(
+    prep: Preparer,
+    batch: Vec<Record>,
+) -> tokio::task::JoinHandle<(Vec<Record>, Prepared)> {
+    tokio::task::spawn_blocking(move || {
+        let preparing = Instant::now();
+        let prepared = prep.prepare(&batch, Utc::now());
+        stage("prepare", preparing);
+        (batch, prepared)
+    })
+}
+
+/// Adds the time since `since` to a stage's counter (see [`m::STAGE_SECONDS`]).
+fn stage(name: &'static str, since: Instant) {
+    metrics::histogram!(m::STAGE_SECONDS, "stage" => name).record(since.elapsed().as_secs_f64());
 }
 
 /// A batch's state write under way: the write, then what follows once it is durable.
@@ -666,9 +746,11 @@ async fn finish_write<S: Source>(
     let Some((handle, offsets, report)) = writing.take() else {
         return Ok(());
     };
+    let waited = Instant::now();
     handle
         .await
         .map_err(|e| PipelineError::Join(e.to_string()))??;
+    stage("write_wait", waited);
     source.commit(&offsets).await?;
     *total += report.articles as u64;
     after_commit(&report);
@@ -717,6 +799,59 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(n, 6, "each record taken in once");
+    }
+
+    #[tokio::test]
+    async fn every_record_passes_through_the_look_ahead_once_and_in_order() {
+        let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
+            "kz",
+            "kazakhstan",
+        )]);
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("s.db")).unwrap();
+        let engine = Engine::new(EngineSettings::default(), matcher);
+        let processor = Arc::new(Mutex::new(Processor::new(
+            engine,
+            Some(store),
+            vec![],
+            ClockMode::EventTime,
+            1000,
+        )));
+        // Enough batches that the loop runs with a batch applied, one prepared and one
+        // fetched at once, and uneven so the last batch is short.
+        let payloads: Vec<Vec<u8>> = (0..41)
+            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b{i}","published_at":"2022-01-05T{:02}:{:02}:00Z"}}"#, 10 + i / 60, i % 60).into_bytes())
+            .collect();
+        let mut source = MemorySource::from_payloads("articles", payloads);
+        let (_t, shutdown) = crate::shutdown::channel();
+        let n = run(
+            &mut source,
+            &MemoryDeadLetters::default(),
+            processor.clone(),
+            LoopSettings {
+                batch_size: 3,
+                poll: Duration::from_millis(10),
+            },
+            shutdown,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(n, 41);
+        let committed: Vec<i64> = source.committed.iter().map(|c| c.2).collect();
+        assert!(
+            committed.windows(2).all(|w| w[0] < w[1]),
+            "offsets committed in order: {committed:?}"
+        );
+        assert_eq!(committed.last(), Some(&41));
+        let s = Store::open(&d.path().join("s.db")).unwrap();
+        let articles: u32 = s
+            .buckets_since(0)
+            .unwrap()
+            .iter()
+            .map(|b| b.2.articles)
+            .sum();
+        assert_eq!(articles, 41, "each article counted once");
     }
 
     #[tokio::test]

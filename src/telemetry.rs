@@ -21,8 +21,19 @@ pub const DELIVERIES: &str = "vigie_deliveries_total";
 pub const OUTBOX_PENDING: &str = "vigie_outbox_pending";
 /// Consumer lag in messages, by `partition`.
 pub const CONSUMER_LAG: &str = "vigie_consumer_lag";
-/// Time to process a batch, from receipt to durable commit.
+/// Time to count and detect one batch (the engine's part of it; the other steps are in
+/// [`STAGE_SECONDS`]).
 pub const BATCH_SECONDS: &str = "vigie_batch_processing_seconds";
+/// Wall-clock seconds of each step of the pipeline, by `stage`: `fetch` (waiting for the source),
+/// `prepare` (parsing and matching a batch), `prepare_wait` (the loop waiting for a
+/// look-ahead batch still being prepared), `apply` (counting and detection), `write` (the
+/// state transaction), `apply_wait` and `write_wait` (the loop waiting for the batch's apply
+/// or for the previous write). Stages
+/// overlap (module docs of `pipeline`, "Overlap"), so the sum exceeds the elapsed time;
+/// the `_wait` stages show which one holds the loop back (compare their `_sum`s).
+pub const STAGE_SECONDS: &str = "vigie_pipeline_stage_seconds";
+/// Batches taken from the source (articles per batch = records / batches).
+pub const BATCHES: &str = "vigie_batches_total";
 /// Rules currently loaded.
 pub const RULES_LOADED: &str = "vigie_rules_loaded";
 /// Rule reloads that failed validation.
@@ -45,6 +56,11 @@ pub fn prometheus() -> PrometheusHandle {
                     &[
                         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     ],
+                )
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(
+                    MetricMatcher::Full(STAGE_SECONDS.into()),
+                    &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
                 )
                 .expect("static buckets are valid");
             let recorder = builder.build_recorder();
