@@ -253,6 +253,46 @@ pub struct Changes {
     pub watermark: i64,
 }
 
+impl Changes {
+    /// Folds the changes of a later batch into these, as if both had been taken at once:
+    /// rows that hold a current value (buckets, rule states, volume, the feed, the
+    /// watermark) keep the later one; rows that are added (stories, evidence, events) are
+    /// all kept, in order. Writing the result leaves the state file as writing the two in
+    /// turn would.
+    pub fn merge(&mut self, later: Changes) {
+        use std::collections::HashMap;
+        fn last_wins<K: std::hash::Hash + Eq + Clone, V>(
+            rows: &mut Vec<V>,
+            later: Vec<V>,
+            key: impl Fn(&V) -> K,
+        ) {
+            let mut at: HashMap<K, usize> =
+                rows.iter().enumerate().map(|(i, r)| (key(r), i)).collect();
+            for r in later {
+                match at.get(&key(&r)) {
+                    Some(&i) => rows[i] = r,
+                    None => {
+                        at.insert(key(&r), rows.len());
+                        rows.push(r);
+                    }
+                }
+            }
+        }
+        last_wins(&mut self.buckets, later.buckets, |(r, b, _)| {
+            (r.clone(), *b)
+        });
+        last_wins(&mut self.rules, later.rules, |(r, _)| r.clone());
+        last_wins(&mut self.volume, later.volume, |(b, _)| *b);
+        self.stories.extend(later.stories);
+        self.evidence.extend(later.evidence);
+        self.events.extend(later.events);
+        if later.feed.is_some() {
+            self.feed = later.feed;
+        }
+        self.watermark = self.watermark.max(later.watermark);
+    }
+}
+
 /// What identifies an article's story: a SimHash of its text and, for titles of four words
 /// or more, a hash of the normalized title (wire copies keep the title, change the tail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

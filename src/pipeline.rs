@@ -45,6 +45,18 @@
 //! wake-up for a batch come only after its own write. A crash while N is being written
 //! leaves the file at N−1 or N, each a consistent state with its own offsets; N+1 existed
 //! only in memory and is read again.
+//!
+//! # Group commit
+//!
+//! When batch N+1 is applied before batch N's write has finished, its write is not queued
+//! as a transaction of its own: it waits in a backlog, and the writes of the batches
+//! applied meanwhile (up to [`MAX_BACKLOG`]) are folded into it, later values of a bucket
+//! or a rule replacing earlier ones. When N's write ends, the backlog is written as one
+//! transaction with the largest offsets of its batches; then those offsets are committed
+//! and each batch is reported. A slow disk or a heavy write thus costs fewer, larger
+//! transactions (the same buckets and rules rewritten once, one fsync) rather than holding
+//! up the apply. The state file still only ever holds a state that some batch boundary had,
+//! with that boundary's offsets, so a crash at any point loses nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -395,6 +407,22 @@ pub struct StateWrite {
     deliveries: Vec<(String, String)>,
 }
 
+impl StateWrite {
+    /// Folds a later batch's write into this one (see [`crate::engine::Changes::merge`]):
+    /// one transaction then makes both durable.
+    fn merge(&mut self, later: StateWrite) {
+        self.changes.merge(later.changes);
+        for (topic, partition, next) in later.offsets {
+            match (self.offsets.iter_mut()).find(|(t, p, _)| *t == topic && *p == partition) {
+                Some(o) => o.2 = o.2.max(next),
+                None => self.offsets.push((topic, partition, next)),
+            }
+        }
+        self.offsets.sort();
+        self.deliveries.extend(later.deliveries);
+    }
+}
+
 /// Writes one batch's transaction; an error stops consumption.
 fn write_state(store: &Mutex<Store>, w: &StateWrite) -> Result<(), PipelineError> {
     let mut store = store
@@ -546,9 +574,19 @@ pub async fn run<S: Source, D: DeadLetters>(
     // The previous batch's state write, running while the current batch is applied
     // (module docs, "Overlap"); finished before the next write starts and before returning.
     let mut writing: Option<Writing> = None;
+    // Batches applied while that write was still running, folded into one write to start
+    // when it ends (module docs, "Group commit").
+    let mut backlog: Option<Backlog> = None;
     loop {
         if (source.finished() && ahead.is_none() && queued.is_none()) || shutdown.is_fired() {
-            finish_write(&mut writing, source, &mut total, &after_commit).await?;
+            flush(
+                &mut writing,
+                &mut backlog,
+                source,
+                &mut total,
+                &after_commit,
+            )
+            .await?;
             return Ok(total);
         }
         let (batch, prepared) = match ahead.take() {
@@ -562,10 +600,22 @@ pub async fn run<S: Source, D: DeadLetters>(
                 let batch = match queued.take() {
                     Some(b) => b,
                     None => {
+                        // Nothing else in hand: what is applied is made durable before
+                        // waiting on the source, so a quiet feed never holds it back.
+                        if backlog.is_some() {
+                            flush(
+                                &mut writing,
+                                &mut backlog,
+                                source,
+                                &mut total,
+                                &after_commit,
+                            )
+                            .await?;
+                        }
                         let fetching = Instant::now();
                         let batch = tokio::select! {
                             _ = shutdown.recv() => {
-                                finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                                flush(&mut writing, &mut backlog, source, &mut total, &after_commit).await?;
                                 return Ok(total);
                             }
                             b = source.next_batch(settings.batch_size, settings.poll) => b?,
@@ -582,7 +632,14 @@ pub async fn run<S: Source, D: DeadLetters>(
                 let now = Utc::now();
                 if batch.is_empty() {
                     // The idle tick writes on its own: after the pending write, in order.
-                    finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                    flush(
+                        &mut writing,
+                        &mut backlog,
+                        source,
+                        &mut total,
+                        &after_commit,
+                    )
+                    .await?;
                     let p = processor.clone();
                     let events = tokio::task::spawn_blocking(move || {
                         p.lock()
@@ -645,7 +702,7 @@ pub async fn run<S: Source, D: DeadLetters>(
                             tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "dead-letter write failed");
                             tokio::select! {
                                 _ = shutdown.recv() => {
-                                    finish_write(&mut writing, source, &mut total, &after_commit).await?;
+                                    flush(&mut writing, &mut backlog, source, &mut total, &after_commit).await?;
                                     return Ok(total);
                                 }
                                 _ = tokio::time::sleep(delay) => {}
@@ -681,7 +738,6 @@ pub async fn run<S: Source, D: DeadLetters>(
                 queued = Some(next);
             }
         }
-        finish_write(&mut writing, source, &mut total, &after_commit).await?;
         let waited = Instant::now();
         let (report, write, next_preparer, store) = applying
             .await
@@ -695,18 +751,78 @@ pub async fn run<S: Source, D: DeadLetters>(
             }
         }
         preparer = Some(next_preparer);
-        let offsets = write.offsets.clone();
-        let handle = tokio::task::spawn_blocking(move || match store {
-            Some(store) => {
-                let writing = Instant::now();
-                let r = write_state(&store, &write);
-                stage("write", writing);
-                r
+        match &mut backlog {
+            Some(b) => {
+                b.write.merge(write);
+                b.reports.push(report);
             }
-            None => Ok(()),
-        });
-        writing = Some((handle, offsets, report));
+            None => {
+                backlog = Some(Backlog {
+                    write,
+                    reports: vec![report],
+                    store,
+                })
+            }
+        }
+        // The backlog waits while the previous write runs, unless it has grown to
+        // `MAX_BACKLOG` batches; then the loop waits for the write instead of applying more.
+        let busy = writing.as_ref().is_some_and(|w| !w.handle.is_finished());
+        if !busy
+            || backlog
+                .as_ref()
+                .is_some_and(|b| b.reports.len() >= MAX_BACKLOG)
+        {
+            finish_write(&mut writing, source, &mut total, &after_commit).await?;
+            writing = backlog.take().map(start_write);
+        }
     }
+}
+
+/// Most batches folded into one state write while the previous write runs: bounds the
+/// memory of the backlog and how long a batch's offsets wait for their commit.
+const MAX_BACKLOG: usize = 8;
+
+/// Batches applied but not yet being written: their writes folded into one.
+struct Backlog {
+    write: StateWrite,
+    /// One per batch, reported once the write is durable.
+    reports: Vec<BatchReport>,
+    store: Option<Arc<Mutex<Store>>>,
+}
+
+/// Starts writing a backlog on a blocking thread.
+fn start_write(b: Backlog) -> Writing {
+    let offsets = b.write.offsets.clone();
+    let write = b.write;
+    let store = b.store;
+    let handle = tokio::task::spawn_blocking(move || match store {
+        Some(store) => {
+            let writing = Instant::now();
+            let r = write_state(&store, &write);
+            stage("write", writing);
+            r
+        }
+        None => Ok(()),
+    });
+    Writing {
+        handle,
+        offsets,
+        reports: b.reports,
+    }
+}
+
+/// Waits for the running write, then writes the backlog and waits for it too: everything
+/// applied is durable and committed when this returns.
+async fn flush<S: Source>(
+    writing: &mut Option<Writing>,
+    backlog: &mut Option<Backlog>,
+    source: &mut S,
+    total: &mut u64,
+    after_commit: &impl Fn(&BatchReport),
+) -> Result<(), PipelineError> {
+    finish_write(writing, source, total, after_commit).await?;
+    *writing = backlog.take().map(start_write);
+    finish_write(writing, source, total, after_commit).await
 }
 
 /// Parses and matches a batch on a blocking thread, for the loop to take when its turn
@@ -728,12 +844,15 @@ fn stage(name: &'static str, since: Instant) {
     metrics::histogram!(m::STAGE_SECONDS, "stage" => name).record(since.elapsed().as_secs_f64());
 }
 
-/// A batch's state write under way: the write, then what follows once it is durable.
-type Writing = (
-    tokio::task::JoinHandle<Result<(), PipelineError>>,
-    Vec<(String, i32, i64)>,
-    BatchReport,
-);
+/// A state write under way, of one batch or several folded together, and what follows
+/// once it is durable.
+struct Writing {
+    handle: tokio::task::JoinHandle<Result<(), PipelineError>>,
+    /// The next offsets of its batches, committed to the source after the write.
+    offsets: Vec<(String, i32, i64)>,
+    /// One per batch, reported after the write.
+    reports: Vec<BatchReport>,
+}
 
 /// Waits for the pending state write, if any; once it is durable, commits its batch's
 /// offsets to the source and reports the batch.
@@ -743,7 +862,12 @@ async fn finish_write<S: Source>(
     total: &mut u64,
     after_commit: &impl Fn(&BatchReport),
 ) -> Result<(), PipelineError> {
-    let Some((handle, offsets, report)) = writing.take() else {
+    let Some(Writing {
+        handle,
+        offsets,
+        reports,
+    }) = writing.take()
+    else {
         return Ok(());
     };
     let waited = Instant::now();
@@ -752,8 +876,10 @@ async fn finish_write<S: Source>(
         .map_err(|e| PipelineError::Join(e.to_string()))??;
     stage("write_wait", waited);
     source.commit(&offsets).await?;
-    *total += report.articles as u64;
-    after_commit(&report);
+    for report in &reports {
+        *total += report.articles as u64;
+        after_commit(report);
+    }
     Ok(())
 }
 

@@ -548,6 +548,136 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Everything a state file holds that a batch's changes touch, in a comparable form.
+    fn contents(s: &Store) -> String {
+        let mut buckets = s.buckets_since(i64::MIN).unwrap();
+        buckets.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut rules: Vec<(String, String)> = (s.rule_states().unwrap().into_iter())
+            .map(|(id, st)| (id, serde_json::to_string(&st).unwrap()))
+            .collect();
+        rules.sort();
+        let mut offsets: Vec<_> = s.offsets().unwrap().into_iter().collect();
+        offsets.sort();
+        let evidence: Vec<(String, i64, String)> = (s.evidence_since(i64::MIN).unwrap())
+            .into_iter()
+            .map(|(r, b, a)| (r, b, a.id.clone()))
+            .collect();
+        format!(
+            "{buckets:?}\n{rules:?}\n{:?}\n{:?}\n{evidence:?}\n{offsets:?}\n{:?}\n{:?}",
+            s.stories_since(i64::MIN).unwrap(),
+            s.volume_since(i64::MIN).unwrap(),
+            s.watermark().unwrap(),
+            s.feed_state().unwrap().map(|f| f.learned_until),
+        )
+    }
+
+    #[test]
+    fn merged_changes_write_what_their_batches_write_in_turn() {
+        let bucket = |articles: u32, sources: Vec<u64>| Bucket {
+            articles,
+            stories: articles,
+            sources,
+        };
+        let rule = |learned: i64| RuleState {
+            learned_until: learned,
+            ..Default::default()
+        };
+        let article = |id: &str| {
+            Arc::new(ArticleRef {
+                id: id.into(),
+                title: format!("title {id}"),
+                url: None,
+                source: None,
+                published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
+                entities: vec![],
+                countries: vec![],
+                terms: vec![],
+                new_story: true,
+            })
+        };
+        let batches = || {
+            vec![
+                Changes {
+                    buckets: vec![
+                        ("kz".into(), 300, bucket(1, vec![1])),
+                        ("kz".into(), 600, bucket(1, vec![1])),
+                    ],
+                    rules: vec![("kz".into(), rule(0))],
+                    stories: vec![StoryKey {
+                        simhash: 1,
+                        title: None,
+                        at: 300,
+                    }],
+                    volume: vec![(300, 4)],
+                    evidence: vec![("kz".into(), 300, article("a"))],
+                    feed: Some(FeedState {
+                        learned_until: Some(0),
+                        ..Default::default()
+                    }),
+                    watermark: 650,
+                    ..Default::default()
+                },
+                Changes {
+                    // The same bucket and rule again, with later values, and new ones.
+                    buckets: vec![
+                        ("kz".into(), 600, bucket(3, vec![1, 2])),
+                        ("uz".into(), 600, bucket(1, vec![5])),
+                    ],
+                    rules: vec![("kz".into(), rule(300)), ("uz".into(), rule(300))],
+                    stories: vec![StoryKey {
+                        simhash: 2,
+                        title: Some(9),
+                        at: 600,
+                    }],
+                    volume: vec![(300, 5), (600, 2)],
+                    evidence: vec![
+                        ("kz".into(), 600, article("b")),
+                        ("uz".into(), 600, article("c")),
+                    ],
+                    feed: None,
+                    watermark: 900,
+                    ..Default::default()
+                },
+                Changes {
+                    buckets: vec![("kz".into(), 900, bucket(1, vec![3]))],
+                    volume: vec![(900, 1)],
+                    watermark: 1000,
+                    ..Default::default()
+                },
+            ]
+        };
+        let offsets = [
+            vec![("a".to_string(), 0, 10), ("a".to_string(), 1, 4)],
+            vec![("a".to_string(), 0, 12)],
+            vec![("a".to_string(), 1, 7), ("b".to_string(), 0, 1)],
+        ];
+        let d = tempfile::tempdir().unwrap();
+        let mut one_by_one = Store::open(&d.path().join("a.db")).unwrap();
+        for (c, o) in batches().iter().zip(&offsets) {
+            one_by_one.commit(c, o, &[]).unwrap();
+        }
+        let mut merged = batches().into_iter();
+        let mut all = merged.next().unwrap();
+        for c in merged {
+            all.merge(c);
+        }
+        let mut all_offsets: Vec<(String, i32, i64)> = Vec::new();
+        for (t, p, o) in offsets.iter().flatten().cloned() {
+            match all_offsets.iter_mut().find(|x| x.0 == t && x.1 == p) {
+                Some(x) => x.2 = x.2.max(o),
+                None => all_offsets.push((t, p, o)),
+            }
+        }
+        let mut at_once = Store::open(&d.path().join("b.db")).unwrap();
+        at_once.commit(&all, &all_offsets, &[]).unwrap();
+        let (a, b) = (contents(&one_by_one), contents(&at_once));
+        assert!(
+            a.contains("uz") && a.contains("[1, 2]"),
+            "the comparison sees the rows: {a}"
+        );
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn commit_is_atomic_and_reloads() {
         let d = tempfile::tempdir().unwrap();
