@@ -632,6 +632,10 @@ pub struct Engine {
     activity: BTreeMap<i64, HashSet<usize>>,
     /// Rules (by index) with an open alert: evaluated at every step.
     alerting: HashSet<usize>,
+    /// Evaluations (rules × points) from which an advance evaluates rules in parallel;
+    /// below it the pool's overhead costs more than it saves (one article's advance in a
+    /// test or a quiet live feed). A field so tests can force either path.
+    parallel_from: usize,
     /// The widest alert window of any rule, seconds.
     widest_window: i64,
     /// How long matched articles stay in memory as evidence: the widest window any rule
@@ -680,6 +684,7 @@ impl Engine {
             rule_index: HashMap::default(),
             activity: BTreeMap::new(),
             alerting: HashSet::default(),
+            parallel_from: 64,
             widest_window: 3600,
             evidence_secs: 6 * 3600,
             housekept: i64::MIN,
@@ -968,30 +973,25 @@ impl Engine {
             return Vec::new();
         }
         let bs = self.settings.bucket_secs;
-        let mut out = Vec::new();
+        // The points evaluated: the last second of each bucket passed (bounded on gaps),
+        // then the watermark itself, which also counts the bucket after it (`lead`).
+        let mut points = Vec::new();
         if from != i64::MIN {
-            // Intermediate points: the last second of each bucket passed (bounded on gaps).
             let mut end = self.bucket_of(from) + bs;
             let last = self.bucket_of(target);
             if (last - end) / bs > MAX_STEPS {
                 end = last - MAX_STEPS * bs;
             }
             while end <= last {
-                let point = end - 1;
-                if point > from {
-                    self.watermark = point;
-                    let candidates = self.candidates(point);
-                    for idx in candidates {
-                        out.extend(self.evaluate(idx, point, false));
-                    }
+                if end - 1 > from {
+                    points.push((end - 1, false));
                 }
                 end += bs;
             }
         }
+        points.push((target, true));
+        let out = self.evaluate_points(&points);
         self.watermark = target;
-        for idx in self.candidates(target) {
-            out.extend(self.evaluate(idx, target, true));
-        }
         // Housekeeping once per bucket, not per call: quiet rules learn that quiet is
         // normal, and old buckets leave memory.
         if self.bucket_of(target) <= self.housekept {
@@ -1053,15 +1053,110 @@ impl Engine {
     /// Rules worth evaluating at `point`: those with articles in their window (or the
     /// bucket after it), and those with an open alert.
     fn candidates(&self, point: i64) -> Vec<usize> {
-        let bs = self.settings.bucket_secs;
-        let end = self.bucket_of(point);
         let mut set: HashSet<usize> = self.alerting.clone();
-        for (_, rules) in self.activity.range(end - self.widest_window..=end + bs) {
-            set.extend(rules.iter().copied());
-        }
+        set.extend(self.active_at(point));
         let mut v: Vec<usize> = set.into_iter().collect();
         v.sort_unstable();
         v
+    }
+
+    /// Rules with articles in the widest window before `point`, sorted.
+    fn active_at(&self, point: i64) -> Vec<usize> {
+        let bs = self.settings.bucket_secs;
+        let end = self.bucket_of(point);
+        let mut v: Vec<usize> = (self.activity.range(end - self.widest_window..=end + bs))
+            .flat_map(|(_, rules)| rules.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Evaluates, at each of `points` in turn, every rule alerting or recently active
+    /// there; returns the events in that order (by point, then by rule index).
+    ///
+    /// A rule's evaluation reads only its own state and the feed's, which stay fixed
+    /// during an advance, so when there is enough work the rules go in parallel, each
+    /// taking every point in order for itself: whether a rule is a candidate at a point
+    /// depends on its own alert (started or resolved at an earlier point) and on the
+    /// activity, which an advance does not change. The result is that of the serial loop.
+    fn evaluate_points(&mut self, points: &[(i64, bool)]) -> Vec<AlertEvent> {
+        let active: Vec<Vec<usize>> = points.iter().map(|&(p, _)| self.active_at(p)).collect();
+        let work: usize = active.iter().map(Vec::len).sum::<usize>() + self.alerting.len();
+        if work < self.parallel_from {
+            let mut out = Vec::new();
+            for &(point, lead) in points {
+                self.watermark = point;
+                for idx in self.candidates(point) {
+                    out.extend(self.evaluate(idx, point, lead));
+                }
+            }
+            return out;
+        }
+        let mut visit = vec![false; self.matcher.rules.len()];
+        for &i in active.iter().flatten().chain(&self.alerting) {
+            if let Some(v) = visit.get_mut(i) {
+                *v = true;
+            }
+        }
+        let index = &self.rule_index;
+        let mut states: Vec<(usize, &mut RuleState)> = (self.rules.iter_mut())
+            .filter_map(|(id, st)| {
+                let &i = index.get(id.as_str())?;
+                visit[i].then_some((i, st))
+            })
+            .collect();
+        let learner = Learner {
+            settings: &self.settings,
+            feed: &self.feed,
+            volume: &self.volume,
+            earliest: self.earliest,
+        };
+        let (rules, alerting) = (&self.matcher.rules, &self.alerting);
+        let n_rules = rules.len().max(detect::MIN_FAMILY);
+        // Per rule: whether it learned, its events with the index of their point, and
+        // whether it is alerting at the end.
+        type Outcome = (usize, bool, Vec<(usize, AlertEvent)>, bool);
+        let outcomes: Vec<Outcome> = engine_pool().install(|| {
+            states
+                .par_iter_mut()
+                .map(|(idx, st)| {
+                    let (idx, rule) = (*idx, &rules[*idx]);
+                    let mut alerting_now = alerting.contains(&idx);
+                    let mut learned = false;
+                    let mut events = Vec::new();
+                    for (k, &(point, lead)) in points.iter().enumerate() {
+                        if !alerting_now && active[k].binary_search(&idx).is_err() {
+                            continue;
+                        }
+                        learned |= learner.learn(rule, st, point);
+                        if let Some(e) = learner.judge(rule, st, point, lead, n_rules) {
+                            match e.kind {
+                                EventKind::Started => alerting_now = true,
+                                EventKind::Resolved => alerting_now = false,
+                                EventKind::Updated => {}
+                            }
+                            events.push((k, e));
+                        }
+                    }
+                    (idx, learned, events, alerting_now)
+                })
+                .collect()
+        });
+        let mut out: Vec<(usize, usize, AlertEvent)> = Vec::new();
+        for (idx, learned, events, alerting_now) in outcomes {
+            if learned || !events.is_empty() {
+                self.dirty_rules.insert(self.matcher.rules[idx].id.clone());
+            }
+            if alerting_now {
+                self.alerting.insert(idx);
+            } else {
+                self.alerting.remove(&idx);
+            }
+            out.extend(events.into_iter().map(|(k, e)| (k, idx, e)));
+        }
+        out.sort_by_key(|(k, idx, _)| (*k, *idx));
+        out.into_iter().map(|(_, _, e)| e).collect()
     }
 
     /// Lets the feed's volume baseline learn every bucket final at `point`.
@@ -1085,23 +1180,6 @@ impl Engine {
             self.feed_dirty = true;
         }
         self.feed.learned_until = Some(learned);
-    }
-
-    /// Lets rule `idx`'s baseline learn every bucket final at `point`.
-    fn learn(&mut self, idx: usize, point: i64) {
-        let rule = &self.matcher.rules[idx];
-        let Some(st) = self.rules.get_mut(&rule.id) else {
-            return;
-        };
-        let learner = Learner {
-            settings: &self.settings,
-            feed: &self.feed,
-            volume: &self.volume,
-            earliest: self.earliest,
-        };
-        if learner.learn(rule, st, point) {
-            self.dirty_rules.insert(rule.id.clone());
-        }
     }
 
     /// Lets every rule's baseline learn the buckets final at `point`, rules in parallel:
@@ -1252,25 +1330,27 @@ impl Learner<'_> {
         // Quiet rules are persisted less often (see `persisted_all`).
         saw_articles || st.lifecycle.active.is_some()
     }
-}
 
-impl Engine {
-    /// Learns, then evaluates rule `idx` at event time `point`. `lead` counts the bucket
-    /// after the watermark's too (live feeds, where partitions run seconds apart).
-    fn evaluate(&mut self, idx: usize, point: i64, lead: bool) -> Option<AlertEvent> {
-        self.learn(idx, point);
+    /// Evaluates `rule` at event time `point` (after it has learned), moving its alert
+    /// lifecycle on; returns the event, if any. `lead` counts the bucket after the
+    /// watermark's too. `n_rules`: the family size for the significance correction.
+    fn judge(
+        &self,
+        rule: &Rule,
+        st: &mut RuleState,
+        point: i64,
+        lead: bool,
+        n_rules: usize,
+    ) -> Option<AlertEvent> {
         let bs = self.settings.bucket_secs;
-        let end = self.bucket_of(point);
-        let n_rules = self.matcher.rules.len().max(detect::MIN_FAMILY);
-        let rule = &self.matcher.rules[idx];
+        let end = point.div_euclid(bs) * bs;
         let cfg = self.settings.detector.with(&rule.spike);
-        let st = self.rules.get_mut(&rule.id)?;
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
         // Share of volume: the feed's swing over the last n complete buckets (the bucket
         // holding `point` is complete only at its last second).
         let factor = if cfg.kind == DetectorKind::Baseline && cfg.share_of_volume {
             let last = (point + 1).div_euclid(bs) * bs - bs;
-            feed_factor(&self.feed, &self.volume, &st.buckets, bs, last, n)
+            feed_factor(self.feed, self.volume, &st.buckets, bs, last, n)
         } else {
             1.0
         };
@@ -1295,8 +1375,8 @@ impl Engine {
             let first = end - (n - 1) * bs;
             let swing = if cfg.share_of_volume {
                 feed_factor(
-                    &self.feed,
-                    &self.volume,
+                    self.feed,
+                    self.volume,
                     &st.buckets,
                     bs,
                     first - bs,
@@ -1351,11 +1431,6 @@ impl Engine {
         let verdict = match cfg.kind {
             DetectorKind::Baseline => verdict.with_tail(variance),
             _ => verdict,
-        };
-        match tr.kind {
-            EventKind::Started => self.alerting.insert(idx),
-            EventKind::Resolved => self.alerting.remove(&idx),
-            EventKind::Updated => true,
         };
         let recent: Vec<&ArticleRef> = st
             .recent
@@ -1419,8 +1494,44 @@ impl Engine {
             chart,
             templates: rule.templates.clone(),
         };
-        self.dirty_rules.insert(rule.id.clone());
         Some(event)
+    }
+}
+
+impl Engine {
+    /// Learns, then evaluates rule `idx` at event time `point`. `lead` counts the bucket
+    /// after the watermark's too (live feeds, where partitions run seconds apart).
+    fn evaluate(&mut self, idx: usize, point: i64, lead: bool) -> Option<AlertEvent> {
+        let rule = &self.matcher.rules[idx];
+        let st = self.rules.get_mut(&rule.id)?;
+        let learner = Learner {
+            settings: &self.settings,
+            feed: &self.feed,
+            volume: &self.volume,
+            earliest: self.earliest,
+        };
+        let n_rules = self.matcher.rules.len().max(detect::MIN_FAMILY);
+        let learned = learner.learn(rule, st, point);
+        let event = learner.judge(rule, st, point, lead, n_rules);
+        self.note_evaluation(idx, learned, event.as_ref());
+        event
+    }
+
+    /// What an evaluation changes outside the rule's own state: the rule is to be
+    /// persisted, and the set of alerting rules follows its alert.
+    fn note_evaluation(&mut self, idx: usize, learned: bool, event: Option<&AlertEvent>) {
+        if learned || event.is_some() {
+            self.dirty_rules.insert(self.matcher.rules[idx].id.clone());
+        }
+        match event.map(|e| e.kind) {
+            Some(EventKind::Started) => {
+                self.alerting.insert(idx);
+            }
+            Some(EventKind::Resolved) => {
+                self.alerting.remove(&idx);
+            }
+            _ => {}
+        }
     }
 
     /// Hands over everything changed since the last call, for the state store.
@@ -2028,6 +2139,79 @@ mod tests {
         }
         assert_eq!(changes.0, changes.1);
         assert!(batched.rules["kz"].buckets.len() > 10);
+    }
+
+    /// Rules evaluated in parallel at an advance give the events, in the same order, and
+    /// the states of the serial loop, through quiet spells, surges that start, update and
+    /// resolve alerts, and advances that pass many buckets at once.
+    #[test]
+    fn an_advance_in_parallel_decides_as_the_serial_loop() {
+        use crate::matcher::testing::rule;
+        let rules: Vec<_> = (0..40)
+            .map(|i| match i % 4 {
+                0 => rule(&format!("kz{i}"), "kazakhstan"),
+                1 => rule(&format!("cn{i}"), "china"),
+                2 => rule(&format!("both{i}"), "kazakhstan OR china"),
+                _ => rule(&format!("never{i}"), "zzqxw"),
+            })
+            .collect();
+        let m = crate::matcher::testing::matcher(rules);
+        let mut settings = EngineSettings::default();
+        settings.detector.warmup_hours = 24;
+        let mut parallel = Engine::new(settings.clone(), m.clone());
+        parallel.parallel_from = 0;
+        let mut serial = Engine::new(settings, m.clone());
+        serial.parallel_from = usize::MAX;
+        let t0 = 1_640_995_200;
+        let mut i = 0;
+        let mut events = Vec::new();
+        // Hour by hour for five days: quiet coverage, then surges of each topic in turn,
+        // advanced sometimes every hour, sometimes six hours at once.
+        for h in 0..120i64 {
+            let per_hour = match h {
+                80..=83 => 25,
+                95..=97 => 40,
+                _ if h % 3 == 0 => 1,
+                _ => 0,
+            };
+            let text = if h < 90 { "Kazakhstan" } else { "China" };
+            let batch: Vec<Article> = (0..per_hour)
+                .map(|k| {
+                    i += 1;
+                    article(i, t0 + h * 3600 + k * 3600 / per_hour.max(1), text)
+                })
+                .collect();
+            let matches: Vec<ArticleMatch> = batch.iter().map(|a| m.match_article(a)).collect();
+            let pairs: Vec<(&Article, &ArticleMatch)> = batch.iter().zip(&matches).collect();
+            parallel.ingest_batch(&pairs, None);
+            serial.ingest_batch(&pairs, None);
+            if h % 6 == 5 || (78..100).contains(&h) {
+                let wm = t0 + h * 3600 + 3599;
+                let (a, b) = (parallel.advance(wm), serial.advance(wm));
+                assert_eq!(format!("{a:?}"), format!("{b:?}"), "hour {h}");
+                events.extend(a);
+            }
+        }
+        let kinds: HashSet<EventKind> = events.iter().map(|e| e.kind).collect();
+        assert!(
+            kinds.contains(&EventKind::Started) && kinds.contains(&EventKind::Resolved),
+            "the feed must start and resolve alerts: {kinds:?}"
+        );
+        assert!(events.iter().any(|e| e.rule.starts_with("cn")));
+        for r in &m.rules {
+            assert_eq!(
+                state_of(&parallel, &r.id),
+                state_of(&serial, &r.id),
+                "{}",
+                r.id
+            );
+        }
+        let (mut a, mut b) = (parallel.take_changes(), serial.take_changes());
+        for c in [&mut a, &mut b] {
+            c.rules.sort_by(|x, y| x.0.cmp(&y.0));
+        }
+        assert_eq!(format!("{:?}", a.rules), format!("{:?}", b.rules));
+        assert_eq!(parallel.alerting, serial.alerting);
     }
 
     /// A rule that never matched is not rewritten with the quiet rules; restored from its
