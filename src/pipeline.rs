@@ -252,6 +252,7 @@ impl Processor {
     ) -> Result<BatchReport, PipelineError> {
         let (report, write) = self.apply_deferred(records, prepared, now);
         self.write_now(&write)?;
+        metrics::counter!(m::ARTICLES_PROCESSED).increment(report.articles as u64);
         Ok(report)
     }
 
@@ -330,7 +331,6 @@ impl Processor {
             report.events = self.engine.advance(wm);
         }
         let write = self.take_write(records);
-        metrics::counter!(m::ARTICLES_PROCESSED).increment(report.articles as u64);
         metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
         for e in &report.events {
             metrics::counter!(m::ALERT_EVENTS, "kind" => e.kind.as_str()).increment(1);
@@ -600,9 +600,10 @@ pub async fn run<S: Source, D: DeadLetters>(
                 let batch = match queued.take() {
                     Some(b) => b,
                     None => {
-                        // Nothing else in hand: what is applied is made durable before
-                        // waiting on the source, so a quiet feed never holds it back.
-                        if backlog.is_some() {
+                        // Nothing else in hand: what is applied is made durable, its
+                        // offsets committed and its events handed to the outbox before
+                        // waiting on the source, so a quiet feed never holds them back.
+                        if writing.is_some() || backlog.is_some() {
                             flush(
                                 &mut writing,
                                 &mut backlog,
@@ -877,6 +878,8 @@ async fn finish_write<S: Source>(
     stage("write_wait", waited);
     source.commit(&offsets).await?;
     for report in &reports {
+        // Counted only now that its state write is durable (the metric's promise).
+        metrics::counter!(m::ARTICLES_PROCESSED).increment(report.articles as u64);
         *total += report.articles as u64;
         after_commit(report);
     }
