@@ -1050,16 +1050,6 @@ impl Engine {
         out
     }
 
-    /// Rules worth evaluating at `point`: those with articles in their window (or the
-    /// bucket after it), and those with an open alert.
-    fn candidates(&self, point: i64) -> Vec<usize> {
-        let mut set: HashSet<usize> = self.alerting.clone();
-        set.extend(self.active_at(point));
-        let mut v: Vec<usize> = set.into_iter().collect();
-        v.sort_unstable();
-        v
-    }
-
     /// Rules with articles in the widest window before `point`, sorted.
     fn active_at(&self, point: i64) -> Vec<usize> {
         let bs = self.settings.bucket_secs;
@@ -1085,9 +1075,15 @@ impl Engine {
         let work: usize = active.iter().map(Vec::len).sum::<usize>() + self.alerting.len();
         if work < self.parallel_from {
             let mut out = Vec::new();
-            for &(point, lead) in points {
+            for (&(point, lead), active) in points.iter().zip(active) {
                 self.watermark = point;
-                for idx in self.candidates(point) {
+                // Rules worth evaluating: those with articles in the window (or the bucket
+                // after it), and those with an open alert (as of the points before).
+                let mut candidates = active;
+                candidates.extend(&self.alerting);
+                candidates.sort_unstable();
+                candidates.dedup();
+                for idx in candidates {
                     out.extend(self.evaluate(idx, point, lead));
                 }
             }

@@ -677,15 +677,7 @@ pub async fn run<S: Source, D: DeadLetters>(
         // The next batch starts being prepared now, beside this one's apply: the one
         // fetched during the last apply or, when there was none, what the consumer holds.
         if queued.is_none() && preparer.is_some() {
-            let fetching = Instant::now();
-            let next = source
-                .next_batch(settings.batch_size, Duration::ZERO)
-                .await?;
-            stage("fetch", fetching);
-            let next = take_in(next, &mut taken);
-            if !next.is_empty() {
-                queued = Some(next);
-            }
+            queued = fetch_buffered(source, settings.batch_size, &mut taken).await?;
         }
         if let Some(prep) = &preparer {
             if let Some(next) = queued.take() {
@@ -729,15 +721,7 @@ pub async fn run<S: Source, D: DeadLetters>(
             Ok::<_, PipelineError>((report, write, p.preparer(), p.store()))
         });
         if queued.is_none() {
-            let fetching = Instant::now();
-            let next = source
-                .next_batch(settings.batch_size, Duration::ZERO)
-                .await?;
-            stage("fetch", fetching);
-            let next = take_in(next, &mut taken);
-            if !next.is_empty() {
-                queued = Some(next);
-            }
+            queued = fetch_buffered(source, settings.batch_size, &mut taken).await?;
         }
         let waited = Instant::now();
         let (report, write, next_preparer, store) = applying
@@ -826,6 +810,20 @@ async fn flush<S: Source>(
     finish_write(writing, source, total, after_commit).await
 }
 
+/// What the consumer has already buffered, up to `max` records not taken in yet (marked
+/// taken), without waiting for more; `None` when there is nothing.
+async fn fetch_buffered<S: Source>(
+    source: &mut S,
+    max: usize,
+    taken: &mut HashMap<String, HashMap<i32, i64>>,
+) -> Result<Option<Vec<Record>>, PipelineError> {
+    let fetching = Instant::now();
+    let next = source.next_batch(max, Duration::ZERO).await?;
+    stage("fetch", fetching);
+    let next = take_in(next, taken);
+    Ok((!next.is_empty()).then_some(next))
+}
+
 /// Parses and matches a batch on a blocking thread, for the loop to take when its turn
 /// comes.
 fn prepare_ahead(
@@ -892,20 +890,26 @@ mod tests {
     use crate::engine::EngineSettings;
     use crate::source::{MemoryDeadLetters, MemorySource};
 
-    #[tokio::test]
-    async fn records_delivered_again_after_a_seek_back_are_counted_once() {
+    /// A processor with one rule (`kz`: kazakhstan), in event time, messages up to 1000
+    /// bytes.
+    fn kz_processor(store: Option<Store>, notify: Vec<String>) -> Arc<Mutex<Processor>> {
         let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
             "kz",
             "kazakhstan",
         )]);
         let engine = Engine::new(EngineSettings::default(), matcher);
-        let processor = Arc::new(Mutex::new(Processor::new(
+        Arc::new(Mutex::new(Processor::new(
             engine,
-            None,
-            vec![],
+            store,
+            notify,
             ClockMode::EventTime,
             1000,
-        )));
+        )))
+    }
+
+    #[tokio::test]
+    async fn records_delivered_again_after_a_seek_back_are_counted_once() {
+        let processor = kz_processor(None, vec![]);
         let payloads: Vec<Vec<u8>> = (0..6)
             .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b","published_at":"2022-01-05T10:0{i}:00Z"}}"#).into_bytes())
             .collect();
@@ -932,20 +936,9 @@ mod tests {
 
     #[tokio::test]
     async fn every_record_passes_through_the_look_ahead_once_and_in_order() {
-        let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
-            "kz",
-            "kazakhstan",
-        )]);
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s.db")).unwrap();
-        let engine = Engine::new(EngineSettings::default(), matcher);
-        let processor = Arc::new(Mutex::new(Processor::new(
-            engine,
-            Some(store),
-            vec![],
-            ClockMode::EventTime,
-            1000,
-        )));
+        let processor = kz_processor(Some(store), vec![]);
         // Enough batches that the loop runs with a batch applied, one prepared and one
         // fetched at once, and uneven so the last batch is short.
         let payloads: Vec<Vec<u8>> = (0..41)
@@ -985,20 +978,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_messages_go_to_dead_letters_and_the_stream_goes_on() {
-        let matcher = crate::matcher::testing::matcher(vec![crate::matcher::testing::rule(
-            "kz",
-            "kazakhstan",
-        )]);
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s.db")).unwrap();
-        let engine = Engine::new(EngineSettings::default(), matcher);
-        let processor = Arc::new(Mutex::new(Processor::new(
-            engine,
-            Some(store),
-            vec!["log".into()],
-            ClockMode::EventTime,
-            1000,
-        )));
+        let processor = kz_processor(Some(store), vec!["log".into()]);
         let mut payloads: Vec<Vec<u8>> = Vec::new();
         for i in 0..5 {
             payloads.push(format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b","published_at":"2022-01-05T10:0{i}:00Z"}}"#).into_bytes());

@@ -548,6 +548,21 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// An evidence article published at t=300, first of its story.
+    fn article(id: &str, title: &str) -> Arc<ArticleRef> {
+        Arc::new(ArticleRef {
+            id: id.into(),
+            title: title.into(),
+            url: None,
+            source: None,
+            published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
+            entities: vec![],
+            countries: vec![],
+            terms: vec![],
+            new_story: true,
+        })
+    }
+
     /// Everything a state file holds that a batch's changes touch, in a comparable form.
     fn contents(s: &Store) -> String {
         let mut buckets = s.buckets_since(i64::MIN).unwrap();
@@ -582,19 +597,6 @@ mod tests {
             learned_until: learned,
             ..Default::default()
         };
-        let article = |id: &str| {
-            Arc::new(ArticleRef {
-                id: id.into(),
-                title: format!("title {id}"),
-                url: None,
-                source: None,
-                published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
-                entities: vec![],
-                countries: vec![],
-                terms: vec![],
-                new_story: true,
-            })
-        };
         let batches = || {
             vec![
                 Changes {
@@ -609,7 +611,7 @@ mod tests {
                         at: 300,
                     }],
                     volume: vec![(300, 4)],
-                    evidence: vec![("kz".into(), 300, article("a"))],
+                    evidence: vec![("kz".into(), 300, article("a", "title a"))],
                     feed: Some(FeedState {
                         learned_until: Some(0),
                         ..Default::default()
@@ -631,8 +633,8 @@ mod tests {
                     }],
                     volume: vec![(300, 5), (600, 2)],
                     evidence: vec![
-                        ("kz".into(), 600, article("b")),
-                        ("uz".into(), 600, article("c")),
+                        ("kz".into(), 600, article("b", "title b")),
+                        ("uz".into(), 600, article("c", "title c")),
                     ],
                     feed: None,
                     watermark: 900,
@@ -743,17 +745,7 @@ mod tests {
             )
             .unwrap();
         let mut s = Store::open(&path).unwrap();
-        let a = Arc::new(ArticleRef {
-            id: "a1".into(),
-            title: "t".into(),
-            url: None,
-            source: None,
-            published_at: chrono::DateTime::from_timestamp(300, 0).unwrap(),
-            entities: vec![],
-            countries: vec![],
-            terms: vec![],
-            new_story: true,
-        });
+        let a = article("a1", "t");
         let c = Changes {
             evidence: vec![("kz".into(), 300, a.clone()), ("asia".into(), 300, a)],
             watermark: 600,
