@@ -967,7 +967,14 @@ impl Engine {
     /// `wm` itself, so the events do not depend on how articles were batched: a backlog
     /// consumed in one large batch gives the same decisions as a live trickle.
     pub fn advance(&mut self, wm: i64) -> Vec<AlertEvent> {
-        let from = self.watermark;
+        // The first advance starts from the earliest article counted, not from nowhere: a
+        // backlog whose first watermark comes only after most of it is read (a live
+        // consumer holds the watermark until every partition has spoken) is evaluated at
+        // each bucket it spans, as a backtest of the same articles is.
+        let from = match (self.watermark, self.earliest) {
+            (i64::MIN, Some(e)) => e - 1,
+            (w, _) => w,
+        };
         let target = wm.max(from);
         if target == i64::MIN {
             return Vec::new();
@@ -1998,6 +2005,54 @@ mod tests {
         );
         let c = e.take_changes();
         assert_eq!(c.events.len(), events.len());
+    }
+
+    /// A backlog whose first watermark arrives only once all of it is counted (a live
+    /// consumer waits for every partition to speak) is judged at each bucket it spans,
+    /// as one advanced article by article is: the surge starts an alert.
+    #[test]
+    fn a_first_advance_after_a_whole_backlog_still_sees_the_surge() {
+        let m = matcher();
+        let mut s = EngineSettings::default();
+        s.detector.warmup_hours = 24;
+        let t0 = 1_640_995_200;
+        let mut articles = Vec::new();
+        for h in (0..72).step_by(3) {
+            articles.push(article(articles.len(), t0 + h * 3600, "Kazakhstan"));
+        }
+        let surge = t0 + 72 * 3600;
+        for k in 0..30 {
+            articles.push(article(articles.len(), surge + k * 120, "Kazakhstan"));
+        }
+        let last = surge + 29 * 120;
+        let started = |events: &[AlertEvent]| -> Vec<DateTime<Utc>> {
+            (events.iter())
+                .filter(|e| e.kind == EventKind::Started)
+                .map(|e| e.at)
+                .collect()
+        };
+        let mut stepwise = Engine::new(s.clone(), m.clone());
+        let mut events = Vec::new();
+        for a in &articles {
+            stepwise.ingest(a, &m.match_article(a), None);
+            events.extend(stepwise.advance(a.published_at.timestamp()));
+        }
+        let mut backlog = Engine::new(s, m.clone());
+        for a in &articles {
+            backlog.ingest(a, &m.match_article(a), None);
+        }
+        let at_once = backlog.advance(last);
+        // Stepwise, the alert starts at the article that tips it; at once, at the end of
+        // that article's bucket (the points an advance evaluates).
+        let bucket = |t: &DateTime<Utc>| t.timestamp().div_euclid(300);
+        let (one, other) = (started(&events), started(&at_once));
+        assert_eq!(one.len(), 1, "stepwise starts one alert: {one:?}");
+        assert_eq!(other.len(), 1, "the backlog starts one alert: {other:?}");
+        assert_eq!(
+            bucket(&other[0]),
+            bucket(&one[0]),
+            "{other:?} against {one:?}"
+        );
     }
 
     /// The window spread (`phi`) must come out near the truth: coverage whose hourly
