@@ -146,6 +146,10 @@ fn main() {
                 }
             }
         }
+        if std::env::var_os("VIGIE_BENCH_KEEP").is_some() {
+            eprintln!("topic {topic}");
+            let _ = work.keep();
+        }
         return;
     }
 

@@ -239,9 +239,17 @@ mod nan_as_null {
 }
 
 /// What changed since the last [`Engine::take_changes`]: exactly what must be persisted.
+///
+/// Rows that hold a current value (buckets, rule states, volume) are unique per key in the
+/// changes of one batch. After [`Changes::merge`] a key may appear more than once, the
+/// later row holding the value to keep; the writer asks for the rows to write through
+/// [`Changes::latest_buckets`], [`Changes::latest_rules`] and [`Changes::latest_volume`].
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub buckets: Vec<(String, i64, Bucket)>,
+    /// (rule, bucket start, counts). The rule id is shared by the rows of one rule: one
+    /// allocation per rule and hand-over, not one per row (6,000–10,000 rows a batch at
+    /// 10,000 rules).
+    pub buckets: Vec<(Arc<str>, i64, Bucket)>,
     pub rules: Vec<(String, RuleState)>,
     pub stories: Vec<StoryKey>,
     pub volume: Vec<(i64, u64)>,
@@ -251,6 +259,25 @@ pub struct Changes {
     /// The feed's volume baseline, when it learned something.
     pub feed: Option<FeedState>,
     pub watermark: i64,
+    /// Whether other changes were folded in, so that a key may repeat (see above).
+    pub folded: bool,
+}
+
+/// The rows of `rows` that no later row with the same key replaces, in order. Without
+/// `folded` every key is unique already and all rows are kept.
+fn last_of_each<'a, T, K: std::hash::Hash + Eq>(
+    rows: &'a [T],
+    folded: bool,
+    key: impl Fn(&'a T) -> K,
+) -> Vec<&'a T> {
+    if !folded {
+        return rows.iter().collect();
+    }
+    let mut seen: HashSet<K> = HashSet::default();
+    seen.reserve(rows.len());
+    let mut out: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
+    out.reverse();
+    out
 }
 
 impl Changes {
@@ -259,30 +286,14 @@ impl Changes {
     /// watermark) keep the later one; rows that are added (stories, evidence, events) are
     /// all kept, in order. Writing the result leaves the state file as writing the two in
     /// turn would.
+    ///
+    /// Folding only appends: the later value of a repeated key is picked once, when the
+    /// rows are written (`latest_*`). Picking it here rebuilt an index of every row
+    /// already folded at each merge, 6% of the CPU at 10,000 rules.
     pub fn merge(&mut self, later: Changes) {
-        use std::collections::HashMap;
-        fn last_wins<K: std::hash::Hash + Eq + Clone, V>(
-            rows: &mut Vec<V>,
-            later: Vec<V>,
-            key: impl Fn(&V) -> K,
-        ) {
-            let mut at: HashMap<K, usize> =
-                rows.iter().enumerate().map(|(i, r)| (key(r), i)).collect();
-            for r in later {
-                match at.get(&key(&r)) {
-                    Some(&i) => rows[i] = r,
-                    None => {
-                        at.insert(key(&r), rows.len());
-                        rows.push(r);
-                    }
-                }
-            }
-        }
-        last_wins(&mut self.buckets, later.buckets, |(r, b, _)| {
-            (r.clone(), *b)
-        });
-        last_wins(&mut self.rules, later.rules, |(r, _)| r.clone());
-        last_wins(&mut self.volume, later.volume, |(b, _)| *b);
+        self.buckets.extend(later.buckets);
+        self.rules.extend(later.rules);
+        self.volume.extend(later.volume);
         self.stories.extend(later.stories);
         self.evidence.extend(later.evidence);
         self.events.extend(later.events);
@@ -290,6 +301,22 @@ impl Changes {
             self.feed = later.feed;
         }
         self.watermark = self.watermark.max(later.watermark);
+        self.folded = true;
+    }
+
+    /// The bucket rows to write: the last value of each (rule, bucket).
+    pub fn latest_buckets(&self) -> Vec<&(Arc<str>, i64, Bucket)> {
+        last_of_each(&self.buckets, self.folded, |(r, b, _)| (&**r, *b))
+    }
+
+    /// The rule states to write: the last of each rule.
+    pub fn latest_rules(&self) -> Vec<&(String, RuleState)> {
+        last_of_each(&self.rules, self.folded, |(r, _)| r.as_str())
+    }
+
+    /// The volume rows to write: the last of each bucket.
+    pub fn latest_volume(&self) -> Vec<&(i64, u64)> {
+        last_of_each(&self.volume, self.folded, |(b, _)| *b)
     }
 }
 
@@ -1547,6 +1574,7 @@ impl Engine {
             let Some(st) = self.rules.get(&id) else {
                 continue;
             };
+            let id: Arc<str> = id.into();
             for b in buckets {
                 if let Some(bucket) = st.buckets.get(&b) {
                     c.buckets.push((id.clone(), b, bucket.clone()));
@@ -1911,6 +1939,57 @@ mod tests {
             },
             3600
         ));
+    }
+
+    #[test]
+    fn story_index_decides_as_a_scan_of_every_entry_kept() {
+        // The plain definition: an article is a copy when some entry still kept (not
+        // pruned, in insertion order) is within 3 bits and the window, or has its title.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let stories: Vec<u64> = (0..300).map(|_| rng.gen()).collect();
+        let mut idx = StoryIndex::default();
+        let mut kept: VecDeque<(u64, i64)> = VecDeque::new();
+        let mut titles: HashMap<u64, i64> = HashMap::default();
+        let window = 900;
+        let (mut copies, mut new) = (0, 0);
+        for n in 0..20_000i64 {
+            let t = n * 3 + rng.gen_range(0..600);
+            let mut hash = stories[rng.gen_range(0..stories.len())];
+            // Drift by up to five bits: copies within three, distinct stories beyond.
+            for _ in 0..rng.gen_range(0..=5) {
+                hash ^= 1 << rng.gen_range(0..64);
+            }
+            let title = (rng.gen_range(0..10) == 0).then(|| rng.gen_range(0..50u64));
+            let mut dup = title
+                .and_then(|x| titles.insert(x, t))
+                .is_some_and(|prev| (prev - t).abs() <= window);
+            dup |= (kept.iter()).any(|&(h, at)| {
+                (h ^ hash).count_ones() <= SAME_STORY_BITS && (at - t).abs() <= window
+            });
+            kept.push_back((hash, t));
+            let key = StoryKey {
+                simhash: hash,
+                title,
+                at: t,
+            };
+            assert_eq!(idx.insert(key, window), !dup, "article {n}");
+            if dup {
+                copies += 1
+            } else {
+                new += 1
+            }
+            if n % 97 == 0 {
+                let cutoff = t - 2 * window;
+                idx.prune(cutoff);
+                while kept.front().is_some_and(|&(_, at)| at < cutoff) {
+                    kept.pop_front();
+                }
+                assert_eq!(idx.len(), kept.len());
+            }
+        }
+        // Both outcomes are common, so the comparison means something.
+        assert!(copies > 2_000 && new > 2_000, "{copies} copies, {new} new");
     }
 
     /// Ten steady days (the topic 6 an hour in a feed of 66), then three hours in which the
