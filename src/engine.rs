@@ -304,9 +304,20 @@ impl Changes {
         self.folded = true;
     }
 
-    /// The bucket rows to write: the last value of each (rule, bucket).
+    /// The bucket rows to write: the last value of each (rule, bucket), in key order (rows
+    /// of one rule sit together in the table, so a batch's rows are written page by page).
+    /// The sort is stable, so of a key's rows the last is the latest folded in.
     pub fn latest_buckets(&self) -> Vec<&(Arc<str>, i64, Bucket)> {
-        last_of_each(&self.buckets, self.folded, |(r, b, _)| (&**r, *b))
+        let mut rows: Vec<&(Arc<str>, i64, Bucket)> = self.buckets.iter().collect();
+        rows.sort_by(|x, y| (&*x.0, x.1).cmp(&(&*y.0, y.1)));
+        rows.dedup_by(|later, kept| {
+            let same = (&*later.0, later.1) == (&*kept.0, kept.1);
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        rows
     }
 
     /// The rule states to write: the last of each rule.

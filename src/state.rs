@@ -164,11 +164,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut put_bucket = tx.prepare_cached("INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            // In key order: rows of one rule sit together in the table, so a batch's rows
-            // touch each page once, in order, instead of hopping between pages.
-            let mut buckets = c.latest_buckets();
-            buckets.sort_unstable_by(|x, y| (&*x.0, x.1).cmp(&(&*y.0, y.1)));
-            for (rule, b, bucket) in buckets {
+            for (rule, b, bucket) in c.latest_buckets() {
                 put_bucket.execute(params![
                     &**rule,
                     b,
