@@ -438,11 +438,16 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     result.map(|_| ()).map_err(Into::into)
 }
 
+/// Index of `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (include/mimalloc.h):
+/// libmimalloc-sys names only the options whose index mimalloc 2 and 3 share. A unit test
+/// checks that it still names the purge delay.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// Sets up the allocators for a long-running service. Called once at start, before the
 /// runtime's threads.
 ///
 /// Rust's allocations go to mimalloc (the binary's global allocator, see `main.rs`): CPU
-/// per 100,000 articles 10–19% lower than with glibc's malloc at 1,000 and 10,000 rules,
+/// per 100,000 articles 10–14% lower than with glibc's malloc at 1,000 and 10,000 rules,
 /// builds alternated (docs/BENCHMARKS.md, 2026-12-04). Its defaults keep memory for reuse,
 /// which took peak RSS at 10,000 rules from about 240 to 325–380 MB. Two settings bring it
 /// to about 255 MB at the same speed: arenas committed on demand rather than whole (a
@@ -454,12 +459,9 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
 /// the mmap threshold (up to 32 MiB) and the trim threshold with it, so batch-sized buffers
 /// end up on the heaps and their pages stay resident.
 pub fn tune_allocator() {
-    // Index of `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (include/mimalloc.h);
-    // libmimalloc-sys names only the options whose index mimalloc 2 and 3 share.
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: mi_option_set takes two integers and only changes the allocator's parameters.
     unsafe {
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 100);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100);
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes two integers and only changes the allocator's parameters.
@@ -473,6 +475,8 @@ pub fn tune_allocator() {
 /// previous one's pages with the allocator and resident memory stepped up with every
 /// reload (79 → 134 MB over eight reloads in tests/soak.rs, measured with glibc).
 fn release_freed_memory() {
+    // Returns what this thread's heap and abandoned heaps hold free (the thread where the
+    // old matcher is usually dropped; freed blocks of other threads go back with theirs).
     // SAFETY: mi_collect takes a flag and only walks mimalloc's own free lists.
     unsafe {
         libmimalloc_sys::mi_collect(true);
@@ -547,7 +551,7 @@ mod tests {
     #[test]
     fn the_purge_delay_index_names_the_purge_delay() {
         // SAFETY: mi_option_get takes an integer and reads the allocator's parameters.
-        let default = unsafe { libmimalloc_sys::mi_option_get(15) };
+        let default = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         assert_eq!(default, 1000);
     }
 }
