@@ -141,7 +141,7 @@ pub fn parse(payload: &[u8], ctx: &ParseContext) -> Result<Article, Reject> {
             limit: ctx.max_bytes,
         });
     }
-    let text = std::str::from_utf8(payload).map_err(|e| Reject::InvalidUtf8 {
+    let text = simdutf8::compat::from_utf8(payload).map_err(|e| Reject::InvalidUtf8 {
         at: e.valid_up_to(),
     })?;
     let value: Value =
@@ -507,6 +507,14 @@ mod tests {
             parse(b"{\"title\":\"\xff\xfe\"}", &c).unwrap_err().code(),
             "invalid_utf8"
         );
+        // The position of the first bad byte, after valid multi-byte characters too: the
+        // 22 bytes before it hold two of them (`ï`, two bytes, and U+FFFD, three).
+        let mut bad = "{\"title\":\"Tokaïev \u{fffd}".as_bytes().to_vec();
+        bad.extend_from_slice(b"\xc3\"}");
+        assert!(matches!(
+            parse(&bad, &c),
+            Err(Reject::InvalidUtf8 { at: 22 })
+        ));
         let mut small = c;
         small.max_bytes = 10;
         assert_eq!(
