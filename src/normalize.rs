@@ -148,9 +148,15 @@ struct Out {
     /// Written by index, at least [`LANE`] bytes of slack after `len`, so a lane is stored
     /// whole. ASCII input never grows; transliteration may (`ﬃ` → `ffi`) and makes room
     /// first ([`Out::make_room`]).
+    ///
+    /// Invariant at the top of `normalize`'s loop, which keeps every write in bounds:
+    /// `text.len() >= len + (input bytes left) + LANE`.
     text: Vec<u8>,
+    /// Bytes of `text` written so far; what lies after is scratch.
     len: usize,
+    /// [`Normalized::words`], pushed as words start.
     words: Vec<u32>,
+    /// [`Normalized::origins`], pushed as words start, the end moved as they go on.
     origins: Vec<(u32, u32)>,
     /// True when the last byte written is a space (or nothing was written yet), so runs of
     /// breaks collapse and no leading space appears.

@@ -6,7 +6,8 @@
 //! whole words" means exactly "a run of consecutive tokens equals the pattern's words".
 //!
 //! That lets us skip a byte automaton. The text is split into tokens once; each token is
-//! looked up in one hash table of every word that appears in any pattern; from a token that
+//! looked up once among every word that appears in any pattern (hash tables keyed by
+//! the word itself, packed into an integer when it is short); from a token that
 //! starts some pattern, a trie keyed by word ids is walked over the following tokens, one
 //! probe per word, reporting each pattern that ends on the way. This is the Lucene Monitor
 //! / percolator idea applied to the surface forms themselves. The Aho-Corasick DFA it
@@ -105,8 +106,7 @@ fn pack(word: &[u8]) -> Key {
 }
 
 /// [`pack`] of `text[s..e]`, with one 8- or 16-byte load and a mask when the text goes
-/// on far enough (it does for all but its last words): no variable-length
-/// copy per word.
+/// on far enough (it does for all but its last words): no variable-length copy per word.
 fn pack_at(text: &[u8], s: usize, e: usize) -> Key {
     let len = e - s;
     if len <= 8 {
