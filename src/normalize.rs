@@ -143,6 +143,19 @@ fn gather(high_bits: u64) -> u32 {
     ((high_bits >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
+/// Bits set in each byte value. `count_ones` is a software sequence with a multiplication
+/// on x86-64 builds without the `popcnt` feature (the default target); the lane counts the
+/// bits of a byte at each word start.
+const BITS_SET: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).count_ones() as u8;
+        b += 1;
+    }
+    t
+};
+
 /// The normalized text being written, with its word starts and origins.
 struct Out {
     /// Written by index, at least [`LANE`] bytes of slack after `len`, so a lane is stored
@@ -236,19 +249,22 @@ impl Out {
         let mut s = starts;
         while s != 0 {
             let i = s.trailing_zeros();
-            let written_before = (keep & ((1 << i) - 1)).count_ones() as usize;
+            let written_before = usize::from(BITS_SET[(keep & ((1 << i) - 1)) as usize]);
             self.words.push((len + written_before) as u32);
             self.origins.push((at as u32 + i, at as u32 + i));
             s &= s - 1;
         }
         // A word byte followed by a break (or the lane's last word byte: the word may go
-        // on, and then a later lane moves its end again). It belongs to the last word
-        // started at or before it, which may be one from before this lane.
+        // on, and then a later lane moves its end again). Words alternate start, end, so
+        // the ends belong in order to the words started here, after the one from before
+        // this lane when the lane opens inside it.
+        let open_word = (m & !starts & 1) as usize;
+        let mut word = first_new + 1 - open_word;
         let mut e = ends;
         while e != 0 {
             let i = e.trailing_zeros();
-            let started = (starts & ((2 << i) - 1)).count_ones() as usize;
-            self.origins[first_new + started - 1].1 = at as u32 + i;
+            self.origins[word - 1].1 = at as u32 + i;
+            word += 1;
             e &= e - 1;
         }
         self.at_break = m & 0x80 == 0;
