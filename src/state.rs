@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey};
+use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey,
+    StoryRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS buckets (
     rule TEXT NOT NULL, bucket INTEGER NOT NULL, articles INTEGER NOT NULL, stories INTEGER NOT NULL,
     sources BLOB NOT NULL, PRIMARY KEY (rule, bucket)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rule_state (rule TEXT PRIMARY KEY, state TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, title INTEGER, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS stories (hash INTEGER NOT NULL, title INTEGER, at INTEGER NOT NULL, rules BLOB);
 CREATE INDEX IF NOT EXISTS stories_at ON stories (at);
 CREATE TABLE IF NOT EXISTS evidence (rule TEXT NOT NULL, bucket INTEGER NOT NULL, article TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS evidence_bucket ON evidence (bucket);
@@ -96,11 +97,12 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn encode_sources(s: &[u64]) -> Vec<u8> {
+/// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
+fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
 
-fn decode_sources(b: &[u8]) -> Vec<u64> {
+fn decode_hashes(b: &[u8]) -> Vec<u64> {
     b.chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect()
@@ -140,6 +142,14 @@ impl Store {
         if !has_rules {
             conn.execute_batch("ALTER TABLE evidence_articles ADD COLUMN rules TEXT")?;
         }
+        // Files from before story rows named the rules that counted them: add the column
+        // (old rows keep NULL: those stories read back as counted by no rule yet).
+        let has_story_rules: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('stories') WHERE name = 'rules'")?
+            .exists([])?;
+        if !has_story_rules {
+            conn.execute_batch("ALTER TABLE stories ADD COLUMN rules BLOB")?;
+        }
         Ok(Store { conn })
     }
 
@@ -170,7 +180,7 @@ impl Store {
                     b,
                     bucket.articles,
                     bucket.stories,
-                    encode_sources(&bucket.sources)
+                    encode_hashes(&bucket.sources)
                 ])?;
             }
             let mut put_rule = tx.prepare_cached(
@@ -179,10 +189,18 @@ impl Store {
             for (rule, st) in c.latest_rules() {
                 put_rule.execute(params![rule, serde_json::to_string(st)?])?;
             }
-            let mut put_story =
-                tx.prepare_cached("INSERT INTO stories (hash, title, at) VALUES (?1, ?2, ?3)")?;
-            for k in &c.stories {
-                put_story.execute(params![k.simhash as i64, k.title.map(|t| t as i64), k.at])?;
+            let mut put_story = tx.prepare_cached(
+                "INSERT INTO stories (hash, title, at, rules) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for row in &c.stories {
+                let k = &row.key;
+                let rules = (!row.counted_by.is_empty()).then(|| encode_hashes(&row.counted_by));
+                put_story.execute(params![
+                    k.simhash as i64,
+                    k.title.map(|t| t as i64),
+                    k.at,
+                    rules
+                ])?;
             }
             // Evidence: one row per article, naming the rules that keep it. (One row per
             // rule with the article's JSON made the evidence most of what a batch wrote:
@@ -314,7 +332,7 @@ impl Store {
                 Bucket {
                     articles: r.get(2)?,
                     stories: r.get(3)?,
-                    sources: decode_sources(&r.get::<_, Vec<u8>>(4)?),
+                    sources: decode_hashes(&r.get::<_, Vec<u8>>(4)?),
                 },
             ))
         })?;
@@ -330,15 +348,21 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn stories_since(&self, since: i64) -> Result<Vec<StoryKey>, StateError> {
+    /// Story rows from `since` on, in the order they were written.
+    pub fn stories_since(&self, since: i64) -> Result<Vec<StoryRow>, StateError> {
         let mut st = self
             .conn
-            .prepare("SELECT hash, title, at FROM stories WHERE at >= ?1")?;
+            .prepare("SELECT hash, title, at, rules FROM stories WHERE at >= ?1 ORDER BY rowid")?;
         let rows = st.query_map([since], |r| {
-            Ok(StoryKey {
-                simhash: r.get::<_, i64>(0)? as u64,
-                title: r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
-                at: r.get(2)?,
+            Ok(StoryRow {
+                key: StoryKey {
+                    simhash: r.get::<_, i64>(0)? as u64,
+                    title: r.get::<_, Option<i64>>(1)?.map(|t| t as u64),
+                    at: r.get(2)?,
+                },
+                counted_by: r
+                    .get::<_, Option<Vec<u8>>>(3)?
+                    .map_or_else(Vec::new, |b| decode_hashes(&b)),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -608,10 +632,13 @@ mod tests {
                         ("kz".into(), 600, bucket(1, vec![1])),
                     ],
                     rules: vec![("kz".into(), rule(0))],
-                    stories: vec![StoryKey {
-                        simhash: 1,
-                        title: None,
-                        at: 300,
+                    stories: vec![StoryRow {
+                        key: StoryKey {
+                            simhash: 1,
+                            title: None,
+                            at: 300,
+                        },
+                        counted_by: vec![],
                     }],
                     volume: vec![(300, 4)],
                     evidence: vec![("kz".into(), 300, article("a", "title a"))],
@@ -629,10 +656,13 @@ mod tests {
                         ("uz".into(), 600, bucket(1, vec![5])),
                     ],
                     rules: vec![("kz".into(), rule(300)), ("uz".into(), rule(300))],
-                    stories: vec![StoryKey {
-                        simhash: 2,
-                        title: Some(9),
-                        at: 600,
+                    stories: vec![StoryRow {
+                        key: StoryKey {
+                            simhash: 2,
+                            title: Some(9),
+                            at: 600,
+                        },
+                        counted_by: vec![4, 5],
                     }],
                     volume: vec![(300, 5), (600, 2)],
                     evidence: vec![
@@ -699,10 +729,13 @@ mod tests {
                 },
             )],
             rules: vec![("kz".into(), RuleState::default())],
-            stories: vec![StoryKey {
-                simhash: u64::MAX,
-                title: Some(3),
-                at: 300,
+            stories: vec![StoryRow {
+                key: StoryKey {
+                    simhash: u64::MAX,
+                    title: Some(3),
+                    at: 300,
+                },
+                counted_by: vec![u64::MAX, 1],
             }],
             volume: vec![(300, 5)],
             events: vec![],
@@ -721,10 +754,13 @@ mod tests {
         assert_eq!(s.buckets_since(0).unwrap()[0].2.sources, vec![7, 9]);
         assert_eq!(
             s.stories_since(0).unwrap(),
-            vec![StoryKey {
-                simhash: u64::MAX,
-                title: Some(3),
-                at: 300
+            vec![StoryRow {
+                key: StoryKey {
+                    simhash: u64::MAX,
+                    title: Some(3),
+                    at: 300
+                },
+                counted_by: vec![u64::MAX, 1],
             }]
         );
         assert_eq!(s.watermark().unwrap(), Some(600));
