@@ -378,7 +378,7 @@ pub struct StoryIndex {
     /// order instead of jumping to each entry (it was 5–6% of the CPU at 1,000 rules).
     /// Since entries are pruned oldest first, the entry being pruned is always the first
     /// of each of its four lists.
-    bands: [HashMap<u16, VecDeque<(u64, i64, u64)>>; 4],
+    bands: [HashMap<u16, VecDeque<Kept>>; 4],
     /// Story id → the newest time of its copies and the rules (by [`rule_key`]) that have
     /// counted it. Keys rather than indices into the rule set: they survive a reload and
     /// a restart, and an edited rule (new fingerprint) starts with no stories counted.
@@ -388,9 +388,20 @@ pub struct StoryIndex {
     next_id: u64,
 }
 
+/// (SimHash, time, story) of one copy in a band list.
+type Kept = (u64, i64, u64);
+
+/// One rule's articles in a batch (indices into the first pass's list), each with whether
+/// it is a story the rule counts for the first time.
+type RuleHits = Vec<(u32, bool)>;
+
 #[derive(Debug, Default)]
+/// What the index keeps of a story while any of its copies is kept.
 struct Story {
+    /// The newest time of its copies: the story goes when the copies do.
     newest: i64,
+    /// [`rule_key`]s of the rules that have counted it. A handful per story: a list scanned
+    /// in place is cheaper than a set.
     counted_by: Vec<u64>,
 }
 
@@ -744,8 +755,7 @@ fn count_rule(
         }
         let kept = st.recent.entry(b).or_default();
         // Keep the first articles of new stories; copies only while there is room.
-        if kept.len() < EVIDENCE_PER_BUCKET && (new_story || kept.len() < EVIDENCE_PER_BUCKET - 1)
-        {
+        if kept.len() < EVIDENCE_PER_BUCKET && (new_story || kept.len() < EVIDENCE_PER_BUCKET - 1) {
             let r = c.evidence();
             kept.push(r.clone());
             out.evidence.push((b, r));
@@ -1019,7 +1029,7 @@ impl Engine {
         let mut counted: Vec<Counted> = Vec::with_capacity(batch.len());
         // Rule index → the articles (by index in `counted`) it matched, in order.
         // With each, whether it is a new story for that rule.
-        let mut hits: HashMap<usize, Vec<(u32, bool)>> = HashMap::default();
+        let mut hits: HashMap<usize, RuleHits> = HashMap::default();
         for &(a, m) in batch {
             let mut t = a.published_at.timestamp();
             if let Some(now) = now {
@@ -1086,7 +1096,7 @@ impl Engine {
             v
         } else {
             let index = &self.rule_index;
-            let work: Vec<(usize, &mut RuleState, &Vec<(u32, bool)>)> = self
+            let work: Vec<(usize, &mut RuleState, &RuleHits)> = self
                 .rules
                 .iter_mut()
                 .filter_map(|(id, st)| {
@@ -2098,7 +2108,8 @@ mod tests {
             }
             let title = (rng.gen_range(0..10) == 0).then(|| rng.gen_range(0..50u64));
             let dup = (kept.iter()).any(|&(h, at, x)| {
-                let near = (h ^ hash).count_ones() <= SAME_STORY_BITS || (title.is_some() && x == title);
+                let near =
+                    (h ^ hash).count_ones() <= SAME_STORY_BITS || (title.is_some() && x == title);
                 near && (at - t).abs() <= window
             });
             kept.push_back((hash, t, title));
@@ -2338,10 +2349,8 @@ mod tests {
     #[test]
     fn a_copy_is_a_new_story_for_the_rules_that_had_not_counted_it() {
         use crate::matcher::testing::rule;
-        let m = crate::matcher::testing::matcher(vec![
-            rule("kz", "kazakhstan"),
-            rule("oil", "oil"),
-        ]);
+        let m =
+            crate::matcher::testing::matcher(vec![rule("kz", "kazakhstan"), rule("oil", "oil")]);
         let t0 = 1_640_995_200;
         let copy = |i: usize, tail: &str| Article {
             title: "Kazakhstan protests spread to Almaty tonight".into(),

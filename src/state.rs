@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::engine::{AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey,
-    StoryRow};
+use crate::engine::{
+    AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey, StoryRow,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
