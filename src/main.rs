@@ -573,8 +573,34 @@ fn backtest(
     let (mut articles, mut rejected, mut late, mut events) = (0, 0, 0, 0);
     let mut per_kind = std::collections::BTreeMap::new();
     let mut charts = chart.map(|_| vigie::engine::History::default());
-    for (record, parsed) in rows {
-        let report = processor.apply(std::slice::from_ref(&record), vec![parsed], now)?;
+    // One batch per minute of event time, as `vigie evaluate` feeds the streams it scores
+    // and as a live consumer polling a steady feed sees them: the detectors are judged at
+    // each bucket's end and at the last article of each minute. (A batch per article
+    // judged every active rule at every article: at 10,000 rules a backtest ran about ten
+    // times slower per article than `vigie run`, and its events could start up to a
+    // minute earlier than the scored figures of docs/DETECTION.md say.)
+    let mut batch: Vec<vigie::source::Record> = Vec::new();
+    let mut parsed_batch = Vec::new();
+    let mut minute = None;
+    let mut rows = rows.into_iter().peekable();
+    while let Some((record, parsed)) = rows.next() {
+        minute = parsed
+            .as_ref()
+            .ok()
+            .map(|a| a.published_at.timestamp().div_euclid(60))
+            .or(minute);
+        batch.push(record);
+        parsed_batch.push(parsed);
+        let next_minute = rows.peek().map(|(_, p)| {
+            p.as_ref()
+                .ok()
+                .map(|a| a.published_at.timestamp().div_euclid(60))
+        });
+        if next_minute.is_some_and(|m| m.is_some() && m == minute) {
+            continue;
+        }
+        let report = processor.apply(&batch, std::mem::take(&mut parsed_batch), now)?;
+        batch.clear();
         if let Some(h) = &mut charts {
             h.record(&processor.engine, &report.events);
         }
