@@ -123,6 +123,12 @@ pub struct RuleState {
     #[serde(skip)]
     /// Shared: one article matched by many rules is one allocation, not one per rule.
     pub recent: BTreeMap<i64, Vec<Arc<ArticleRef>>>,
+    /// The rule's index in the live rule set; `None` for a rule no longer in it (its state
+    /// stays in case it comes back). Kept by [`Engine::set_matcher`] and
+    /// [`Engine::restore`], so the loops over every rule read it instead of hashing each
+    /// id: at 10,000 rules those lookups were an eighth of a backtest's time.
+    #[serde(skip)]
+    pub slot: Option<usize>,
 }
 
 impl RuleState {
@@ -779,8 +785,6 @@ pub struct Engine {
     feed: FeedState,
     feed_dirty: bool,
     watermark: i64,
-    /// Rule id → index in the matcher, for the rules of the live rule set.
-    rule_index: HashMap<String, usize>,
     /// By index in the matcher: each rule's [`rule_key`], as the story index knows it.
     rule_keys: Vec<u64>,
     /// Which rules (by index in the matcher) have articles in each recent bucket.
@@ -836,7 +840,6 @@ impl Engine {
             feed: FeedState::default(),
             feed_dirty: false,
             watermark: i64::MIN,
-            rule_index: HashMap::default(),
             rule_keys: Vec::new(),
             activity: BTreeMap::new(),
             alerting: HashSet::default(),
@@ -903,9 +906,14 @@ impl Engine {
     }
 
     fn rebuild_activity(&mut self) {
-        self.rule_index = (self.matcher.rules.iter().enumerate())
-            .map(|(i, r)| (r.id.clone(), i))
-            .collect();
+        for st in self.rules.values_mut() {
+            st.slot = None;
+        }
+        for (i, r) in self.matcher.rules.iter().enumerate() {
+            if let Some(st) = self.rules.get_mut(&r.id) {
+                st.slot = Some(i);
+            }
+        }
         self.rule_keys = (self.matcher.rules.iter())
             .map(|r| rule_key(&r.id, r.fingerprint))
             .collect();
@@ -1095,12 +1103,11 @@ impl Engine {
             }
             v
         } else {
-            let index = &self.rule_index;
             let work: Vec<(usize, &mut RuleState, &RuleHits)> = self
                 .rules
-                .iter_mut()
-                .filter_map(|(id, st)| {
-                    let &ri = index.get(id.as_str())?;
+                .values_mut()
+                .filter_map(|st| {
+                    let ri = st.slot?;
                     Some((ri, st, hits.get(&ri)?))
                 })
                 .collect();
@@ -1276,10 +1283,9 @@ impl Engine {
                 *v = true;
             }
         }
-        let index = &self.rule_index;
-        let mut states: Vec<(usize, &mut RuleState)> = (self.rules.iter_mut())
-            .filter_map(|(id, st)| {
-                let &i = index.get(id.as_str())?;
+        let mut states: Vec<(usize, &mut RuleState)> = (self.rules.values_mut())
+            .filter_map(|st| {
+                let i = st.slot?;
                 visit[i].then_some((i, st))
             })
             .collect();
@@ -1371,12 +1377,12 @@ impl Engine {
             volume: &self.volume,
             earliest: self.earliest,
         };
-        let (index, rules) = (&self.rule_index, &self.matcher.rules);
+        let rules = &self.matcher.rules;
         let dirty: Vec<String> = engine_pool().install(|| {
             self.rules
                 .par_iter_mut()
                 .filter_map(|(id, st)| {
-                    let &i = index.get(id.as_str())?;
+                    let i = st.slot?;
                     learner.learn(&rules[i], st, point).then(|| id.clone())
                 })
                 .collect()
@@ -1738,6 +1744,7 @@ impl Engine {
                     lifecycle: st.lifecycle.clone(),
                     learned_until: st.learned_until,
                     fingerprint: st.fingerprint,
+                    slot: None,
                 };
                 c.rules.push((id, persisted));
             }
