@@ -98,6 +98,14 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// `?N, ?N+1, …`: `n` numbered parameters after the `before` already bound.
+fn placeholders(before: usize, n: usize) -> String {
+    (before + 1..=before + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
 fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
@@ -461,11 +469,39 @@ impl Store {
 
     /// Outbox rows due now, oldest first.
     pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StateError> {
-        let mut st = self.conn.prepare(
+        self.due_except(now_ms, limit, &[], &[])
+    }
+
+    /// Outbox rows due now, oldest first, leaving out the rows `busy` (being sent) and the
+    /// channels `full` (with as many sends in flight as they may have): so rows a hung
+    /// receiver cannot take do not fill the `limit` and starve the other channels.
+    pub fn due_except(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        busy: &[i64],
+        full: &[String],
+    ) -> Result<Vec<Delivery>, StateError> {
+        let mut sql = String::from(
             "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
-             WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1 ORDER BY o.next_attempt_ms, o.id LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![now_ms, limit as i64], |r| {
+             WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
+        );
+        let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into(), (limit as i64).into()];
+        if !busy.is_empty() {
+            sql.push_str(" AND o.id NOT IN (");
+            sql.push_str(&placeholders(args.len(), busy.len()));
+            sql.push(')');
+            args.extend(busy.iter().map(|&id| id.into()));
+        }
+        if !full.is_empty() {
+            sql.push_str(" AND o.channel NOT IN (");
+            sql.push_str(&placeholders(args.len(), full.len()));
+            sql.push(')');
+            args.extend(full.iter().map(|c| c.clone().into()));
+        }
+        sql.push_str(" ORDER BY o.next_attempt_ms, o.id LIMIT ?2");
+        let mut st = self.conn.prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -492,11 +528,34 @@ impl Store {
 
     /// Earliest time a pending row becomes due, if any.
     pub fn next_due_ms(&self) -> Result<Option<i64>, StateError> {
-        Ok(self.conn.query_row(
-            "SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
-        )?)
+        self.next_due_ms_except(&[], &[])
+    }
+
+    /// Earliest time a pending row becomes due, leaving out the rows `busy` (being sent)
+    /// and the channels `full` (see [`Store::due_except`]).
+    pub fn next_due_ms_except(
+        &self,
+        busy: &[i64],
+        full: &[String],
+    ) -> Result<Option<i64>, StateError> {
+        let mut sql =
+            String::from("SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if !busy.is_empty() {
+            sql.push_str(" AND id NOT IN (");
+            sql.push_str(&placeholders(args.len(), busy.len()));
+            sql.push(')');
+            args.extend(busy.iter().map(|&id| id.into()));
+        }
+        if !full.is_empty() {
+            sql.push_str(" AND channel NOT IN (");
+            sql.push_str(&placeholders(args.len(), full.len()));
+            sql.push(')');
+            args.extend(full.iter().map(|c| c.clone().into()));
+        }
+        Ok(self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)
     }
 
     pub fn mark_sent(&self, id: i64) -> Result<(), StateError> {

@@ -307,3 +307,115 @@ async fn events_within_group_wait_go_out_as_one_notification() {
     assert_eq!(rules.len(), 2);
     assert!(rules.contains(&"kz") && rules.contains(&"tokayev"));
 }
+
+/// A receiver that takes its whole timeout holds up only its own channel: while its first
+/// request hangs, a later alert to another channel goes out at once (the worker used to
+/// wait for every send of a round before reading the outbox again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_receiver_does_not_hold_up_another_channel() {
+    let hung = receiver::start_with("s3cret", 0, 200, (1, Duration::from_secs(30))).await;
+    let good = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["hung", "good"]);
+    let slow = Arc::new(
+        vigie::sink::webhook::WebhookNotifier::new(
+            hung.url(),
+            Some(vigie::config::Secret::new("s3cret")),
+            Default::default(),
+            None,
+            Duration::from_secs(8),
+            false,
+        )
+        .unwrap(),
+    );
+    let w = worker(
+        &path,
+        HashMap::from([
+            ("hung".to_string(), slow as _),
+            ("good".to_string(), webhook(good.url())),
+        ]),
+    );
+    let wake = w.wake.clone();
+    let (trigger, shutdown) = vigie::shutdown::channel();
+    let task = tokio::spawn(w.run(shutdown));
+
+    let received = |hook: &receiver::Receiver, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let accepted = hook.accepted.clone();
+        async move {
+            while accepted.lock().unwrap().len() < n {
+                assert!(Instant::now() < deadline, "not delivered within 3 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    received(&good, 1).await;
+    // The hung receiver has the first alert's request and sits on it.
+    assert_eq!(hung.attempts.load(Ordering::SeqCst), 1);
+    // A second alert, to the good channel only, while that request still hangs.
+    let mut e = event("tokayev");
+    e.event_id = "tokayev:1:started".into();
+    let changes = Changes {
+        events: vec![e.clone()],
+        watermark: e.at.timestamp(),
+        ..Default::default()
+    };
+    Store::open(&path)
+        .unwrap()
+        .commit(&changes, &[], &[(e.event_id.clone(), "good".to_string())])
+        .unwrap();
+    let asked = Instant::now();
+    wake.notify_one();
+    received(&good, 2).await;
+    assert!(asked.elapsed() < Duration::from_secs(3));
+    let stats = Store::open(&path).unwrap().outbox_stats().unwrap();
+    assert_eq!((stats.sent, stats.pending), (2, 1), "{stats:?}");
+    // The row in flight was not sent a second time meanwhile.
+    assert_eq!(hung.attempts.load(Ordering::SeqCst), 1);
+    trigger.fire();
+    task.await.unwrap();
+}
+
+/// A receiver that answers nothing gets at most `IN_FLIGHT_PER_CHANNEL` requests at once,
+/// not one per pending alert, and the rows it holds do not keep another channel's from
+/// being read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_receiver_gets_a_bounded_number_of_requests() {
+    let hung = receiver::start_with("s3cret", 0, 200, (100, Duration::from_secs(30))).await;
+    let good = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let events: Vec<AlertEvent> = (0..7).map(|i| event(&format!("r{i}"))).collect();
+    let path = store_with_all(d.path(), &events, &["hung", "good"]);
+    let slow = Arc::new(
+        vigie::sink::webhook::WebhookNotifier::new(
+            hung.url(),
+            Some(vigie::config::Secret::new("s3cret")),
+            Default::default(),
+            None,
+            Duration::from_secs(20),
+            false,
+        )
+        .unwrap(),
+    );
+    let w = worker(
+        &path,
+        HashMap::from([
+            ("hung".to_string(), slow as _),
+            ("good".to_string(), webhook(good.url())),
+        ]),
+    );
+    let (trigger, shutdown) = vigie::shutdown::channel();
+    let task = tokio::spawn(w.run(shutdown));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while good.accepted.lock().unwrap().len() < 7 {
+        assert!(Instant::now() < deadline, "the good channel was held up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hung.attempts.load(Ordering::SeqCst),
+        vigie::sink::outbox::IN_FLIGHT_PER_CHANNEL
+    );
+    trigger.fire();
+    task.await.unwrap();
+}

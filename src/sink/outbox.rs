@@ -2,12 +2,16 @@
 //!
 //! Guarantees: a row is marked `sent` only after the receiver acknowledged it, so after a
 //! crash a delivery may be repeated once, never lost; the repeat carries the same
-//! Idempotency-Key. One channel's outcome never touches another channel's row.
+//! Idempotency-Key. One channel's outcome never touches another channel's row, nor its
+//! pace: each send is settled as soon as it ends, and new rows go out while a slow
+//! receiver still holds earlier ones (at most [`IN_FLIGHT_PER_CHANNEL`] sends per channel,
+//! so a hung receiver is not sent ever more requests it cannot answer).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 
 use super::retry::RetryPolicy;
@@ -28,6 +32,52 @@ pub struct OutboxWorker {
     pub group_wait: HashMap<String, Duration>,
 }
 
+/// Most sends in flight to one channel at once.
+pub const IN_FLIGHT_PER_CHANNEL: usize = 4;
+
+/// Rows most read from the outbox per round.
+const ROUND_ROWS: usize = 64;
+
+/// The rows being sent, by id and per channel.
+#[derive(Default)]
+struct InFlight {
+    rows: HashSet<i64>,
+    per_channel: HashMap<String, usize>,
+}
+
+impl InFlight {
+    fn start(&mut self, rows: &[Delivery]) {
+        self.rows.extend(rows.iter().map(|d| d.id));
+        *self.per_channel.entry(rows[0].channel.clone()).or_default() += 1;
+    }
+
+    fn end(&mut self, rows: &[Delivery]) {
+        for d in rows {
+            self.rows.remove(&d.id);
+        }
+        if let Some(n) = self.per_channel.get_mut(&rows[0].channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_channel.remove(&rows[0].channel);
+            }
+        }
+    }
+
+    /// The rows being sent, and the channels with no room left: what the next reads of
+    /// the outbox leave out.
+    fn exclusions(&self, per_channel: usize) -> (Vec<i64>, Vec<String>) {
+        let full = (self.per_channel.keys())
+            .filter(|c| self.room(c, per_channel) == 0)
+            .cloned()
+            .collect();
+        (self.rows.iter().copied().collect(), full)
+    }
+
+    fn room(&self, channel: &str, per_channel: usize) -> usize {
+        per_channel.saturating_sub(self.per_channel.get(channel).copied().unwrap_or(0))
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -44,17 +94,37 @@ impl OutboxWorker {
             .flatten()
     }
 
-    /// Sends everything due now; returns how many rows were handled. On channels with a
-    /// `group_wait`, the due rows wait until the oldest is that old, then go as one
-    /// notification.
+    /// Sends everything due now and waits for every send to end; returns how many rows
+    /// were handled. On channels with a `group_wait`, the due rows wait until the oldest is
+    /// that old, then go as one notification. (For tests and one-shot drains; the service
+    /// runs [`OutboxWorker::run`], which does not wait for one send to start another.)
     pub async fn drain_once(&self) -> usize {
-        let due = match self.with_store(|s| s.due(now_ms(), 64)).await {
+        let batches = self.due_batches(&InFlight::default(), usize::MAX).await;
+        let n = batches.iter().map(Vec::len).sum();
+        let sends = batches.into_iter().map(|rows| self.send(rows));
+        for (rows, result) in futures::future::join_all(sends).await {
+            for d in rows {
+                self.settle(d, result.clone()).await;
+            }
+        }
+        self.update_pending().await;
+        n
+    }
+
+    /// The due rows not already being sent, as notifications to send: one row each, or
+    /// one group per channel with a `group_wait` that has passed. At most `per_channel`
+    /// sends in flight per channel, counting `busy`.
+    async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Vec<Vec<Delivery>> {
+        let (ids, full) = busy.exclusions(per_channel);
+        let due = match (self.with_store(move |s| s.due_except(now_ms(), ROUND_ROWS, &ids, &full)))
+            .await
+        {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox");
-                return 0;
+                return Vec::new();
             }
-            None => return 0,
+            None => return Vec::new(),
         };
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
@@ -71,30 +141,38 @@ impl OutboxWorker {
                 batches.push(rows);
             }
         }
-        let n = batches.iter().map(Vec::len).sum();
-        let sends = batches.into_iter().map(|rows| async move {
-            let channel = rows[0].channel.clone();
-            let result = match self.notifiers.get(&channel) {
-                Some(n) if rows.len() == 1 => n.send(&rows[0].event).await,
-                Some(n) => {
-                    let events: Vec<AlertEvent> = rows.iter().map(|d| d.event.clone()).collect();
-                    n.send_group(&events).await
-                }
-                None => Err(SendError::Permanent(format!(
-                    "channel `{channel}` is not configured"
-                ))),
-            };
-            (rows, result)
+        // Keep to each channel's room, oldest rows first (the order `due` gave).
+        let mut room: HashMap<String, usize> = HashMap::new();
+        batches.retain(|rows| {
+            let left = (room.entry(rows[0].channel.clone()))
+                .or_insert_with(|| busy.room(&rows[0].channel, per_channel));
+            let keep = *left > 0;
+            *left = left.saturating_sub(1);
+            keep
         });
-        for (rows, result) in futures::future::join_all(sends).await {
-            for d in rows {
-                self.settle(d, result.clone()).await;
+        batches
+    }
+
+    /// Sends one notification; gives back its rows with the outcome.
+    async fn send(&self, rows: Vec<Delivery>) -> (Vec<Delivery>, Result<(), SendError>) {
+        let channel = rows[0].channel.clone();
+        let result = match self.notifiers.get(&channel) {
+            Some(n) if rows.len() == 1 => n.send(&rows[0].event).await,
+            Some(n) => {
+                let events: Vec<AlertEvent> = rows.iter().map(|d| d.event.clone()).collect();
+                n.send_group(&events).await
             }
-        }
+            None => Err(SendError::Permanent(format!(
+                "channel `{channel}` is not configured"
+            ))),
+        };
+        (rows, result)
+    }
+
+    async fn update_pending(&self) {
         if let Some(Ok(stats)) = self.with_store(|s| s.outbox_stats()).await {
             metrics::gauge!(m::OUTBOX_PENDING).set(stats.pending as f64);
         }
-        n
     }
 
     /// Records one row's outcome: sent, retry later, or dead.
@@ -136,19 +214,32 @@ impl OutboxWorker {
         metrics::counter!(m::DELIVERIES, "channel" => channel, "outcome" => outcome).increment(1);
     }
 
-    /// Runs until shutdown.
+    /// Runs until shutdown. Sends go out as rows fall due and are settled as each ends,
+    /// so a receiver that takes its whole timeout delays only its own channel's rows.
+    /// Sends still in flight at shutdown are dropped unsettled: their rows stay pending
+    /// and go again, with the same Idempotency-Key, after the restart.
     pub async fn run(self, mut shutdown: Shutdown) {
+        let mut busy = InFlight::default();
+        let mut sending = FuturesUnordered::new();
         loop {
-            let handled = self.drain_once().await;
-            if handled > 0 {
-                continue;
+            for rows in self.due_batches(&busy, IN_FLIGHT_PER_CHANNEL).await {
+                busy.start(&rows);
+                sending.push(self.send(rows));
             }
-            let wait = match self.with_store(|s| s.next_due_ms()).await {
+            let (ids, full) = busy.exclusions(IN_FLIGHT_PER_CHANNEL);
+            let wait = match (self.with_store(move |s| s.next_due_ms_except(&ids, &full))).await {
                 Some(Ok(Some(t))) => Duration::from_millis((t - now_ms()).clamp(10, 1000) as u64),
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
                 _ = shutdown.recv() => return,
+                Some((rows, result)) = sending.next(), if !sending.is_empty() => {
+                    busy.end(&rows);
+                    for d in rows {
+                        self.settle(d, result.clone()).await;
+                    }
+                    self.update_pending().await;
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
