@@ -35,6 +35,9 @@ pub struct OutboxWorker {
 /// Most sends in flight to one channel at once.
 pub const IN_FLIGHT_PER_CHANNEL: usize = 4;
 
+/// How long a stop waits for sends in flight to end.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Rows most read from the outbox per round.
 const ROUND_ROWS: usize = 64;
 
@@ -216,8 +219,9 @@ impl OutboxWorker {
 
     /// Runs until shutdown. Sends go out as rows fall due and are settled as each ends,
     /// so a receiver that takes its whole timeout delays only its own channel's rows.
-    /// Sends still in flight at shutdown are dropped unsettled: their rows stay pending
-    /// and go again, with the same Idempotency-Key, after the restart.
+    /// At shutdown, sends in flight get [`STOP_GRACE`] to end; those still open then are
+    /// dropped unsettled: their rows stay pending and go again, with the same
+    /// Idempotency-Key, after the restart.
     pub async fn run(self, mut shutdown: Shutdown) {
         let mut busy = InFlight::default();
         let mut sending = FuturesUnordered::new();
@@ -232,7 +236,25 @@ impl OutboxWorker {
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
-                _ = shutdown.recv() => return,
+                _ = shutdown.recv() => {
+                    // Sends already answered or about to be are settled rather than
+                    // repeated after the restart; a hung one is not waited for.
+                    let grace = tokio::time::sleep(STOP_GRACE);
+                    tokio::pin!(grace);
+                    loop {
+                        tokio::select! {
+                            _ = &mut grace => return,
+                            next = sending.next() => match next {
+                                Some((rows, result)) => {
+                                    for d in rows {
+                                        self.settle(d, result.clone()).await;
+                                    }
+                                }
+                                None => return,
+                            },
+                        }
+                    }
+                }
                 Some((rows, result)) = sending.next(), if !sending.is_empty() => {
                     busy.end(&rows);
                     for d in rows {
