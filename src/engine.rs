@@ -401,8 +401,8 @@ type Kept = (u64, i64, u64);
 /// it is a story the rule counts for the first time.
 type RuleHits = Vec<(u32, bool)>;
 
-#[derive(Debug, Default)]
 /// What the index keeps of a story while any of its copies is kept.
+#[derive(Debug, Default)]
 struct Story {
     /// The newest time of its copies: the story goes when the copies do.
     newest: i64,
