@@ -431,6 +431,7 @@ pub fn rule_key(id: &str, fingerprint: u64) -> u64 {
 
 impl StoryIndex {
     /// Records a story key; returns true when it starts a new story.
+    #[cfg(test)]
     pub fn insert(&mut self, key: StoryKey, window: i64) -> bool {
         self.place(key, window).new
     }
@@ -481,15 +482,9 @@ impl StoryIndex {
         placed
     }
 
-    /// Marks `story` counted by the rule `key`; returns whether it was not already.
-    pub fn count_for(&mut self, story: u64, key: u64) -> bool {
-        let s = self.stories.entry(story).or_default();
-        if s.counted_by.contains(&key) {
-            false
-        } else {
-            s.counted_by.push(key);
-            true
-        }
+    /// The [`rule_key`]s of the rules that have counted `story`, to read and extend.
+    pub fn counted_by(&mut self, story: u64) -> &mut Vec<u64> {
+        &mut self.stories.entry(story).or_default().counted_by
     }
 
     /// Drops entries recorded before `cutoff` (in insertion order), and the stories whose
@@ -994,9 +989,7 @@ impl Engine {
         stories.sort_by_key(|s| s.key.at);
         for row in stories {
             let placed = self.stories.place(row.key, self.settings.story_window_secs);
-            for k in row.counted_by {
-                self.stories.count_for(placed.story, k);
-            }
+            self.stories.counted_by(placed.story).extend(row.counted_by);
         }
         self.volume.extend(volume);
         if let Some(w) = watermark {
@@ -1065,10 +1058,12 @@ impl Engine {
             *self.volume.entry(b).or_default() += 1;
             self.dirty_volume.insert(b);
             let k = counted.len() as u32;
+            let counted_by = self.stories.counted_by(placed.story);
             for &ri in &m.rule_indices {
                 let rk = self.rule_keys[ri];
-                let first = self.stories.count_for(placed.story, rk);
+                let first = !counted_by.contains(&rk);
                 if first {
+                    counted_by.push(rk);
                     row.counted_by.push(rk);
                 }
                 hits.entry(ri).or_default().push((k, first));

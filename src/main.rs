@@ -579,24 +579,20 @@ fn backtest(
     // judged every active rule at every article: at 10,000 rules a backtest ran about ten
     // times slower per article than `vigie run`, and its events could start up to a
     // minute earlier than the scored figures of docs/DETECTION.md say.)
-    let mut batch: Vec<vigie::source::Record> = Vec::new();
-    let mut parsed_batch = Vec::new();
-    let mut minute = None;
-    let mut rows = rows.into_iter().peekable();
-    while let Some((record, parsed)) = rows.next() {
-        minute = parsed
-            .as_ref()
+    let minute = |p: &Result<vigie::article::Article, _>| {
+        p.as_ref()
             .ok()
             .map(|a| a.published_at.timestamp().div_euclid(60))
-            .or(minute);
+    };
+    let mut batch: Vec<vigie::source::Record> = Vec::new();
+    let mut parsed_batch = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while let Some((record, parsed)) = rows.next() {
+        // Refused rows (no time; sorted first) go one per batch.
+        let this = minute(&parsed);
         batch.push(record);
         parsed_batch.push(parsed);
-        let next_minute = rows.peek().map(|(_, p)| {
-            p.as_ref()
-                .ok()
-                .map(|a| a.published_at.timestamp().div_euclid(60))
-        });
-        if next_minute.is_some_and(|m| m.is_some() && m == minute) {
+        if this.is_some() && rows.peek().is_some_and(|(_, p)| minute(p) == this) {
             continue;
         }
         let report = processor.apply(&batch, std::mem::take(&mut parsed_batch), now)?;

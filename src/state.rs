@@ -98,12 +98,32 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// `?N, ?N+1, …`: `n` numbered parameters after the `before` already bound.
-fn placeholders(before: usize, n: usize) -> String {
-    (before + 1..=before + n)
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Appends to an outbox query's `WHERE` the rows and channels to leave out, as numbered
+/// parameters after those in `args` (`prefix`: the outbox table's alias with its dot).
+fn not_in(
+    sql: &mut String,
+    args: &mut Vec<rusqlite::types::Value>,
+    prefix: &str,
+    busy: &[i64],
+    full: &[String],
+) {
+    let lists: [(&str, Vec<rusqlite::types::Value>); 2] = [
+        ("id", busy.iter().map(|&id| id.into()).collect()),
+        ("channel", full.iter().map(|c| c.clone().into()).collect()),
+    ];
+    for (column, values) in lists {
+        if values.is_empty() {
+            continue;
+        }
+        let marks: Vec<String> = (args.len() + 1..=args.len() + values.len())
+            .map(|i| format!("?{i}"))
+            .collect();
+        sql.push_str(&format!(
+            " AND {prefix}{column} NOT IN ({})",
+            marks.join(", ")
+        ));
+        args.extend(values);
+    }
 }
 
 /// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
@@ -467,15 +487,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Outbox rows due now, oldest first.
-    pub fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StateError> {
-        self.due_except(now_ms, limit, &[], &[])
-    }
-
     /// Outbox rows due now, oldest first, leaving out the rows `busy` (being sent) and the
     /// channels `full` (with as many sends in flight as they may have): so rows a hung
     /// receiver cannot take do not fill the `limit` and starve the other channels.
-    pub fn due_except(
+    pub fn due(
         &self,
         now_ms: i64,
         limit: usize,
@@ -487,18 +502,7 @@ impl Store {
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into(), (limit as i64).into()];
-        if !busy.is_empty() {
-            sql.push_str(" AND o.id NOT IN (");
-            sql.push_str(&placeholders(args.len(), busy.len()));
-            sql.push(')');
-            args.extend(busy.iter().map(|&id| id.into()));
-        }
-        if !full.is_empty() {
-            sql.push_str(" AND o.channel NOT IN (");
-            sql.push_str(&placeholders(args.len(), full.len()));
-            sql.push(')');
-            args.extend(full.iter().map(|c| c.clone().into()));
-        }
+        not_in(&mut sql, &mut args, "o.", busy, full);
         sql.push_str(" ORDER BY o.next_attempt_ms, o.id LIMIT ?2");
         let mut st = self.conn.prepare(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
@@ -526,33 +530,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Earliest time a pending row becomes due, if any.
-    pub fn next_due_ms(&self) -> Result<Option<i64>, StateError> {
-        self.next_due_ms_except(&[], &[])
-    }
-
     /// Earliest time a pending row becomes due, leaving out the rows `busy` (being sent)
-    /// and the channels `full` (see [`Store::due_except`]).
-    pub fn next_due_ms_except(
-        &self,
-        busy: &[i64],
-        full: &[String],
-    ) -> Result<Option<i64>, StateError> {
+    /// and the channels `full` (see [`Store::due`]).
+    pub fn next_due_ms(&self, busy: &[i64], full: &[String]) -> Result<Option<i64>, StateError> {
         let mut sql =
             String::from("SELECT MIN(next_attempt_ms) FROM outbox WHERE status = 'pending'");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        if !busy.is_empty() {
-            sql.push_str(" AND id NOT IN (");
-            sql.push_str(&placeholders(args.len(), busy.len()));
-            sql.push(')');
-            args.extend(busy.iter().map(|&id| id.into()));
-        }
-        if !full.is_empty() {
-            sql.push_str(" AND channel NOT IN (");
-            sql.push_str(&placeholders(args.len(), full.len()));
-            sql.push(')');
-            args.extend(full.iter().map(|c| c.clone().into()));
-        }
+        not_in(&mut sql, &mut args, "", busy, full);
         Ok(self
             .conn
             .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))?)

@@ -128,13 +128,17 @@ async fn drain_until(
 }
 
 fn webhook(url: String) -> Arc<dyn Notifier> {
+    webhook_with_timeout(url, Duration::from_secs(5))
+}
+
+fn webhook_with_timeout(url: String, timeout: Duration) -> Arc<dyn Notifier> {
     Arc::new(
         vigie::sink::webhook::WebhookNotifier::new(
             url,
             Some(vigie::config::Secret::new("s3cret")),
             Default::default(),
             None,
-            Duration::from_secs(5),
+            timeout,
             false,
         )
         .unwrap(),
@@ -170,18 +174,8 @@ async fn a_receiver_slower_than_the_timeout_is_retried_under_the_same_idempotenc
     let d = tempfile::tempdir().unwrap();
     let e = event("kz");
     let path = store_with(d.path(), &e, &["hook"]);
-    let slow = Arc::new(
-        vigie::sink::webhook::WebhookNotifier::new(
-            hook.url(),
-            Some(vigie::config::Secret::new("s3cret")),
-            Default::default(),
-            None,
-            Duration::from_secs(1),
-            false,
-        )
-        .unwrap(),
-    );
-    let w = worker(&path, HashMap::from([("hook".to_string(), slow as _)]));
+    let slow = webhook_with_timeout(hook.url(), Duration::from_secs(1));
+    let w = worker(&path, HashMap::from([("hook".to_string(), slow)]));
     let started = Instant::now();
     let stats = drain_until(&w, &path, |s| s.pending == 0).await;
     assert_eq!((stats.sent, stats.dead), (1, 0));
@@ -308,6 +302,34 @@ async fn events_within_group_wait_go_out_as_one_notification() {
     assert!(rules.contains(&"kz") && rules.contains(&"tokayev"));
 }
 
+/// A worker sending to a `hung` receiver (answers after `timeout`, if ever) and a `good` one.
+fn hung_and_good(
+    path: &std::path::Path,
+    hung: &receiver::Receiver,
+    good: &receiver::Receiver,
+    timeout: Duration,
+) -> OutboxWorker {
+    worker(
+        path,
+        HashMap::from([
+            (
+                "hung".to_string(),
+                webhook_with_timeout(hung.url(), timeout),
+            ),
+            ("good".to_string(), webhook(good.url())),
+        ]),
+    )
+}
+
+/// Waits until `hook` has accepted `n` deliveries; fails with `what` after 3 s.
+async fn accepted_within_3s(hook: &receiver::Receiver, n: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while hook.accepted.lock().unwrap().len() < n {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A receiver that takes its whole timeout holds up only its own channel: while its first
 /// request hangs, a later alert to another channel goes out at once (the worker used to
 /// wait for every send of a round before reading the outbox again).
@@ -317,39 +339,11 @@ async fn a_hung_receiver_does_not_hold_up_another_channel() {
     let good = receiver::start("s3cret", 0, 200).await;
     let d = tempfile::tempdir().unwrap();
     let path = store_with(d.path(), &event("kz"), &["hung", "good"]);
-    let slow = Arc::new(
-        vigie::sink::webhook::WebhookNotifier::new(
-            hung.url(),
-            Some(vigie::config::Secret::new("s3cret")),
-            Default::default(),
-            None,
-            Duration::from_secs(8),
-            false,
-        )
-        .unwrap(),
-    );
-    let w = worker(
-        &path,
-        HashMap::from([
-            ("hung".to_string(), slow as _),
-            ("good".to_string(), webhook(good.url())),
-        ]),
-    );
+    let w = hung_and_good(&path, &hung, &good, Duration::from_secs(8));
     let wake = w.wake.clone();
     let (trigger, shutdown) = vigie::shutdown::channel();
     let task = tokio::spawn(w.run(shutdown));
-
-    let received = |hook: &receiver::Receiver, n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let accepted = hook.accepted.clone();
-        async move {
-            while accepted.lock().unwrap().len() < n {
-                assert!(Instant::now() < deadline, "not delivered within 3 s");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    received(&good, 1).await;
+    accepted_within_3s(&good, 1, "not delivered within 3 s").await;
     // The hung receiver has the first alert's request and sits on it.
     assert_eq!(hung.attempts.load(Ordering::SeqCst), 1);
     // A second alert, to the good channel only, while that request still hangs.
@@ -366,7 +360,7 @@ async fn a_hung_receiver_does_not_hold_up_another_channel() {
         .unwrap();
     let asked = Instant::now();
     wake.notify_one();
-    received(&good, 2).await;
+    accepted_within_3s(&good, 2, "not delivered within 3 s").await;
     assert!(asked.elapsed() < Duration::from_secs(3));
     let stats = Store::open(&path).unwrap().outbox_stats().unwrap();
     assert_eq!((stats.sent, stats.pending), (2, 1), "{stats:?}");
@@ -386,31 +380,10 @@ async fn a_hung_receiver_gets_a_bounded_number_of_requests() {
     let d = tempfile::tempdir().unwrap();
     let events: Vec<AlertEvent> = (0..7).map(|i| event(&format!("r{i}"))).collect();
     let path = store_with_all(d.path(), &events, &["hung", "good"]);
-    let slow = Arc::new(
-        vigie::sink::webhook::WebhookNotifier::new(
-            hung.url(),
-            Some(vigie::config::Secret::new("s3cret")),
-            Default::default(),
-            None,
-            Duration::from_secs(20),
-            false,
-        )
-        .unwrap(),
-    );
-    let w = worker(
-        &path,
-        HashMap::from([
-            ("hung".to_string(), slow as _),
-            ("good".to_string(), webhook(good.url())),
-        ]),
-    );
+    let w = hung_and_good(&path, &hung, &good, Duration::from_secs(20));
     let (trigger, shutdown) = vigie::shutdown::channel();
     let task = tokio::spawn(w.run(shutdown));
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while good.accepted.lock().unwrap().len() < 7 {
-        assert!(Instant::now() < deadline, "the good channel was held up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    accepted_within_3s(&good, 7, "the good channel was held up").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         hung.attempts.load(Ordering::SeqCst),

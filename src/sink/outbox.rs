@@ -106,9 +106,7 @@ impl OutboxWorker {
         let n = batches.iter().map(Vec::len).sum();
         let sends = batches.into_iter().map(|rows| self.send(rows));
         for (rows, result) in futures::future::join_all(sends).await {
-            for d in rows {
-                self.settle(d, result.clone()).await;
-            }
+            self.settle(rows, result).await;
         }
         self.update_pending().await;
         n
@@ -119,9 +117,7 @@ impl OutboxWorker {
     /// sends in flight per channel, counting `busy`.
     async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Vec<Vec<Delivery>> {
         let (ids, full) = busy.exclusions(per_channel);
-        let due = match (self.with_store(move |s| s.due_except(now_ms(), ROUND_ROWS, &ids, &full)))
-            .await
-        {
+        let due = match (self.with_store(move |s| s.due(now_ms(), ROUND_ROWS, &ids, &full))).await {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -178,8 +174,15 @@ impl OutboxWorker {
         }
     }
 
+    /// Records the outcome of one notification for each of its rows.
+    async fn settle(&self, rows: Vec<Delivery>, result: Result<(), SendError>) {
+        for d in rows {
+            self.settle_one(d, result.clone()).await;
+        }
+    }
+
     /// Records one row's outcome: sent, retry later, or dead.
-    async fn settle(&self, d: Delivery, result: Result<(), SendError>) {
+    async fn settle_one(&self, d: Delivery, result: Result<(), SendError>) {
         let (id, channel, event_id) = (d.id, d.channel.clone(), d.event_id.clone());
         let outcome = match result {
             Ok(()) => {
@@ -231,7 +234,7 @@ impl OutboxWorker {
                 sending.push(self.send(rows));
             }
             let (ids, full) = busy.exclusions(IN_FLIGHT_PER_CHANNEL);
-            let wait = match (self.with_store(move |s| s.next_due_ms_except(&ids, &full))).await {
+            let wait = match (self.with_store(move |s| s.next_due_ms(&ids, &full))).await {
                 Some(Ok(Some(t))) => Duration::from_millis((t - now_ms()).clamp(10, 1000) as u64),
                 _ => Duration::from_secs(1),
             };
@@ -239,27 +242,17 @@ impl OutboxWorker {
                 _ = shutdown.recv() => {
                     // Sends already answered or about to be are settled rather than
                     // repeated after the restart; a hung one is not waited for.
-                    let grace = tokio::time::sleep(STOP_GRACE);
-                    tokio::pin!(grace);
-                    loop {
-                        tokio::select! {
-                            _ = &mut grace => return,
-                            next = sending.next() => match next {
-                                Some((rows, result)) => {
-                                    for d in rows {
-                                        self.settle(d, result.clone()).await;
-                                    }
-                                }
-                                None => return,
-                            },
+                    let _ = tokio::time::timeout(STOP_GRACE, async {
+                        while let Some((rows, result)) = sending.next().await {
+                            self.settle(rows, result).await;
                         }
-                    }
+                    })
+                    .await;
+                    return;
                 }
                 Some((rows, result)) = sending.next(), if !sending.is_empty() => {
                     busy.end(&rows);
-                    for d in rows {
-                        self.settle(d, result.clone()).await;
-                    }
+                    self.settle(rows, result).await;
                     self.update_pending().await;
                 }
                 _ = self.wake.notified() => {}
