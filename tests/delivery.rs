@@ -302,6 +302,47 @@ async fn events_within_group_wait_go_out_as_one_notification() {
     assert!(rules.contains(&"kz") && rules.contains(&"tokayev"));
 }
 
+/// The running worker (not only `drain_once`) holds a channel's rows for its
+/// `group_wait` and then sends them as one notification, while another channel's rows go
+/// at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_worker_sends_a_group_once_its_wait_has_passed() {
+    let grouped = receiver::start("s3cret", 0, 200).await;
+    let single = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with_all(
+        d.path(),
+        &[event("kz"), event("tokayev")],
+        &["grouped", "single"],
+    );
+    let mut w = worker(
+        &path,
+        HashMap::from([
+            ("grouped".to_string(), webhook(grouped.url())),
+            ("single".to_string(), webhook(single.url())),
+        ]),
+    );
+    w.group_wait = HashMap::from([("grouped".to_string(), Duration::from_secs(5))]);
+    let (trigger, shutdown) = vigie::shutdown::channel();
+    let started = Instant::now();
+    let task = tokio::spawn(w.run(shutdown));
+    accepted_within_3s(&single, 2, "the ungrouped channel waited").await;
+    assert_eq!(grouped.attempts.load(Ordering::SeqCst), 0, "sent early");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while grouped.accepted.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the group was never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(4500));
+    let accepted = grouped.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1, "one notification");
+    assert_eq!(accepted[0].body["events"].as_array().unwrap().len(), 2);
+    trigger.fire();
+    task.await.unwrap();
+    let stats = Store::open(&path).unwrap().outbox_stats().unwrap();
+    assert_eq!((stats.sent, stats.pending), (4, 0), "{stats:?}");
+}
+
 /// A worker sending to a `hung` receiver (answers after `timeout`, if ever) and a `good` one.
 fn hung_and_good(
     path: &std::path::Path,

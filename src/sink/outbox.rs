@@ -85,6 +85,27 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// What one read of the outbox found.
+#[derive(Default)]
+struct Round {
+    /// Notifications to send now.
+    batches: Vec<Vec<Delivery>>,
+    /// Channels whose due rows wait for their `group_wait` to pass.
+    gathering: Vec<String>,
+    /// When the first of those groups is ready (ms since the epoch).
+    ready_at: Option<i64>,
+}
+
+/// How long the worker sleeps when nothing wakes it: until the next row falls due or the
+/// next group is ready, at least 10 ms (rows due now but not sent have no room) and at
+/// most a second (a row written by another process, with no wake-up).
+fn wake_after(now: i64, next_due: Option<i64>, ready_at: Option<i64>) -> Duration {
+    match next_due.into_iter().chain(ready_at).min() {
+        Some(t) => Duration::from_millis((t - now).clamp(10, 1000) as u64),
+        None => Duration::from_secs(1),
+    }
+}
+
 impl OutboxWorker {
     async fn with_store<T: Send + 'static>(
         &self,
@@ -102,7 +123,10 @@ impl OutboxWorker {
     /// that old, then go as one notification. (For tests and one-shot drains; the service
     /// runs [`OutboxWorker::run`], which does not wait for one send to start another.)
     pub async fn drain_once(&self) -> usize {
-        let batches = self.due_batches(&InFlight::default(), usize::MAX).await;
+        let batches = self
+            .due_batches(&InFlight::default(), usize::MAX)
+            .await
+            .batches;
         let n = batches.iter().map(Vec::len).sum();
         let sends = batches.into_iter().map(|rows| self.send(rows));
         for (rows, result) in futures::future::join_all(sends).await {
@@ -114,16 +138,18 @@ impl OutboxWorker {
 
     /// The due rows not already being sent, as notifications to send: one row each, or
     /// one group per channel with a `group_wait` that has passed. At most `per_channel`
-    /// sends in flight per channel, counting `busy`.
-    async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Vec<Vec<Delivery>> {
+    /// sends in flight per channel, counting `busy`. Groups still gathering are named in
+    /// the answer with the time the earliest of them is ready.
+    async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Round {
+        let mut round = Round::default();
         let (ids, full) = busy.exclusions(per_channel);
         let due = match (self.with_store(move |s| s.due(now_ms(), ROUND_ROWS, &ids, &full))).await {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox");
-                return Vec::new();
+                return round;
             }
-            None => return Vec::new(),
+            None => return round,
         };
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
@@ -136,8 +162,12 @@ impl OutboxWorker {
         for (channel, rows) in grouped {
             let wait = self.group_wait.get(&channel).copied().unwrap_or_default();
             let oldest = rows.iter().map(|d| d.created_ms).min().unwrap_or(0);
-            if now_ms() - oldest >= wait.as_millis() as i64 {
+            let ready = oldest.saturating_add(wait.as_millis() as i64);
+            if now_ms() >= ready {
                 batches.push(rows);
+            } else {
+                round.ready_at = Some(round.ready_at.map_or(ready, |r| r.min(ready)));
+                round.gathering.push(channel);
             }
         }
         // Keep to each channel's room, oldest rows first (the order `due` gave).
@@ -149,7 +179,8 @@ impl OutboxWorker {
             *left = left.saturating_sub(1);
             keep
         });
-        batches
+        round.batches = batches;
+        round
     }
 
     /// Sends one notification; gives back its rows with the outcome.
@@ -229,13 +260,17 @@ impl OutboxWorker {
         let mut busy = InFlight::default();
         let mut sending = FuturesUnordered::new();
         loop {
-            for rows in self.due_batches(&busy, IN_FLIGHT_PER_CHANNEL).await {
+            let round = self.due_batches(&busy, IN_FLIGHT_PER_CHANNEL).await;
+            for rows in round.batches {
                 busy.start(&rows);
                 sending.push(self.send(rows));
             }
-            let (ids, full) = busy.exclusions(IN_FLIGHT_PER_CHANNEL);
+            // A gathering group's rows are due already; left in the next-due read they
+            // would wake the loop every few milliseconds until the group is ready.
+            let (ids, mut full) = busy.exclusions(IN_FLIGHT_PER_CHANNEL);
+            full.extend(round.gathering);
             let wait = match (self.with_store(move |s| s.next_due_ms(&ids, &full))).await {
-                Some(Ok(Some(t))) => Duration::from_millis((t - now_ms()).clamp(10, 1000) as u64),
+                Some(Ok(next)) => wake_after(now_ms(), next, round.ready_at),
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
@@ -259,5 +294,35 @@ impl OutboxWorker {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gathering_group_is_slept_on_until_it_is_ready() {
+        let now = 1_000_000;
+        // Only a group gathering, ready in 700 ms: sleep 700 ms, not the 10 ms floor.
+        assert_eq!(
+            wake_after(now, None, Some(now + 700)),
+            Duration::from_millis(700)
+        );
+        // A retry due sooner comes first; one due later waits for the group.
+        assert_eq!(
+            wake_after(now, Some(now + 300), Some(now + 700)),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            wake_after(now, Some(now + 900), Some(now + 700)),
+            Duration::from_millis(700)
+        );
+        // Rows due now that could not be sent: the floor. Nothing at all: a second.
+        assert_eq!(
+            wake_after(now, Some(now - 50), None),
+            Duration::from_millis(10)
+        );
+        assert_eq!(wake_after(now, None, None), Duration::from_secs(1));
     }
 }
