@@ -328,11 +328,13 @@ async fn the_running_worker_sends_a_group_once_its_wait_has_passed() {
     let task = tokio::spawn(w.run(shutdown));
     accepted_within_3s(&single, 2, "the ungrouped channel waited").await;
     assert_eq!(grouped.attempts.load(Ordering::SeqCst), 0, "sent early");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while grouped.accepted.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the group was never sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    accepted_within(
+        &grouped,
+        1,
+        Duration::from_secs(10),
+        "the group was never sent",
+    )
+    .await;
     assert!(started.elapsed() >= Duration::from_millis(4500));
     let accepted = grouped.accepted.lock().unwrap().clone();
     assert_eq!(accepted.len(), 1, "one notification");
@@ -364,7 +366,12 @@ fn hung_and_good(
 
 /// Waits until `hook` has accepted `n` deliveries; fails with `what` after 3 s.
 async fn accepted_within_3s(hook: &receiver::Receiver, n: usize, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    accepted_within(hook, n, Duration::from_secs(3), what).await
+}
+
+/// Waits until `hook` has accepted `n` deliveries; fails with `what` after `limit`.
+async fn accepted_within(hook: &receiver::Receiver, n: usize, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
     while hook.accepted.lock().unwrap().len() < n {
         assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -90,10 +90,9 @@ fn now_ms() -> i64 {
 struct Round {
     /// Notifications to send now.
     batches: Vec<Vec<Delivery>>,
-    /// Channels whose due rows wait for their `group_wait` to pass.
-    gathering: Vec<String>,
-    /// When the first of those groups is ready (ms since the epoch).
-    ready_at: Option<i64>,
+    /// Channels whose due rows wait for their `group_wait` to pass, with the time each
+    /// group is ready (ms since the epoch).
+    gathering: Vec<(String, i64)>,
 }
 
 /// How long the worker sleeps when nothing wakes it: until the next row falls due or the
@@ -139,7 +138,7 @@ impl OutboxWorker {
     /// The due rows not already being sent, as notifications to send: one row each, or
     /// one group per channel with a `group_wait` that has passed. At most `per_channel`
     /// sends in flight per channel, counting `busy`. Groups still gathering are named in
-    /// the answer with the time the earliest of them is ready.
+    /// the answer with the time each is ready.
     async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Round {
         let mut round = Round::default();
         let (ids, full) = busy.exclusions(per_channel);
@@ -166,8 +165,7 @@ impl OutboxWorker {
             if now_ms() >= ready {
                 batches.push(rows);
             } else {
-                round.ready_at = Some(round.ready_at.map_or(ready, |r| r.min(ready)));
-                round.gathering.push(channel);
+                round.gathering.push((channel, ready));
             }
         }
         // Keep to each channel's room, oldest rows first (the order `due` gave).
@@ -267,10 +265,11 @@ impl OutboxWorker {
             }
             // A gathering group's rows are due already; left in the next-due read they
             // would wake the loop every few milliseconds until the group is ready.
+            let ready_at = round.gathering.iter().map(|(_, ready)| *ready).min();
             let (ids, mut full) = busy.exclusions(IN_FLIGHT_PER_CHANNEL);
-            full.extend(round.gathering);
+            full.extend(round.gathering.into_iter().map(|(channel, _)| channel));
             let wait = match (self.with_store(move |s| s.next_due_ms(&ids, &full))).await {
-                Some(Ok(next)) => wake_after(now_ms(), next, round.ready_at),
+                Some(Ok(next)) => wake_after(now_ms(), next, ready_at),
                 _ => Duration::from_secs(1),
             };
             tokio::select! {
