@@ -35,7 +35,7 @@ use crate::detect::{
     self, Baseline, CountUnit, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season,
     WindowView,
 };
-use crate::matcher::{ArticleMatch, Matcher};
+use crate::matcher::{ArticleMatch, Matcher, StoryHashes};
 use crate::normalize::{self, Normalized};
 use crate::rules::Rule;
 
@@ -531,8 +531,12 @@ impl StoryIndex {
 
 /// Hash of a normalized title of at least four words (shorter ones collide too often).
 pub fn title_hash(title: &str) -> Option<u64> {
-    let n = normalize::normalize_str(title);
-    (n.split(' ').count() >= 4).then(|| xxhash_rust::xxh3::xxh3_64(n.as_bytes()))
+    title_hash_of(&normalize::normalize(title))
+}
+
+/// [`title_hash`] of a title already normalized (the matcher's path).
+pub fn title_hash_of(title: &Normalized) -> Option<u64> {
+    (title.words.len() >= 4).then(|| xxhash_rust::xxh3::xxh3_64(title.text.as_bytes()))
 }
 
 /// 64-bit SimHash of an article's normalized words (two-word shingles).
@@ -1043,9 +1047,13 @@ impl Engine {
             }
             let earliest = self.earliest.map_or(t, |e| e.min(t));
             self.earliest = Some(earliest);
-            let key = StoryKey {
-                simhash: m.story_hash.unwrap_or_else(|| simhash(&a.title, &a.body)),
+            let story = m.story.unwrap_or_else(|| StoryHashes {
+                simhash: simhash(&a.title, &a.body),
                 title: title_hash(&a.title),
+            });
+            let key = StoryKey {
+                simhash: story.simhash,
+                title: story.title,
                 at: t,
             };
             let placed = self.stories.place(key, self.settings.story_window_secs);

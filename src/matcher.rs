@@ -90,12 +90,20 @@ pub struct ArticleMatch {
     /// Keywords (normalized) found in the article.
     pub terms: Vec<String>,
     pub evidence: Vec<Evidence>,
-    /// The article's SimHash for story counting, computed here because the normalized
-    /// text is at hand (normalizing is the costliest step per article, and this runs on
-    /// the parallel half of the pipeline). None when the match was built elsewhere; the
-    /// engine then computes it.
+    /// The article's story hashes, computed here because the normalized text is at hand
+    /// (normalizing is the costliest step per article, and this runs on the parallel half
+    /// of the pipeline, where the engine's counting is serial). None when the match was
+    /// built elsewhere; the engine then computes them.
     #[serde(skip)]
-    pub story_hash: Option<u64>,
+    pub story: Option<StoryHashes>,
+}
+
+/// What story counting needs from an article's text: see [`crate::engine::simhash`] and
+/// [`crate::engine::title_hash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoryHashes {
+    pub simhash: u64,
+    pub title: Option<u64>,
 }
 
 /// Settings that change how patterns are generated.
@@ -441,7 +449,10 @@ impl Matcher {
             })
             .collect();
         ArticleMatch {
-            story_hash: Some(crate::engine::simhash_of(&title, &body)),
+            story: Some(StoryHashes {
+                simhash: crate::engine::simhash_of(&title, &body),
+                title: crate::engine::title_hash_of(&title),
+            }),
             // Ids are for people (`vigie match`); the pipeline works with indices.
             rules: if explain {
                 rule_indices
@@ -845,6 +856,33 @@ mod tests {
             entities: vec![],
             countries: vec![],
             extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn story_hashes_are_the_engines_own() {
+        // The engine computes them itself for a match built elsewhere; both must agree,
+        // or an article would start a new story depending on where it was matched.
+        let m = super::testing::matcher(vec![rule("kz", "kazakhstan")]);
+        let long = "Les manifestations s'étendent à Almaty, au Kazakhstan. ".repeat(400);
+        for a in [
+            art("Kazakhstan : l'état d'urgence décrété à Almaty", &long),
+            art("Almaty", "rien"),
+            art("", "Kazakhstan"),
+            art("Un titre de quatre mots", ""),
+            art("Trois mots seulement", "Kazakhstan"),
+        ] {
+            let story = m
+                .match_article(&a)
+                .story
+                .expect("the matcher computes them");
+            assert_eq!(story.simhash, crate::engine::simhash(&a.title, &a.body));
+            assert_eq!(
+                story.title,
+                crate::engine::title_hash(&a.title),
+                "{:?}",
+                a.title
+            );
         }
     }
 
