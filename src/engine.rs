@@ -35,7 +35,7 @@ use crate::detect::{
     self, Baseline, CountUnit, DetectorConfig, DetectorKind, EventKind, Lifecycle, Season,
     WindowView,
 };
-use crate::matcher::{ArticleMatch, Matcher, StoryHashes};
+use crate::matcher::{ArticleMatch, Matcher};
 use crate::normalize::{self, Normalized};
 use crate::rules::Rule;
 
@@ -537,6 +537,31 @@ pub fn title_hash(title: &str) -> Option<u64> {
 /// [`title_hash`] of a title already normalized (the matcher's path).
 pub fn title_hash_of(title: &Normalized) -> Option<u64> {
     (title.words.len() >= 4).then(|| xxhash_rust::xxh3::xxh3_64(title.text.as_bytes()))
+}
+
+/// What story counting needs from an article's text: its [`simhash`] and [`title_hash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoryHashes {
+    pub simhash: u64,
+    pub title: Option<u64>,
+}
+
+impl StoryHashes {
+    /// From the normalized title and body, as the matcher has them.
+    pub fn of_normalized(title: &Normalized, body: &Normalized) -> StoryHashes {
+        StoryHashes {
+            simhash: simhash_of(title, body),
+            title: title_hash_of(title),
+        }
+    }
+
+    /// From the original text, for a match built without them.
+    pub fn of_text(title: &str, body: &str) -> StoryHashes {
+        StoryHashes {
+            simhash: simhash(title, body),
+            title: title_hash(title),
+        }
+    }
 }
 
 /// 64-bit SimHash of an article's normalized words (two-word shingles).
@@ -1047,10 +1072,9 @@ impl Engine {
             }
             let earliest = self.earliest.map_or(t, |e| e.min(t));
             self.earliest = Some(earliest);
-            let story = m.story.unwrap_or_else(|| StoryHashes {
-                simhash: simhash(&a.title, &a.body),
-                title: title_hash(&a.title),
-            });
+            let story = m
+                .story
+                .unwrap_or_else(|| StoryHashes::of_text(&a.title, &a.body));
             let key = StoryKey {
                 simhash: story.simhash,
                 title: story.title,

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::article::Article;
+use crate::engine::StoryHashes;
 use crate::gazetteer::{self, FormKind};
 use crate::normalize::{self, Normalized};
 use crate::phrase::{PhraseError, PhraseIndex};
@@ -96,14 +97,6 @@ pub struct ArticleMatch {
     /// built elsewhere; the engine then computes them.
     #[serde(skip)]
     pub story: Option<StoryHashes>,
-}
-
-/// What story counting needs from an article's text: see [`crate::engine::simhash`] and
-/// [`crate::engine::title_hash`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoryHashes {
-    pub simhash: u64,
-    pub title: Option<u64>,
 }
 
 /// Settings that change how patterns are generated.
@@ -449,10 +442,7 @@ impl Matcher {
             })
             .collect();
         ArticleMatch {
-            story: Some(StoryHashes {
-                simhash: crate::engine::simhash_of(&title, &body),
-                title: crate::engine::title_hash_of(&title),
-            }),
+            story: Some(StoryHashes::of_normalized(&title, &body)),
             // Ids are for people (`vigie match`); the pipeline works with indices.
             rules: if explain {
                 rule_indices
