@@ -15,8 +15,13 @@
 //!   only, because its bucket has already been learned by the baseline.
 //! * Per rule and bucket: articles, stories and distinct sources. Near-duplicate copies
 //!   (64-bit SimHash or the same title, within `story_window`) form one story, and a rule
-//!   counts a story once, in the bucket of the first copy *it* matches: so the count is a
-//!   function of the rule's own articles, not of which copy the feed delivered first.
+//!   counts a story once, in the bucket of the earliest copy *it* matches: so the count is
+//!   a function of the rule's own articles, not of which copy the feed delivered first, nor
+//!   of the order partitions were read in.
+//! * The count of a batch, and what is learned and judged, do not depend on how the
+//!   articles were cut into batches: a backlog read a thousand at a time decides what a
+//!   replay a minute at a time decides (see `Engine::advance`), but for the moments at
+//!   which alerts are judged.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -788,7 +793,7 @@ struct RuleCounts {
 
 /// Counts the articles `arts` (indices into `counted`, in feed order) into one rule's
 /// buckets and evidence.
-/// Each article comes with whether it is the first copy of its story this rule counts.
+/// Each article comes with what it does to the rule's story count ([`StoryCount`]).
 fn count_rule(
     st: &mut RuleState,
     arts: &[(u32, StoryCount)],
