@@ -56,6 +56,13 @@ pub struct EngineSettings {
 }
 
 impl EngineSettings {
+    /// The last bucket final at `point` (older than the allowed lateness): the feed and
+    /// every rule have learned up to it when `point` is judged.
+    fn final_until(&self, point: i64) -> i64 {
+        let bs = self.bucket_secs;
+        (point - self.lateness_secs).div_euclid(bs) * bs - bs
+    }
+
     pub fn from_config(c: &crate::config::Config) -> Self {
         EngineSettings {
             bucket_secs: c.engine.bucket_minutes as i64 * 60,
@@ -415,7 +422,8 @@ pub enum StoryCount {
     /// The rule's first copy of the story: one more story in the copy's bucket.
     First,
     /// Earlier than the copy the rule counted the story with: the story moves from that
-    /// copy's bucket (`from`) to this one's.
+    /// copy's bucket to this one's. `from` is a bucket number (start / bucket length), as
+    /// the story index keeps buckets.
     Moved { from: i64 },
     /// The rule has counted the story already, in this bucket or an earlier one.
     Again,
@@ -1465,15 +1473,13 @@ impl Engine {
     /// Lets the feed's volume baseline learn every bucket final at `point`.
     fn learn_feed(&mut self, point: i64) {
         let bs = self.settings.bucket_secs;
-        let final_until = self.bucket_of(point - self.settings.lateness_secs) - bs;
+        let final_until = self.settings.final_until(point);
         let mut learned = match (self.feed.learned_until, self.earliest) {
             (Some(learned), _) => learned,
             // The feed starts from the bucket before the earliest article, once that bucket
             // is final: no article can come earlier then (it would be late), so a backlog
             // read in one batch starts where one read a minute at a time does.
-            (None, Some(t)) if t.div_euclid(bs) * bs - bs <= final_until => {
-                t.div_euclid(bs) * bs - bs
-            }
+            (None, Some(t)) if self.bucket_of(t) - bs <= final_until => self.bucket_of(t) - bs,
             (None, Some(_)) => return,
             (None, None) => final_until,
         };
@@ -1544,18 +1550,11 @@ impl Learner<'_> {
         }
     }
 
-    /// The last bucket final at `point`: every bucket up to it has been learned (by the
-    /// feed before any rule) when `point` is judged.
-    fn final_until(&self, point: i64) -> i64 {
-        let bs = self.settings.bucket_secs;
-        (point - self.settings.lateness_secs).div_euclid(bs) * bs - bs
-    }
-
     /// Lets `rule`'s baseline learn every bucket final at `point`. Returns whether the rule
     /// saw articles or has an alert open, i.e. must be persisted now rather than with the quiet ones.
     fn learn(&self, rule: &Rule, st: &mut RuleState, point: i64) -> bool {
         let bs = self.settings.bucket_secs;
-        let final_until = self.final_until(point);
+        let final_until = self.settings.final_until(point);
         if st.learned_until == i64::MIN {
             // A rule with no article yet learns from the earliest event time this engine has
             // seen, so a backlog read in large batches warms it up as a backtest would.
@@ -1685,7 +1684,7 @@ impl Learner<'_> {
         let end = point.div_euclid(bs) * bs;
         let cfg = self.settings.detector.with(&rule.spike);
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
-        let feed = self.feed_at(self.final_until(point));
+        let feed = self.feed_at(self.settings.final_until(point));
         // Share of volume: the feed's swing over the last n complete buckets (the bucket
         // holding `point` is complete only at its last second).
         let factor = if cfg.kind == DetectorKind::Baseline && cfg.share_of_volume {
