@@ -159,9 +159,11 @@ impl Store {
         // FULL: a committed transaction survives power loss, which is what lets us store
         // offsets only after effects are durable.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // A 32 MiB page cache (the default is 2 MiB): at 10,000 rules a backlog's batch
-        // rewrites thousands of bucket rows spread over tens of MiB of table.
-        conn.pragma_update(None, "cache_size", -32768)?;
+        // An 8 MiB page cache (the default is 2 MiB): at 10,000 rules a backlog's write
+        // rewrites thousands of bucket rows spread over tens of MiB of table. 32 MiB saved
+        // 2–4% of the CPU of a 10,000-rule backlog at 20–30 MB more peak RSS
+        // (docs/BENCHMARKS.md, "What changed"), the memory a larger write fold spends better.
+        conn.pragma_update(None, "cache_size", -8192)?;
         conn.execute_batch(SCHEMA)?;
         // Files from before evidence rows named their rules: add the column (old rows keep
         // NULL there and are read through `evidence_refs`).
