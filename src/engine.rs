@@ -1424,14 +1424,7 @@ impl Engine {
             first - PREFIX_LOOKBACK_SECS - self.settings.lateness_secs,
             last + 2 * bs,
         );
-        let lo_bucket = lo.div_euclid(bs) * bs;
-        let len = ((hi - lo_bucket) / bs + 1).clamp(0, PREFIX_MAX_BUCKETS) as usize;
-        let volume_sums = Prefix::build(
-            lo_bucket,
-            bs,
-            len,
-            (self.volume.range(lo_bucket..lo_bucket + len as i64 * bs)).map(|(&k, &v)| (k, v)),
-        );
+        let volume_sums = Prefix::of(&self.volume, lo, hi, bs, |&v| v);
         let learner = Learner {
             settings: &self.settings,
             feed: &self.feed,
@@ -2084,6 +2077,29 @@ struct Prefix {
 }
 
 impl Prefix {
+    /// The buckets summed for times `lo..=hi`: from the bucket holding `lo`, at most
+    /// [`PREFIX_MAX_BUCKETS`] of them.
+    fn span(lo: i64, hi: i64, bs: i64) -> (i64, usize) {
+        let lo = lo.div_euclid(bs) * bs;
+        let len = ((hi - lo) / bs + 1).clamp(0, PREFIX_MAX_BUCKETS) as usize;
+        (lo, len)
+    }
+
+    /// Sums `map`'s values per bucket over [`Prefix::span`] of `lo..=hi`.
+    fn of<V>(
+        map: &BTreeMap<i64, V>,
+        lo: i64,
+        hi: i64,
+        bs: i64,
+        value: impl Fn(&V) -> u64,
+    ) -> Prefix {
+        let (lo, len) = Prefix::span(lo, hi, bs);
+        let values = map
+            .range(lo..lo + len as i64 * bs)
+            .map(|(&k, v)| (k, value(v)));
+        Prefix::build(lo, bs, len, values)
+    }
+
     fn build(lo: i64, bs: i64, len: usize, values: impl Iterator<Item = (i64, u64)>) -> Prefix {
         let mut per = vec![0u64; len];
         for (k, v) in values {
@@ -2137,13 +2153,9 @@ struct RuleSums {
 
 impl RuleSums {
     fn build(buckets: &BTreeMap<i64, Bucket>, lo: i64, hi: i64, bs: i64) -> RuleSums {
-        let lo = lo.div_euclid(bs) * bs;
-        let len = ((hi - lo) / bs + 1).clamp(0, PREFIX_MAX_BUCKETS) as usize;
-        let end = lo + len as i64 * bs;
-        let kept = || buckets.range(lo..end);
         RuleSums {
-            articles: Prefix::build(lo, bs, len, kept().map(|(&k, b)| (k, b.articles as u64))),
-            stories: Prefix::build(lo, bs, len, kept().map(|(&k, b)| (k, b.stories as u64))),
+            articles: Prefix::of(buckets, lo, hi, bs, |b| b.articles as u64),
+            stories: Prefix::of(buckets, lo, hi, bs, |b| b.stories as u64),
         }
     }
 }
@@ -2322,16 +2334,7 @@ mod tests {
         }
         let (lo, hi) = (-1000, 20_000);
         let sums = RuleSums::build(&buckets, lo, hi, bs);
-        let lo_bucket = lo.div_euclid(bs) * bs;
-        let len = ((hi - lo_bucket) / bs + 1) as usize;
-        let vsums = Prefix::build(
-            lo_bucket,
-            bs,
-            len,
-            volume
-                .range(lo_bucket..lo_bucket + len as i64 * bs)
-                .map(|(&k, &v)| (k, v)),
-        );
+        let vsums = Prefix::of(&volume, lo, hi, bs, |&v| v);
         let with = Series {
             buckets: &buckets,
             sums: Some(&sums),

@@ -60,10 +60,11 @@
 //!
 //! While a backlog is read — the batch just applied was full and another is already in
 //! hand — a backlog is not written as soon as the previous write ends but once it holds
-//! [`MIN_FOLD`] batches: consecutive batches of a backlog touch mostly the same buckets,
-//! and each write rewrites all the buckets its batches touched. A live feed, whose batches
-//! are not full, or a batch after which nothing is in hand, is written at once as before,
-//! so neither alert latency nor a quiet feed waits for the fold.
+//! [`MAX_BACKLOG`] batches: consecutive batches of a backlog touch mostly the same buckets,
+//! and each write rewrites all the buckets its batches touched. (The previous write's
+//! offsets are committed, and its batches reported, when the next write starts.) A live
+//! feed, whose batches are not full, or a batch after which nothing is in hand, is written
+//! at once as before, so neither alert latency nor a quiet feed waits for the fold.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -759,12 +760,12 @@ pub async fn run<S: Source, D: DeadLetters>(
         }
         // The backlog waits while the previous write runs, unless it has grown to
         // `MAX_BACKLOG` batches; then the loop waits for the write instead of applying more.
-        // While a backlog is read (full batches, more in hand) it also waits until it holds
-        // `MIN_FOLD` batches (module docs, "Group commit").
+        // While a backlog is read (full batches, more in hand) it waits until it holds
+        // `MAX_BACKLOG` batches in any case (module docs, "Group commit").
         let busy = writing.as_ref().is_some_and(|w| !w.handle.is_finished());
         let folded = backlog.as_ref().map_or(0, |b| b.reports.len());
         let catching_up = full && (ahead.is_some() || queued.is_some());
-        if (!busy && (folded >= MIN_FOLD || !catching_up)) || folded >= MAX_BACKLOG {
+        if (!busy && !catching_up) || folded >= MAX_BACKLOG {
             finish_write(&mut writing, source, &mut total, &after_commit).await?;
             writing = backlog.take().map(start_write);
         }
@@ -772,17 +773,14 @@ pub async fn run<S: Source, D: DeadLetters>(
 }
 
 /// Most batches folded into one state write while the previous write runs: bounds the
-/// memory of the backlog and how long a batch's offsets wait for their commit.
+/// memory of the backlog and how long a batch's offsets wait for their commit. While a
+/// backlog is read, also how many a write waits for (module docs, "Group commit"): each
+/// write rewrites every bucket its batches touched, and consecutive batches of a backlog
+/// touch mostly the same buckets. Measured on the benchmark harness's topic
+/// (docs/BENCHMARKS.md, "What changed"): waiting for 4 batches instead of none took the
+/// writes per 100,000 articles from 37–40 to 22–24 and the CPU per article down 6–9% at
+/// 10,000 rules; 8 (13 writes) took it down 7–9% more.
 const MAX_BACKLOG: usize = 8;
-
-/// Fewest batches folded into one state write while a backlog is read (module docs, "Group
-/// commit"). Each write rewrites every bucket its batches touched, and consecutive batches
-/// of a backlog touch mostly the same buckets. Measured on the benchmark harness's topic
-/// (docs/BENCHMARKS.md, "What changed"): 4 instead of 1 took the writes per 100,000
-/// articles from 37–40 to 22–24 and the CPU per article down 6–9% at 10,000 rules; 8 (13
-/// writes) took it down 7–9% more. Equal to [`MAX_BACKLOG`], so a backlog's writes hold
-/// exactly that many batches, and the loop waits for a write still running only then.
-const MIN_FOLD: usize = MAX_BACKLOG;
 
 /// Batches applied but not yet being written: their writes folded into one.
 struct Backlog {
