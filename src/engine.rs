@@ -1557,6 +1557,14 @@ struct Learner<'a> {
 }
 
 impl Learner<'_> {
+    /// The feed's volume, from the advance's sums when there are.
+    fn volume(&self) -> Volume<'_> {
+        Volume {
+            map: self.volume,
+            sums: self.volume_sums,
+        }
+    }
+
     /// The feed as it stood right after it learned bucket `b`; the feed now when `b` is not
     /// among the recent buckets (a rule restored from an older copy catching up, or `b`
     /// not learned yet).
@@ -1614,14 +1622,7 @@ impl Learner<'_> {
         let share = cfg.kind == DetectorKind::Baseline && cfg.share_of_volume;
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
         let mut saw_articles = false;
-        let volume = Volume {
-            map: self.volume,
-            sums: self.volume_sums,
-        };
-        let series = Series {
-            buckets: &st.buckets,
-            sums,
-        };
+        let (volume, series) = (self.volume(), Series::of(&st.buckets, sums));
         while st.learned_until < final_until {
             st.learned_until += bs;
             let b = st.learned_until;
@@ -1702,14 +1703,7 @@ impl Learner<'_> {
         let cfg = self.settings.detector.with(&rule.spike);
         let n = (cfg.window_minutes as i64 * 60 / bs).max(1);
         let feed = self.feed_at(self.settings.final_until(point));
-        let volume = Volume {
-            map: self.volume,
-            sums: self.volume_sums,
-        };
-        let series = Series {
-            buckets: &st.buckets,
-            sums,
-        };
+        let (volume, series) = (self.volume(), Series::of(&st.buckets, sums));
         // Share of volume: the feed's swing over the last n complete buckets (the bucket
         // holding `point` is complete only at its last second).
         let factor = if cfg.kind == DetectorKind::Baseline && cfg.share_of_volume {
@@ -2169,7 +2163,11 @@ struct Series<'a> {
     sums: Option<&'a RuleSums>,
 }
 
-impl Series<'_> {
+impl<'a> Series<'a> {
+    fn of(buckets: &'a BTreeMap<i64, Bucket>, sums: Option<&'a RuleSums>) -> Series<'a> {
+        Series { buckets, sums }
+    }
+
     /// Count of the buckets starting in `[from, to)`.
     fn sum(&self, unit: CountUnit, from: i64, to: i64) -> u64 {
         let prefix = self.sums.map(|s| match unit {

@@ -922,6 +922,36 @@ mod tests {
         )))
     }
 
+    /// Articles `0..n` about Kazakhstan, a minute apart, as a one-partition source.
+    fn kz_articles(n: usize) -> MemorySource {
+        let payloads: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b{i}","published_at":"2022-01-05T{:02}:{:02}:00Z"}}"#, 10 + i / 60, i % 60).into_bytes())
+            .collect();
+        MemorySource::from_payloads("articles", payloads)
+    }
+
+    /// Runs the loop over `source` until it is finished, in batches of `batch_size`.
+    async fn run_through<S: Source>(
+        source: &mut S,
+        processor: Arc<Mutex<Processor>>,
+        batch_size: usize,
+    ) -> u64 {
+        let (_t, shutdown) = crate::shutdown::channel();
+        run(
+            source,
+            &MemoryDeadLetters::default(),
+            processor,
+            LoopSettings {
+                batch_size,
+                poll: Duration::from_millis(10),
+            },
+            shutdown,
+            |_| {},
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn records_delivered_again_after_a_seek_back_are_counted_once() {
         let processor = kz_processor(None, vec![]);
@@ -956,24 +986,8 @@ mod tests {
         let processor = kz_processor(Some(store), vec![]);
         // Enough batches that the loop runs with a batch applied, one prepared and one
         // fetched at once, and uneven so the last batch is short.
-        let payloads: Vec<Vec<u8>> = (0..41)
-            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b{i}","published_at":"2022-01-05T{:02}:{:02}:00Z"}}"#, 10 + i / 60, i % 60).into_bytes())
-            .collect();
-        let mut source = MemorySource::from_payloads("articles", payloads);
-        let (_t, shutdown) = crate::shutdown::channel();
-        let n = run(
-            &mut source,
-            &MemoryDeadLetters::default(),
-            processor.clone(),
-            LoopSettings {
-                batch_size: 3,
-                poll: Duration::from_millis(10),
-            },
-            shutdown,
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let mut source = kz_articles(41);
+        let n = run_through(&mut source, processor.clone(), 3).await;
         assert_eq!(n, 41);
         let committed: Vec<i64> = source.committed.iter().map(|c| c.2).collect();
         assert!(
@@ -998,24 +1012,8 @@ mod tests {
         let processor = kz_processor(Some(store), vec![]);
         // 13 full batches of 3 and a short one: a backlog, with more in hand after each
         // full batch until the last.
-        let payloads: Vec<Vec<u8>> = (0..41)
-            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b{i}","published_at":"2022-01-05T10:{i:02}:00Z"}}"#).into_bytes())
-            .collect();
-        let mut source = MemorySource::from_payloads("articles", payloads);
-        let (_t, shutdown) = crate::shutdown::channel();
-        run(
-            &mut source,
-            &MemoryDeadLetters::default(),
-            processor.clone(),
-            LoopSettings {
-                batch_size: 3,
-                poll: Duration::from_millis(10),
-            },
-            shutdown,
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let mut source = kz_articles(41);
+        run_through(&mut source, processor.clone(), 3).await;
         // One commit per write, of the next offset after its last batch.
         let committed: Vec<i64> = source.committed.iter().map(|c| c.2).collect();
         assert_eq!(committed.last(), Some(&41));
@@ -1052,24 +1050,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store = Store::open(&d.path().join("s.db")).unwrap();
         let processor = kz_processor(Some(store), vec![]);
-        let payloads: Vec<Vec<u8>> = (0..24)
-            .map(|i| format!(r#"{{"id":"{i}","title":"Kazakhstan {i}","body":"b{i}","published_at":"2022-01-05T10:{i:02}:00Z"}}"#).into_bytes())
-            .collect();
-        let mut source = Trickle(MemorySource::from_payloads("articles", payloads));
-        let (_t, shutdown) = crate::shutdown::channel();
-        run(
-            &mut source,
-            &MemoryDeadLetters::default(),
-            processor.clone(),
-            LoopSettings {
-                batch_size: 4,
-                poll: Duration::from_millis(10),
-            },
-            shutdown,
-            |_| {},
-        )
-        .await
-        .unwrap();
+        let mut source = Trickle(kz_articles(24));
+        run_through(&mut source, processor.clone(), 4).await;
         // Batches of 3 against a size of 4 are never full: the first is written as soon as
         // it is applied, with more in hand, rather than waiting for others to fold into it.
         let committed: Vec<i64> = source.0.committed.iter().map(|c| c.2).collect();
