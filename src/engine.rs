@@ -2071,15 +2071,37 @@ struct Prefix {
 }
 
 impl Prefix {
-    /// The buckets summed for times `lo..=hi`: from the bucket holding `lo`, at most
-    /// [`PREFIX_MAX_BUCKETS`] of them.
-    fn span(lo: i64, hi: i64, bs: i64) -> (i64, usize) {
+    /// Zeros for the buckets of times `lo..=hi`: from the bucket holding `lo`, at most
+    /// [`PREFIX_MAX_BUCKETS`] of them. Filled with [`Prefix::add`], then [`Prefix::total`].
+    fn zeros(lo: i64, hi: i64, bs: i64) -> Prefix {
         let lo = lo.div_euclid(bs) * bs;
         let len = ((hi - lo) / bs + 1).clamp(0, PREFIX_MAX_BUCKETS) as usize;
-        (lo, len)
+        Prefix {
+            lo,
+            bs,
+            sums: vec![0; len + 1],
+        }
     }
 
-    /// Sums `map`'s values per bucket over [`Prefix::span`] of `lo..=hi`.
+    /// Where the buckets summed end (exclusive).
+    fn end(&self) -> i64 {
+        self.lo + (self.sums.len() as i64 - 1) * self.bs
+    }
+
+    /// Adds `v` to the bucket starting at `k` (within `lo..end()`).
+    fn add(&mut self, k: i64, v: u64) {
+        self.sums[((k - self.lo) / self.bs) as usize + 1] += v;
+    }
+
+    /// Turns the per-bucket values into running totals.
+    fn total(mut self) -> Prefix {
+        for i in 1..self.sums.len() {
+            self.sums[i] += self.sums[i - 1];
+        }
+        self
+    }
+
+    /// Sums `map`'s values per bucket for times `lo..=hi` (see [`Prefix::zeros`]).
     fn of<V>(
         map: &BTreeMap<i64, V>,
         lo: i64,
@@ -2087,31 +2109,11 @@ impl Prefix {
         bs: i64,
         value: impl Fn(&V) -> u64,
     ) -> Prefix {
-        let (lo, len) = Prefix::span(lo, hi, bs);
-        let values = map
-            .range(lo..lo + len as i64 * bs)
-            .map(|(&k, v)| (k, value(v)));
-        Prefix::build(lo, bs, len, values)
-    }
-
-    fn build(lo: i64, bs: i64, len: usize, values: impl Iterator<Item = (i64, u64)>) -> Prefix {
-        let mut per = vec![0u64; len];
-        for (k, v) in values {
-            if let Some(slot) = usize::try_from((k - lo) / bs)
-                .ok()
-                .and_then(|i| per.get_mut(i))
-            {
-                *slot += v;
-            }
+        let mut p = Prefix::zeros(lo, hi, bs);
+        for (&k, v) in map.range(p.lo..p.end()) {
+            p.add(k, value(v));
         }
-        let mut sums = Vec::with_capacity(len + 1);
-        let mut total = 0;
-        sums.push(0);
-        for v in per {
-            total += v;
-            sums.push(total);
-        }
-        Prefix { lo, bs, sums }
+        p.total()
     }
 
     /// The total of the buckets starting in `[from, to)`, or None when that is not all
@@ -2146,10 +2148,16 @@ struct RuleSums {
 }
 
 impl RuleSums {
+    /// Both counts in one walk of the map.
     fn build(buckets: &BTreeMap<i64, Bucket>, lo: i64, hi: i64, bs: i64) -> RuleSums {
+        let (mut articles, mut stories) = (Prefix::zeros(lo, hi, bs), Prefix::zeros(lo, hi, bs));
+        for (&k, b) in buckets.range(articles.lo..articles.end()) {
+            articles.add(k, b.articles as u64);
+            stories.add(k, b.stories as u64);
+        }
         RuleSums {
-            articles: Prefix::of(buckets, lo, hi, bs, |b| b.articles as u64),
-            stories: Prefix::of(buckets, lo, hi, bs, |b| b.stories as u64),
+            articles: articles.total(),
+            stories: stories.total(),
         }
     }
 }
@@ -2174,15 +2182,7 @@ impl<'a> Series<'a> {
             CountUnit::Articles => &s.articles,
             CountUnit::Stories => &s.stories,
         });
-        if let Some(v) = prefix.and_then(|p| p.sum(from, to)) {
-            return v;
-        }
-        if to <= from {
-            return 0;
-        }
-        (self.buckets.range(from..to))
-            .map(|(_, b)| b.count(unit) as u64)
-            .sum()
+        sum_or_walk(prefix, self.buckets, from, to, |b| b.count(unit) as u64)
     }
 }
 
@@ -2196,14 +2196,26 @@ struct Volume<'a> {
 impl Volume<'_> {
     /// Articles in the buckets starting in `[from, to)`.
     fn sum(&self, from: i64, to: i64) -> u64 {
-        if let Some(v) = self.sums.and_then(|p| p.sum(from, to)) {
-            return v;
-        }
-        if to <= from {
-            return 0;
-        }
-        self.map.range(from..to).map(|(_, v)| *v).sum()
+        sum_or_walk(self.sums, self.map, from, to, |&v| v)
     }
+}
+
+/// The total of `map`'s values in the buckets starting in `[from, to)`: from `prefix` when
+/// it covers the range, else by walking the map.
+fn sum_or_walk<V>(
+    prefix: Option<&Prefix>,
+    map: &BTreeMap<i64, V>,
+    from: i64,
+    to: i64,
+    value: impl Fn(&V) -> u64,
+) -> u64 {
+    if let Some(v) = prefix.and_then(|p| p.sum(from, to)) {
+        return v;
+    }
+    if to <= from {
+        return 0;
+    }
+    map.range(from..to).map(|(_, v)| value(v)).sum()
 }
 
 /// Hours before a window whose coverage tells how busy the topic is today.
