@@ -17,7 +17,8 @@
 //!    project's venv has confluent-kafka;
 //! 5. `vigie run` from the earliest offset with each rule set and the full gazetteer:
 //!    articles per second from the first to the last article, read from
-//!    `vigie_articles_processed_total`; CPU used (cores); peak RSS; time from spawn to
+//!    `vigie_articles_processed_total`; CPU used (cores), and the whole machine's over the
+//!    same span (with a local broker, whether any core was left idle); peak RSS; time from spawn to
 //!    `/healthz` answering (startup) and to `/readyz` (partitions assigned);
 //! 6. latency under steady load: the time from producing an article that starts an alert
 //!    to the webhook receiver getting it, over `VIGIE_BENCH_TRIALS` (100) trials while a
@@ -127,8 +128,8 @@ fn main() {
         let bins: Vec<PathBuf> = ab.split(',').map(PathBuf::from).collect();
         let repeat: usize = env_or("VIGIE_BENCH_REPEAT", 3);
         println!("A/B: {n} articles; each row one `vigie run` from the earliest offset");
-        println!("| rules | build | run | articles/s | cores | CPU s |");
-        println!("|---|---|---|---:|---:|---:|");
+        println!("| rules | build | run | articles/s | cores | machine cores | CPU s |");
+        println!("|---|---|---|---:|---:|---:|---:|");
         for (k, toml, _) in &rule_sets {
             for run in 1..=repeat {
                 for bin in &bins {
@@ -137,10 +138,11 @@ fn main() {
                     cfg.bin = Some(bin.clone());
                     let f = cfg.run_to_end(n, &rt);
                     println!(
-                        "| {k} | {} | {run} | {:.0} | {:.2} | {:.1} |",
+                        "| {k} | {} | {run} | {:.0} | {:.2} | {:.2} | {:.1} |",
                         bin.display(),
                         f.rate,
                         f.cores,
+                        f.machine_cores,
                         f.cores * n as f64 / f.rate
                     );
                 }
@@ -223,8 +225,8 @@ fn main() {
         let run = cfg.run_to_end(n, &rt);
         table.row(
             &format!(
-                "vigie run, {k} rules (full gazetteer, entities, counting, state): {:.2} cores busy",
-                run.cores
+                "vigie run, {k} rules (full gazetteer, entities, counting, state): {:.2} cores busy, machine {:.2}",
+                run.cores, run.machine_cores
             ),
             run.rate,
             compute.get(k).copied(),
@@ -452,6 +454,9 @@ struct VigieConfig {
 struct RunFigures {
     rate: f64,
     cores: f64,
+    /// Cores busy on the whole machine over the same span, vigie included: with the broker
+    /// on the same machine, what vigie leaves idle (or does not: the broker serves it too).
+    machine_cores: f64,
     peak_rss_mb: f64,
     startup: Duration,
     ready: Duration,
@@ -550,12 +555,12 @@ impl VigieConfig {
             let startup = self.wait_ok("/healthz", spawned, &mut child).await;
             let ready = self.wait_ok("/readyz", spawned, &mut child).await;
             let client = reqwest::Client::new();
-            let mut first: Option<(Instant, f64)> = None;
+            let mut first: Option<(Instant, f64, (u64, u64))> = None;
             let deadline = Instant::now() + Duration::from_secs(900);
             let (last, cpu_last) = loop {
                 let done = self.processed(&client).await.unwrap_or(0);
                 if done > 0 && first.is_none() {
-                    first = Some((Instant::now(), cpu_seconds(pid)));
+                    first = Some((Instant::now(), cpu_seconds(pid), machine_ticks()));
                 }
                 if done >= n as u64 {
                     break (Instant::now(), cpu_seconds(pid));
@@ -566,11 +571,13 @@ impl VigieConfig {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
-            let (first, cpu_first) = first.unwrap();
+            let machine_last = machine_ticks();
+            let (first, cpu_first, machine_first) = first.unwrap();
             let secs = last.duration_since(first).as_secs_f64();
             RunFigures {
                 rate: n as f64 / secs,
                 cores: (cpu_last - cpu_first) / secs,
+                machine_cores: machine_cores(machine_first, machine_last),
                 peak_rss_mb: peak_rss_mb(pid),
                 startup,
                 ready,
@@ -606,6 +613,30 @@ fn cpu_seconds(pid: u32) -> f64 {
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
+}
+
+/// (busy, all) clock ticks of every CPU since boot, from the first line of /proc/stat;
+/// idle and waiting on I/O count as not busy.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let all: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (all - idle, all)
+}
+
+/// Cores busy between two [`machine_ticks`] readings.
+fn machine_cores(from: (u64, u64), to: (u64, u64)) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let all = to.1.saturating_sub(from.1).max(1) as f64;
+    cores * to.0.saturating_sub(from.0) as f64 / all
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
