@@ -16,10 +16,11 @@
 //! 4. a Python consumer (confluent-kafka, JSON parse, tokenize, set lookups), when the
 //!    project's venv has confluent-kafka;
 //! 5. `vigie run` from the earliest offset with each rule set and the full gazetteer:
-//!    articles per second from the first to the last article, read from
+//!    articles per second from the first report of processed articles to the last (the
+//!    articles of that first report left out), read from
 //!    `vigie_articles_processed_total`; CPU used (cores), and the whole machine's over the
-//!    same span (with a local broker, whether any core was left idle); peak RSS; time from spawn to
-//!    `/healthz` answering (startup) and to `/readyz` (partitions assigned);
+//!    same span (with a local broker, whether any core was left idle); peak RSS; time from
+//!    spawn to `/healthz` answering (startup) and to `/readyz` (partitions assigned);
 //! 6. latency under steady load: the time from producing an article that starts an alert
 //!    to the webhook receiver getting it, over `VIGIE_BENCH_TRIALS` (100) trials while a
 //!    background producer publishes `VIGIE_BENCH_LOAD` (500) articles a second.
@@ -454,8 +455,8 @@ struct VigieConfig {
 struct RunFigures {
     rate: f64,
     cores: f64,
-    /// Cores busy on the whole machine over the same span, vigie included: with the broker
-    /// on the same machine, what vigie leaves idle (or does not: the broker serves it too).
+    /// Cores busy on the whole machine over the same span, vigie's included: with the
+    /// broker on the same machine, how much of it vigie and its broker leave idle.
     machine_cores: f64,
     peak_rss_mb: f64,
     startup: Duration,
@@ -555,12 +556,16 @@ impl VigieConfig {
             let startup = self.wait_ok("/healthz", spawned, &mut child).await;
             let ready = self.wait_ok("/readyz", spawned, &mut child).await;
             let client = reqwest::Client::new();
-            let mut first: Option<(Instant, f64, (u64, u64))> = None;
+            // When the first articles were reported processed, how many, and the CPU then.
+            // The first report comes with the first state write, which a backlog holds back
+            // until it folds several batches (`pipeline::MAX_BACKLOG`, 8,000 articles here):
+            // the rate counts only the articles processed after it.
+            let mut first: Option<(Instant, u64, f64, (u64, u64))> = None;
             let deadline = Instant::now() + Duration::from_secs(900);
             let (last, cpu_last) = loop {
                 let done = self.processed(&client).await.unwrap_or(0);
                 if done > 0 && first.is_none() {
-                    first = Some((Instant::now(), cpu_seconds(pid), machine_ticks()));
+                    first = Some((Instant::now(), done, cpu_seconds(pid), machine_ticks()));
                 }
                 if done >= n as u64 {
                     break (Instant::now(), cpu_seconds(pid));
@@ -572,10 +577,10 @@ impl VigieConfig {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             let machine_last = machine_ticks();
-            let (first, cpu_first, machine_first) = first.unwrap();
+            let (first, done_first, cpu_first, machine_first) = first.unwrap();
             let secs = last.duration_since(first).as_secs_f64();
             RunFigures {
-                rate: n as f64 / secs,
+                rate: (n as u64).saturating_sub(done_first) as f64 / secs,
                 cores: (cpu_last - cpu_first) / secs,
                 machine_cores: machine_cores(machine_first, machine_last),
                 peak_rss_mb: peak_rss_mb(pid),
@@ -615,8 +620,10 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / hz
 }
 
-/// (busy, all) clock ticks of every CPU since boot, from the first line of /proc/stat;
-/// idle and waiting on I/O count as not busy.
+/// (busy, all) clock ticks of every CPU since boot, from the first line of /proc/stat:
+/// user, nice, system, idle, iowait, irq, softirq, steal (the guest times after them are
+/// already in user and nice). Busy is user, nice, system, irq and softirq; idle, waiting on
+/// I/O and time the hypervisor gave to others (steal) are not.
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<u64> = stat
@@ -625,11 +632,12 @@ fn machine_ticks() -> (u64, u64) {
         .unwrap_or("")
         .split_whitespace()
         .skip(1)
+        .take(8)
         .filter_map(|v| v.parse().ok())
         .collect();
+    let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
     let all: u64 = ticks.iter().sum();
-    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
-    (all - idle, all)
+    (all - tick(3) - tick(4) - tick(7), all)
 }
 
 /// Cores busy between two [`machine_ticks`] readings.
