@@ -463,6 +463,29 @@ struct RunFigures {
     ready: Duration,
 }
 
+/// What a vigie run is measured between: read at its first report of processed articles
+/// and at its last.
+struct Mark {
+    at: Instant,
+    /// Articles reported processed.
+    done: u64,
+    /// vigie's CPU seconds so far.
+    cpu: f64,
+    /// The whole machine's busy CPU seconds so far ([`machine_cpu_seconds`]).
+    machine_cpu: f64,
+}
+
+impl Mark {
+    fn take(pid: u32, done: u64) -> Mark {
+        Mark {
+            at: Instant::now(),
+            done,
+            cpu: cpu_seconds(pid),
+            machine_cpu: machine_cpu_seconds(),
+        }
+    }
+}
+
 impl VigieConfig {
     fn write(dir: &Path, brokers: &str, topic: &str, rules: &str, extra: &str) -> VigieConfig {
         std::fs::create_dir_all(dir.join("rules")).unwrap();
@@ -556,19 +579,19 @@ impl VigieConfig {
             let startup = self.wait_ok("/healthz", spawned, &mut child).await;
             let ready = self.wait_ok("/readyz", spawned, &mut child).await;
             let client = reqwest::Client::new();
-            // When the first articles were reported processed, how many, and the CPU then.
-            // The first report comes with the first state write, which a backlog holds back
-            // until it folds several batches (`pipeline::MAX_BACKLOG`, 8,000 articles here):
-            // the rate counts only the articles processed after it.
-            let mut first: Option<(Instant, u64, f64, (u64, u64))> = None;
+            // The rate runs from the first report of processed articles to the last. The
+            // first comes with the first state write, which a backlog holds back until it
+            // folds several batches (`pipeline::MAX_BACKLOG`, 8,000 articles here), so its
+            // articles are left out.
+            let mut first: Option<Mark> = None;
             let deadline = Instant::now() + Duration::from_secs(900);
-            let (last, cpu_last) = loop {
+            let last = loop {
                 let done = self.processed(&client).await.unwrap_or(0);
                 if done > 0 && first.is_none() {
-                    first = Some((Instant::now(), done, cpu_seconds(pid), machine_ticks()));
+                    first = Some(Mark::take(pid, done));
                 }
                 if done >= n as u64 {
-                    break (Instant::now(), cpu_seconds(pid));
+                    break Mark::take(pid, done);
                 }
                 assert!(Instant::now() < deadline, "vigie did not finish in time");
                 if let Ok(Some(st)) = child.try_wait() {
@@ -576,13 +599,12 @@ impl VigieConfig {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
-            let machine_last = machine_ticks();
-            let (first, done_first, cpu_first, machine_first) = first.unwrap();
-            let secs = last.duration_since(first).as_secs_f64();
+            let first = first.unwrap();
+            let secs = last.at.duration_since(first.at).as_secs_f64();
             RunFigures {
-                rate: (n as u64).saturating_sub(done_first) as f64 / secs,
-                cores: (cpu_last - cpu_first) / secs,
-                machine_cores: machine_cores(machine_first, machine_last),
+                rate: last.done.saturating_sub(first.done) as f64 / secs,
+                cores: (last.cpu - first.cpu) / secs,
+                machine_cores: (last.machine_cpu - first.machine_cpu) / secs,
                 peak_rss_mb: peak_rss_mb(pid),
                 startup,
                 ready,
@@ -616,15 +638,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(11) + ticks(12)) / hz
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
 
-/// (busy, all) clock ticks of every CPU since boot, from the first line of /proc/stat:
-/// user, nice, system, idle, iowait, irq, softirq, steal (the guest times after them are
-/// already in user and nice). Busy is user, nice, system, irq and softirq; idle, waiting on
-/// I/O and time the hypervisor gave to others (steal) are not.
-fn machine_ticks() -> (u64, u64) {
+/// The unit of the CPU times in /proc.
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf takes an integer and reads a system setting.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+/// Busy CPU seconds of every CPU together since boot, from the first line of /proc/stat
+/// (user, nice, system, idle, iowait, irq, softirq, steal; the guest times after them are
+/// already in user and nice): user, nice, system, irq and softirq. Idle, waiting on I/O and
+/// time the hypervisor gave to others (steal) are not busy.
+fn machine_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<u64> = stat
         .lines()
@@ -635,16 +662,8 @@ fn machine_ticks() -> (u64, u64) {
         .take(8)
         .filter_map(|v| v.parse().ok())
         .collect();
-    let tick = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    let all: u64 = ticks.iter().sum();
-    (all - tick(3) - tick(4) - tick(7), all)
-}
-
-/// Cores busy between two [`machine_ticks`] readings.
-fn machine_cores(from: (u64, u64), to: (u64, u64)) -> f64 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let all = to.1.saturating_sub(from.1).max(1) as f64;
-    cores * to.0.saturating_sub(from.0) as f64 / all
+    let busy: u64 = [0, 1, 2, 5, 6].iter().filter_map(|&i| ticks.get(i)).sum();
+    busy as f64 / clock_ticks_per_second()
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
