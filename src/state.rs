@@ -248,7 +248,7 @@ impl Store {
                     order.push((*b, a, Vec::new()));
                     order.len() - 1
                 });
-                order[i].2.push(rule);
+                order[i].2.push(&**rule);
             }
             for (b, a, rules) in &order {
                 put_article.execute(params![
