@@ -33,15 +33,55 @@ pub enum BuildError {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Term(u32),
-    Entity {
-        idx: u32,
-        needs_capital: bool,
-    },
-    Country {
-        idx: u16,
-        weight: f32,
-        needs_capital: bool,
-    },
+    Entity { idx: u32, case: Case },
+    Country { idx: u16, weight: f32, case: Case },
+}
+
+/// How a mention of a name must be written in the original text to count. Normalization
+/// folds case away, so without this the abbreviation `US` would be the English word "us",
+/// `É.-U.` the French "eu" (a eu) and `UN` the article "un".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Case {
+    /// Any case: demonyms and country names, which French, Spanish or Russian write in
+    /// lower case as adjectives or in running text.
+    Any,
+    /// Its first letter a capital (or not a letter): place and person names.
+    Capital,
+    /// Every letter a capital: abbreviations and acronyms (US, USA, É.-U., США, CSTO).
+    Upper,
+}
+
+impl Case {
+    /// `Upper` for a name written as an abbreviation (at least two letters, all capitals:
+    /// US, A.S, É.-U., США, ΗΠΑ), else `otherwise`. Scripts without case are never
+    /// abbreviations by this test.
+    pub fn of_name(name: &str, otherwise: Case) -> Case {
+        let mut letters = name.chars().filter(|c| c.is_alphabetic());
+        let mut n = 0;
+        if letters.all(|c| {
+            n += 1;
+            c.is_uppercase()
+        }) && n >= 2
+        {
+            Case::Upper
+        } else {
+            otherwise
+        }
+    }
+
+    /// Whether `surface`, the mention as the article wrote it, satisfies this.
+    fn allows(self, surface: &str) -> bool {
+        match self {
+            Case::Any => true,
+            Case::Capital => surface
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_uppercase() || !c.is_alphabetic()),
+            Case::Upper => surface
+                .chars()
+                .all(|c| c.is_uppercase() || !c.is_alphabetic()),
+        }
+    }
 }
 
 /// A compiled query: [`Query`] with strings replaced by indices.
@@ -168,22 +208,17 @@ impl PatternSet {
         // One surface form votes once per country. When several sources give the same
         // normalized form (Jordan, Serbian Јордан), the cautious reading wins: if any
         // says it is ambiguous, it is.
-        if let Target::Country {
-            idx,
-            weight,
-            needs_capital,
-        } = target
-        {
+        if let Target::Country { idx, weight, case } = target {
             for t in targets.iter_mut() {
                 if let Target::Country {
                     idx: i,
                     weight: w,
-                    needs_capital: n,
+                    case: c,
                 } = t
                 {
                     if *i == idx {
                         *w = w.min(weight);
-                        *n = *n || needs_capital;
+                        *c = (*c).max(case);
                         return;
                     }
                 }
@@ -230,12 +265,12 @@ impl Matcher {
             .map(|(i, e)| (e.id.clone(), i as u32))
             .collect();
         for (i, e) in entities.iter().enumerate() {
-            for (form, needs_capital) in entity_forms(e, opts.surname_only) {
+            for (form, case) in entity_forms(e, opts.surname_only) {
                 set.add(
                     form,
                     Target::Entity {
                         idx: i as u32,
-                        needs_capital,
+                        case,
                     },
                 );
             }
@@ -256,7 +291,14 @@ impl Matcher {
                 let target = Target::Country {
                     idx,
                     weight: f.kind.weight(),
-                    needs_capital: f.kind.needs_capital(),
+                    case: Case::of_name(
+                        f.text,
+                        if f.kind.needs_capital() {
+                            Case::Capital
+                        } else {
+                            Case::Any
+                        },
+                    ),
                 };
                 for v in normalize::variants(f.text) {
                     set.add(v, target);
@@ -470,25 +512,22 @@ impl Matcher {
     fn scan(&self, original: &str, norm: &Normalized, field: u8, hits: &mut Hits) {
         self.phrases.find(norm, |hit| {
             let (s, e) = (hit.first_word as u32, hit.last_word as u32);
-            let capitalized = original
-                .get(norm.origins[hit.first_word].0 as usize..)
-                .and_then(|rest| rest.chars().next())
-                .is_some_and(|c| c.is_uppercase() || !c.is_alphabetic());
+            // The mention as written, for names that must be capitalized or in capitals.
+            let surface = || {
+                let (a, b) = norm.original_range(original, hit.first_word, hit.last_word);
+                original.get(a..b).unwrap_or("")
+            };
             for t in &self.targets[hit.pattern] {
                 match *t {
                     Target::Term(id) => hits.terms.push((id, field, s, e)),
-                    Target::Entity { idx, needs_capital } => {
-                        if needs_capital && !capitalized {
+                    Target::Entity { idx, case } => {
+                        if case != Case::Any && !case.allows(surface()) {
                             continue;
                         }
                         hits.entities.push(idx);
                     }
-                    Target::Country {
-                        idx,
-                        weight,
-                        needs_capital,
-                    } => {
-                        if needs_capital && !capitalized {
+                    Target::Country { idx, weight, case } => {
+                        if case != Case::Any && !case.allows(surface()) {
                             continue;
                         }
                         hits.votes.push((idx, weight));
@@ -651,41 +690,49 @@ fn compile(
 /// Full names and multi-word aliases match as written. Single words — aliases, and for
 /// people the surname — match only capitalized (so "poutine" the dish is not Putin), and
 /// get their usual spelling variants: transliteration families and Russian case endings.
-pub fn entity_forms(e: &Entity, surname_only: bool) -> Vec<(String, bool)> {
-    let mut out: Vec<(String, bool)> = Vec::new();
+pub fn entity_forms(e: &Entity, surname_only: bool) -> Vec<(String, Case)> {
+    let mut out: Vec<(String, Case)> = Vec::new();
     let blocked: Vec<String> = e.not.iter().map(|n| normalize::normalize_str(n)).collect();
-    let add = |form: String, cap: bool, out: &mut Vec<(String, bool)>| {
+    let add = |form: String, case: Case, out: &mut Vec<(String, Case)>| {
         if form.len() >= 2 && !blocked.contains(&form) && !out.iter().any(|(f, _)| *f == form) {
-            out.push((form, cap));
+            out.push((form, case));
         }
     };
-    let mut singles: Vec<String> = Vec::new();
+    // (form, whether it comes from an abbreviation such as CSTO or UN).
+    let mut singles: Vec<(String, bool)> = Vec::new();
     for name in std::iter::once(&e.name).chain(&e.aliases) {
+        let acronym = Case::of_name(name, Case::Any) == Case::Upper;
         for v in normalize::variants(name) {
             if v.contains(' ') {
-                add(v.clone(), false, &mut out);
+                let case = if acronym { Case::Upper } else { Case::Any };
+                add(v.clone(), case, &mut out);
                 // Family variants of the last word of a multi-word name (Kassym-Jomart Tokayev → tokaev).
                 if let Some((head, last)) = v.rsplit_once(' ') {
                     for lv in spelling_family(last) {
-                        add(format!("{head} {lv}"), false, &mut out);
+                        add(format!("{head} {lv}"), case, &mut out);
                     }
                 }
             } else {
-                singles.push(v);
+                singles.push((v, acronym));
             }
         }
     }
     if e.kind == EntityKind::Person && surname_only {
         if let Some(last) = normalize::normalize_str(&e.name).rsplit(' ').next() {
-            singles.push(last.to_string());
+            singles.push((last.to_string(), false));
         }
     }
-    for s in singles {
+    for (s, acronym) in singles {
+        if acronym {
+            // An acronym has no spelling family or case endings: it is written as it is.
+            add(s, Case::Upper, &mut out);
+            continue;
+        }
         for v in spelling_family(&s) {
-            add(v.clone(), true, &mut out);
+            add(v.clone(), Case::Capital, &mut out);
             if e.kind == EntityKind::Person {
                 for ending in russian_case_endings(&v) {
-                    add(ending, true, &mut out);
+                    add(ending, Case::Capital, &mut out);
                 }
             }
         }
@@ -1032,6 +1079,52 @@ mod tests {
                 m.explain(&art("", text)).countries
             );
         }
+    }
+
+    #[test]
+    fn abbreviations_count_only_in_capitals() {
+        let mut entities = people();
+        entities.push(Entity {
+            id: "un".into(),
+            name: "United Nations".into(),
+            kind: EntityKind::Org,
+            aliases: vec!["UN".into(), "ONU".into()],
+            not: vec![],
+        });
+        let m = Matcher::new(
+            vec![rule("us", "country:US"), rule("un", "entity:un")],
+            entities,
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        // Written as abbreviations, they name the country and the organisation.
+        for (text, rule) in [
+            ("US troops left", "us"),
+            ("les É.-U. et la Chine", "us"),
+            ("Les USA", "us"),
+            ("визит в США", "us"),
+            ("a UN resolution", "un"),
+            ("l'ONU a voté", "un"),
+        ] {
+            assert_eq!(m.explain(&art("", text)).rules, vec![rule], "{text}");
+        }
+        // In running text the same letters are ordinary words: English "us", "as", "sad",
+        // French "eu" (il a eu), "un", "onu" never.
+        for text in [
+            "Tell us as soon as possible, it was a sad day",
+            "Il a eu du mal à le dire",
+            "Un jour, un accord",
+            "Sam and the others",
+        ] {
+            let r = m.explain(&art("", text));
+            assert!(r.rules.is_empty(), "{text}: {:?} {:?}", r.rules, r.evidence);
+        }
+        assert_eq!(Case::of_name("US", Case::Any), Case::Upper);
+        assert_eq!(Case::of_name("É.-U.", Case::Any), Case::Upper);
+        assert_eq!(Case::of_name("США", Case::Any), Case::Upper);
+        assert_eq!(Case::of_name("A", Case::Capital), Case::Capital);
+        assert_eq!(Case::of_name("Kazakhstan", Case::Capital), Case::Capital);
+        assert_eq!(Case::of_name("北京", Case::Capital), Case::Capital);
     }
 
     #[test]
