@@ -288,18 +288,26 @@ impl Matcher {
                 let Some(&idx) = country_index.get(f.code_str()) else {
                     continue;
                 };
+                let case = Case::of_name(
+                    f.text,
+                    if f.kind.needs_capital() {
+                        Case::Capital
+                    } else {
+                        Case::Any
+                    },
+                );
                 let target = Target::Country {
                     idx,
                     weight: f.kind.weight(),
-                    case: Case::of_name(
-                        f.text,
-                        if f.kind.needs_capital() {
-                            Case::Capital
-                        } else {
-                            Case::Any
-                        },
-                    ),
+                    case,
                 };
+                if case == Case::Upper {
+                    // An abbreviation is matched as written, letter by letter: `É.-U.` is
+                    // "e u", not also "eu", which in capitals is the European Union. It
+                    // takes no declensions either.
+                    set.add(normalize::normalize_str(f.text), target);
+                    continue;
+                }
                 for v in normalize::variants(f.text) {
                     set.add(v, target);
                 }
@@ -1101,6 +1109,7 @@ mod tests {
         for (text, rule) in [
             ("US troops left", "us"),
             ("les É.-U. et la Chine", "us"),
+            ("les E.-U.", "us"),
             ("Les USA", "us"),
             ("визит в США", "us"),
             ("a UN resolution", "un"),
@@ -1115,6 +1124,7 @@ mod tests {
             "Il a eu du mal à le dire",
             "Un jour, un accord",
             "Sam and the others",
+            "The EU agreed",
         ] {
             let r = m.explain(&art("", text));
             assert!(r.rules.is_empty(), "{text}: {:?} {:?}", r.rules, r.evidence);
