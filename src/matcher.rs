@@ -400,8 +400,12 @@ impl Matcher {
         let title = normalize::normalize(&a.title);
         let body = normalize::normalize(&a.body);
         let mut hits = Hits::default();
-        self.scan(&a.title, &title, FIELD_TITLE, &mut hits);
-        self.scan(&a.body, &body, FIELD_BODY, &mut hits);
+        // Whether a capitalized word after a place marks a name (Jordan Bardella): not in
+        // German, which capitalizes every noun, nor in a title in Title Case.
+        let capitals_mark_names = a.language.as_deref() != Some("de");
+        let title_names = capitals_mark_names && !title_case(&a.title);
+        self.scan(&a.title, &title, FIELD_TITLE, title_names, &mut hits);
+        self.scan(&a.body, &body, FIELD_BODY, capitals_mark_names, &mut hits);
 
         for e in &a.entities {
             if let Some(&i) = self.entity_index.get(e) {
@@ -517,12 +521,23 @@ impl Matcher {
         }
     }
 
-    fn scan(&self, original: &str, norm: &Normalized, field: u8, hits: &mut Hits) {
+    /// Finds the field's mentions. With `capitals_mark_names`, a place name that runs into
+    /// a capitalized word (Jordan Bardella, Paris Hilton, Georgia Tech, New York Times) is
+    /// taken as part of that name and does not vote for a country.
+    fn scan(
+        &self,
+        original: &str,
+        norm: &Normalized,
+        field: u8,
+        capitals_mark_names: bool,
+        hits: &mut Hits,
+    ) {
         self.phrases.find(norm, |hit| {
             let (s, e) = (hit.first_word as u32, hit.last_word as u32);
+            let range = || norm.original_range(original, hit.first_word, hit.last_word);
             // The mention as written, for names that must be capitalized or in capitals.
             let surface = || {
-                let (a, b) = norm.original_range(original, hit.first_word, hit.last_word);
+                let (a, b) = range();
                 original.get(a..b).unwrap_or("")
             };
             for t in &self.targets[hit.pattern] {
@@ -538,6 +553,12 @@ impl Matcher {
                         if case != Case::Any && !case.allows(surface()) {
                             continue;
                         }
+                        if case == Case::Capital
+                            && capitals_mark_names
+                            && runs_into_a_name(original.get(range().1..).unwrap_or(""))
+                        {
+                            continue;
+                        }
                         hits.votes.push((idx, weight));
                     }
                 }
@@ -547,6 +568,66 @@ impl Matcher {
             }
         });
     }
+}
+
+/// Whether `rest`, the text right after a place name, goes on with a capitalized word in
+/// the same phrase (one space, no punctuation): the place is then part of a longer name
+/// (Jordan Bardella, Paris Hilton, New York Times). Days and months, which English
+/// capitalizes (in Moscow Tuesday), do not count.
+fn runs_into_a_name(rest: &str) -> bool {
+    const CALENDAR: &[&str] = &[
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let Some(next) = rest
+        .strip_prefix(' ')
+        .or_else(|| rest.strip_prefix('\u{a0}'))
+    else {
+        return false;
+    };
+    if !next.chars().next().is_some_and(char::is_uppercase) {
+        return false;
+    }
+    let word = next
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("");
+    !CALENDAR.contains(&word)
+}
+
+/// Whether a title is in Title Case (most of its longer words capitalized), where a
+/// capital after a place name says nothing.
+fn title_case(title: &str) -> bool {
+    let (mut words, mut capitalized) = (0, 0);
+    for w in title.split_whitespace() {
+        let mut letters = w.chars().filter(|c| c.is_alphabetic());
+        let Some(first) = letters.next() else {
+            continue;
+        };
+        if letters.count() < 3 {
+            continue;
+        }
+        words += 1;
+        capitalized += usize::from(first.is_uppercase());
+    }
+    words >= 3 && capitalized * 10 >= words * 6
 }
 
 const FIELD_TITLE: u8 = 0;
@@ -1135,6 +1216,45 @@ mod tests {
         assert_eq!(Case::of_name("A", Case::Capital), Case::Capital);
         assert_eq!(Case::of_name("Kazakhstan", Case::Capital), Case::Capital);
         assert_eq!(Case::of_name("北京", Case::Capital), Case::Capital);
+    }
+
+    #[test]
+    fn a_place_that_runs_into_a_capitalized_word_is_part_of_a_name() {
+        let m = Matcher::new(
+            vec![
+                rule("jo", "country:JO"),
+                rule("fr", "country:FR"),
+                rule("kz", "country:KZ"),
+            ],
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        let rules = |title: &str, body: &str, lang: &str| {
+            let mut a = art(title, body);
+            a.language = Some(lang.into());
+            m.explain(&a).rules
+        };
+        // People, papers and brands named after places.
+        for body in [
+            "Jordan Bardella a dit hier. Jordan Bardella a ajouté que le RN gagnerait.",
+            "Paris Hilton est arrivée.",
+            "Le Paris Saint-Germain a gagné.",
+        ] {
+            assert!(rules("", body, "fr").is_empty(), "{body}");
+        }
+        // The places themselves: after a comma, before a day or month, at the end, in a
+        // Title Case title, in German (whose nouns all take a capital).
+        for (title, body, lang, want) in [
+            ("", "Amman, capitale de la Jordanie.", "fr", "jo"),
+            ("", "Il vit à Paris.", "fr", "fr"),
+            ("", "Protests in Almaty Tuesday left two dead.", "en", "kz"),
+            ("", "Elections in Almaty March 3 are expected.", "en", "kz"),
+            ("Protests Spread Across Almaty Streets", "", "en", "kz"),
+            ("", "In Almaty Proteste gegen die Regierung.", "de", "kz"),
+        ] {
+            assert_eq!(rules(title, body, lang), vec![want], "{title} {body}");
+        }
     }
 
     #[test]
