@@ -83,6 +83,30 @@ CITY_STOP = {
     "marino", "jordan", "georgia", "ali", "said", "omar", "amir", "karim", "nur",
 }
 
+# City names (any script, as vigie reads them once transliterated) that are frequent words of
+# a reader language, found by listing every city form whose wordfreq Zipf frequency is 4.3 or
+# more in one of READER_LANGS (172 forms) and keeping out, by hand, those whose frequency
+# is the word's, not the city's: Portuguese and Spanish "para", French "seul" (an alternate
+# name of Seoul), German "dabei" (of Dubai), English "rest", "gold" and "valley", "angeles"
+# (Angeles City, and the second word of Los Angeles). A capital letter at the start of a
+# sentence made each of them a place. The frequent forms that are the cities (Paris, Roma,
+# Moscou, Londres, Essen) stay.
+WORD_CITIES = {
+    "para", "solo", "esse", "dabei", "jaren", "male", "seul", "siano", "feira", "bella",
+    "vele", "perto", "landen", "manos", "rest", "sala", "luta", "gold", "welkom", "pensa",
+    "haga", "lien", "chama", "dorp", "hago", "pari", "velho", "sale", "vila", "mesa", "longa",
+    "tanta", "serra", "vereniging", "costi", "campi", "soul", "vin", "cita", "anda", "angeles",
+    "playa", "valley", "mila", "wensen", "fila", "mora", "homo", "hang", "virar", "samba",
+    "naso", "soyez", "colonia", "monster", "lewis", "bone", "roles", "toman", "iraq", "gama",
+    "soci", "amare", "caza", "julia", "boze", "contagem", "meriti", "salta", "sano", "natal",
+    "praia", "santos", "salvador", "beira", "pereira", "sucre", "corrientes", "rosario",
+    "paulista",
+}
+
+# Capitals kept although CITY_STOP names them (it is there for a smaller namesake: London,
+# Ontario).
+CAPITAL_KEEP = {"london"}
+
 
 def fold(s):
     """Lower-case without accents: how ambiguity and stop lists are compared."""
@@ -244,7 +268,11 @@ def main():
         kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
         kept = 0
         for name in names:
-            if fold(name) in CITY_STOP or len(name) < 4:
+            # Compared as vigie will read the name: the Cyrillic Лондон of London, Ontario
+            # is "london" too.
+            as_read = normalized(name)
+            stopped = as_read in CITY_STOP and not (is_capital and as_read in CAPITAL_KEEP)
+            if stopped or as_read in WORD_CITIES or len(name) < 4:
                 continue
             emit(code, kind, name)
             kept += 1

@@ -1266,6 +1266,45 @@ mod tests {
     }
 
     #[test]
+    fn city_names_that_are_common_words_are_not_places() {
+        let m = Matcher::new(
+            vec![rule(
+                "any",
+                "country:KR OR country:BR OR country:AE OR country:IR OR country:CA",
+            )],
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        // Sentence-initial capitals of frequent words that GeoNames also lists as city
+        // names (scripts/gen_gazetteer.py, WORD_CITIES): Seoul's "Seul", Pará's "Para",
+        // Dubai's "Dabei", Rasht's "Rest"; and London, Ontario's Cyrillic "Лондон", which
+        // read as "london" made London Canadian.
+        for (lang, text) in [
+            ("fr", "Seul le président a parlé."),
+            ("es", "Para el gobierno, la ley es clara."),
+            ("de", "Dabei geht es um viel Geld."),
+            ("en", "Rest of the world: quiet."),
+            ("en", "Talks in London ended."),
+        ] {
+            let mut a = art("", text);
+            a.language = Some(lang.into());
+            let r = m.explain(&a);
+            assert!(r.rules.is_empty(), "{text}: {:?}", r.countries);
+        }
+        let london = Matcher::new(
+            vec![rule("gb", "country:GB")],
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            london.explain(&art("", "Talks in London ended.")).rules,
+            vec!["gb"]
+        );
+    }
+
+    #[test]
     fn evidence_quotes_the_original() {
         let m = Matcher::new(
             vec![rule("kz", "country:KZ")],
