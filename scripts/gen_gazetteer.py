@@ -172,6 +172,35 @@ def word_collisions(cldr_dir, country_names):
     return out
 
 
+def list_word_cities(min_zipf=4.3):
+    """One line per single-word city name, past the length and stop-list filters, read as
+    a word of Zipf frequency `min_zipf` or more in a reader language: frequency, language,
+    country, kind, name as written, as read, and "dropped" when WORD_CITIES has it."""
+    wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
+    gc = geonames()
+    capitals = {code: c["capital"] for code, c in gc.get_countries().items() if c.get("capital")}
+    seen = set()
+    rows = []
+    for city in gc.get_cities().values():
+        code = city["countrycode"]
+        names = [city["name"]] + [n for n in city.get("alternatenames", []) if good_alt_name(n)]
+        is_capital = capitals.get(code) in names
+        if city["population"] < MIN_POP and not is_capital:
+            continue
+        kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
+        for name in names:
+            word = normalized(name)
+            if not word or " " in word or word in seen or len(name) < 4 or word in CITY_STOP:
+                continue
+            z, lang = max((wordfreq.zipf_frequency(word, lang), lang) for lang in READER_LANGS)
+            if z >= min_zipf:
+                seen.add(word)
+                rows.append((z, lang, code, kind, name, word))
+    for z, lang, code, kind, name, word in sorted(rows, reverse=True):
+        dropped = "\tdropped" if word in WORD_CITIES else ""
+        print(f"{z:.2f}\t{lang}\t{code}\t{kind}\t{name}\t{word}{dropped}")
+
+
 def fetch_cldr():
     tmp = tempfile.mkdtemp(prefix="cldr-")
     subprocess.run(["npm", "pack", "--silent", f"cldr-localenames-full@{CLDR_VERSION}"], cwd=tmp, check=True,
@@ -230,7 +259,13 @@ def expand_braces(form):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cldr", help="unpacked cldr-localenames-full package")
+    ap.add_argument("--list-word-cities", action="store_true",
+                    help="print the city names that are frequent words (the candidates "
+                         "WORD_CITIES was reviewed from) instead of the gazetteer")
     args = ap.parse_args()
+    if args.list_word_cities:
+        list_word_cities()
+        return
     cldr_dir = args.cldr or fetch_cldr()
     out = []
     seen = set()
@@ -259,6 +294,12 @@ def main():
         if c.get("capital"):
             capitals[code] = c["capital"]
     cities = sorted(gc.get_cities().values(), key=lambda c: -c["population"])
+    # The largest population of a city by its own name, as vigie reads it: an alternate name
+    # that is a larger city's own name is that city's (Philadelphia, an old name of Amman;
+    # Лондон, London in Cyrillic, given for London, Ontario).
+    largest_by_name = {}
+    for city in cities:
+        largest_by_name.setdefault(normalized(city["name"]), city["population"])
     for city in cities:
         code = city["countrycode"]
         names = [city["name"]] + [n for n in city.get("alternatenames", []) if good_alt_name(n)]
@@ -272,7 +313,8 @@ def main():
             # is "london" too.
             as_read = normalized(name)
             stopped = as_read in CITY_STOP and not (is_capital and as_read in CAPITAL_KEEP)
-            if stopped or as_read in WORD_CITIES or len(name) < 4:
+            namesake = name != city["name"] and largest_by_name.get(as_read, 0) > city["population"]
+            if stopped or namesake or as_read in WORD_CITIES or len(name) < 4:
                 continue
             emit(code, kind, name)
             kept += 1

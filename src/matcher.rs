@@ -779,6 +779,7 @@ fn compile(
 /// Full names and multi-word aliases match as written. Single words — aliases, and for
 /// people the surname — match only capitalized (so "poutine" the dish is not Putin), and
 /// get their usual spelling variants: transliteration families and Russian case endings.
+/// An acronym (an alias in capitals: CSTO, UN) matches only in capitals and as it is.
 pub fn entity_forms(e: &Entity, surname_only: bool) -> Vec<(String, Case)> {
     let mut out: Vec<(String, Case)> = Vec::new();
     let blocked: Vec<String> = e.not.iter().map(|n| normalize::normalize_str(n)).collect();
@@ -1270,7 +1271,7 @@ mod tests {
         let m = Matcher::new(
             vec![rule(
                 "any",
-                "country:KR OR country:BR OR country:AE OR country:IR OR country:CA",
+                "country:KR OR country:BR OR country:AE OR country:IR OR country:CA OR country:JO",
             )],
             vec![],
             &MatcherOptions::default(),
@@ -1279,13 +1280,15 @@ mod tests {
         // Sentence-initial capitals of frequent words that GeoNames also lists as city
         // names (scripts/gen_gazetteer.py, WORD_CITIES): Seoul's "Seul", Pará's "Para",
         // Dubai's "Dabei", Rasht's "Rest"; and London, Ontario's Cyrillic "Лондон", which
-        // read as "london" made London Canadian.
+        // read as "london" made London Canadian; Philadelphia, an old name of Amman, made
+        // Philadelphia Jordanian.
         for (lang, text) in [
             ("fr", "Seul le président a parlé."),
             ("es", "Para el gobierno, la ley es clara."),
             ("de", "Dabei geht es um viel Geld."),
             ("en", "Rest of the world: quiet."),
             ("en", "Talks in London ended."),
+            ("en", "Talks in Philadelphia ended."),
         ] {
             let mut a = art("", text);
             a.language = Some(lang.into());
