@@ -12,7 +12,7 @@
 //! A [`Matcher`] is immutable; rule changes build a new one off the hot path and the
 //! service swaps it in atomically.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -33,8 +33,18 @@ pub enum BuildError {
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Term(u32),
-    Entity { idx: u32, case: Case },
-    Country { idx: u16, weight: f32, case: Case },
+    Entity {
+        idx: u32,
+        case: Case,
+    },
+    Country {
+        idx: u16,
+        weight: f32,
+        case: Case,
+        /// A place name (city, capital, ambiguous country name), which may be the start of
+        /// a longer name: see [`runs_into_a_name`].
+        place: bool,
+    },
 }
 
 /// How a mention of a name must be written in the original text to count. Normalization
@@ -208,17 +218,25 @@ impl PatternSet {
         // One surface form votes once per country. When several sources give the same
         // normalized form (Jordan, Serbian Јордан), the cautious reading wins: if any
         // says it is ambiguous, it is.
-        if let Target::Country { idx, weight, case } = target {
+        if let Target::Country {
+            idx,
+            weight,
+            case,
+            place,
+        } = target
+        {
             for t in targets.iter_mut() {
                 if let Target::Country {
                     idx: i,
                     weight: w,
                     case: c,
+                    place: p,
                 } = t
                 {
                     if *i == idx {
                         *w = w.min(weight);
                         *c = (*c).max(case);
+                        *p = *p || place;
                         return;
                     }
                 }
@@ -284,13 +302,26 @@ impl Matcher {
             .map(|(i, c)| (c.clone(), i as u16))
             .collect();
         if opts.gazetteer {
+            // Demonyms are listed as each language writes them: French, Spanish or Russian
+            // in lower case, English and German with a capital. A form only ever listed
+            // with a capital needs one ("nail polish" is not Polish); one also listed in
+            // lower case (German Russe, French russe) does not.
+            let lower_demonyms: HashSet<String> = gazetteer::forms()
+                .iter()
+                .filter(|f| f.kind == FormKind::Demonym)
+                .filter(|f| !f.text.starts_with(char::is_uppercase))
+                .map(|f| normalize::normalize_str(f.text))
+                .collect();
             for f in gazetteer::forms() {
                 let Some(&idx) = country_index.get(f.code_str()) else {
                     continue;
                 };
+                let capital_only = f.kind == FormKind::Demonym
+                    && f.text.starts_with(char::is_uppercase)
+                    && !lower_demonyms.contains(&normalize::normalize_str(f.text));
                 let case = Case::of_name(
                     f.text,
-                    if f.kind.needs_capital() {
+                    if f.kind.needs_capital() || capital_only {
                         Case::Capital
                     } else {
                         Case::Any
@@ -300,6 +331,7 @@ impl Matcher {
                     idx,
                     weight: f.kind.weight(),
                     case,
+                    place: f.kind.needs_capital(),
                 };
                 if case == Case::Upper {
                     // An abbreviation is matched as written, letter by letter: `É.-U.` is
@@ -549,11 +581,16 @@ impl Matcher {
                         }
                         hits.entities.push(idx);
                     }
-                    Target::Country { idx, weight, case } => {
+                    Target::Country {
+                        idx,
+                        weight,
+                        case,
+                        place,
+                    } => {
                         if case != Case::Any && !case.allows(surface()) {
                             continue;
                         }
-                        if case == Case::Capital
+                        if place
                             && capitals_mark_names
                             && runs_into_a_name(original.get(range().1..).unwrap_or(""))
                         {
@@ -1305,6 +1342,24 @@ mod tests {
             london.explain(&art("", "Talks in London ended.")).rules,
             vec!["gb"]
         );
+    }
+
+    #[test]
+    fn demonyms_listed_only_with_a_capital_need_one() {
+        let m = Matcher::new(
+            vec![rule("pl", "country:PL"), rule("ru", "country:RU")],
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        let rules = |text: &str| m.explain(&art("", text)).rules;
+        assert!(rules("a bottle of nail polish").is_empty());
+        assert_eq!(rules("Polish troops arrived"), vec!["pl"]);
+        // A demonym before a title is not part of a place's name.
+        assert_eq!(rules("Polish Prime Minister Donald Tusk"), vec!["pl"]);
+        assert_eq!(rules("Russian President Vladimir Putin"), vec!["ru"]);
+        // Listed in lower case too (French russe), so it counts in lower case.
+        assert_eq!(rules("le gouvernement russe"), vec!["ru"]);
     }
 
     #[test]
