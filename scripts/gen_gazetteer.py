@@ -84,13 +84,13 @@ CITY_STOP = {
 }
 
 # City names (any script, as vigie reads them once transliterated) that are frequent words of
-# a reader language, found by listing every city form whose wordfreq Zipf frequency is 4.3 or
-# more in one of READER_LANGS (172 forms) and keeping out, by hand, those whose frequency
-# is the word's, not the city's: Portuguese and Spanish "para", French "seul" (an alternate
-# name of Seoul), German "dabei" (of Dubai), English "rest", "gold" and "valley", "angeles"
-# (Angeles City, and the second word of Los Angeles). A capital letter at the start of a
-# sentence made each of them a place. The frequent forms that are the cities (Paris, Roma,
-# Moscou, Londres, Essen) stay.
+# a reader language. `--list-word-cities` lists the city forms past the stop list whose
+# wordfreq Zipf frequency is 4.3 or more in one of READER_LANGS (173); these were kept out
+# by hand, being the word's frequency, not the city's: Portuguese and Spanish "para",
+# French "seul" (an alternate name of Seoul), German "dabei" (of Dubai), English "rest",
+# "gold" and "valley", "angeles" (Angeles City, and the second word of Los Angeles). A
+# capital letter at the start of a sentence made each of them a place. The frequent forms
+# that are the cities (Paris, Roma, Moscou, Londres, Essen) stay.
 WORD_CITIES = {
     "para", "solo", "esse", "dabei", "jaren", "male", "seul", "siano", "feira", "bella",
     "vele", "perto", "landen", "manos", "rest", "sala", "luta", "gold", "welkom", "pensa",
