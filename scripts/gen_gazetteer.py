@@ -172,22 +172,29 @@ def word_collisions(cldr_dir, country_names):
     return out
 
 
-def list_word_cities(min_zipf=4.3):
-    """One line per single-word city name, past the length and stop-list filters, read as
-    a word of Zipf frequency `min_zipf` or more in a reader language: frequency, language,
-    country, kind, name as written, as read, and "dropped" when WORD_CITIES has it."""
-    wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
-    gc = geonames()
+def gazetteer_cities(gc):
+    """The cities the gazetteer takes (MIN_POP or more people, and every capital), largest
+    first: (city, country code, kind, whether a capital, its own name then its alternate
+    names as written in running text)."""
     capitals = {code: c["capital"] for code, c in gc.get_countries().items() if c.get("capital")}
-    seen = set()
-    rows = []
-    for city in gc.get_cities().values():
+    for city in sorted(gc.get_cities().values(), key=lambda c: -c["population"]):
         code = city["countrycode"]
         names = [city["name"]] + [n for n in city.get("alternatenames", []) if good_alt_name(n)]
         is_capital = capitals.get(code) in names
         if city["population"] < MIN_POP and not is_capital:
             continue
         kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
+        yield city, code, kind, is_capital, names
+
+
+def list_word_cities(min_zipf=4.3):
+    """One line per single-word city name, past the length and stop-list filters, read as
+    a word of Zipf frequency `min_zipf` or more in a reader language: frequency, language,
+    country, kind, name as written, as read, and "dropped" when WORD_CITIES has it."""
+    wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
+    seen = set()
+    rows = []
+    for city, code, kind, is_capital, names in gazetteer_cities(geonames()):
         for name in names:
             word = normalized(name)
             if not word or " " in word or word in seen or len(name) < 4 or word in CITY_STOP:
@@ -288,25 +295,13 @@ def main():
             emit(code, kind, form)
 
     gc = geonames()
-    countries = gc.get_countries()
-    capitals = {}
-    for code, c in countries.items():
-        if c.get("capital"):
-            capitals[code] = c["capital"]
-    cities = sorted(gc.get_cities().values(), key=lambda c: -c["population"])
     # The largest population of a city by its own name, as vigie reads it: an alternate name
     # that is a larger city's own name is that city's (Philadelphia, an old name of Amman;
     # Лондон, London in Cyrillic, given for London, Ontario).
     largest_by_name = {}
-    for city in cities:
+    for city in sorted(gc.get_cities().values(), key=lambda c: -c["population"]):
         largest_by_name.setdefault(normalized(city["name"]), city["population"])
-    for city in cities:
-        code = city["countrycode"]
-        names = [city["name"]] + [n for n in city.get("alternatenames", []) if good_alt_name(n)]
-        is_capital = capitals.get(code) in names
-        if city["population"] < MIN_POP and not is_capital:
-            continue
-        kind = "k" if is_capital else ("c" if city["population"] >= 1_000_000 else "s")
+    for city, code, kind, is_capital, names in gazetteer_cities(gc):
         kept = 0
         for name in names:
             # Compared as vigie will read the name: the Cyrillic Лондон of London, Ontario

@@ -566,7 +566,12 @@ impl Matcher {
     ) {
         self.phrases.find(norm, |hit| {
             let (s, e) = (hit.first_word as u32, hit.last_word as u32);
-            let range = || norm.original_range(original, hit.first_word, hit.last_word);
+            // The mention's range in the original, found once per hit and only for the
+            // names whose case or following word matters.
+            let span = std::cell::OnceCell::new();
+            let range = || {
+                *span.get_or_init(|| norm.original_range(original, hit.first_word, hit.last_word))
+            };
             // The mention as written, for names that must be capitalized or in capitals.
             let surface = || {
                 let (a, b) = range();
