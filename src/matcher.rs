@@ -555,7 +555,10 @@ impl Matcher {
 
     /// Finds the field's mentions. With `capitals_mark_names`, a place name that runs into
     /// a capitalized word (Jordan Bardella, Paris Hilton, Georgia Tech, New York Times) is
-    /// taken as part of that name and does not vote for a country.
+    /// taken as part of that name and does not vote for a country. A place name inside a
+    /// longer one does not vote either: the words are one name, and only the longest
+    /// counts (Sudan in South Sudan, Guinea in Equatorial Guinea, Samoa and American in
+    /// American Samoa, Mexico in New Mexico).
     fn scan(
         &self,
         original: &str,
@@ -564,6 +567,9 @@ impl Matcher {
         capitals_mark_names: bool,
         hits: &mut Hits,
     ) {
+        // The field's place names as written well enough to be names (their case checked):
+        // (first word, last word, the vote, or none for a name that is part of a longer one).
+        let mut places: Vec<(u32, u32, Option<Vote>)> = Vec::new();
         self.phrases.find(norm, |hit| {
             let (s, e) = (hit.first_word as u32, hit.last_word as u32);
             // The mention's range in the original, found once per hit and only for the
@@ -595,13 +601,21 @@ impl Matcher {
                         if case != Case::Any && !case.allows(surface()) {
                             continue;
                         }
-                        if place
+                        // The original is read only when the word before, as normalized,
+                        // is a "New": most country mentions are not.
+                        let new_before = hit.first_word > 0 && {
+                            let (a, b) =
+                                (norm.words[hit.first_word - 1], norm.words[hit.first_word]);
+                            let word = norm.text.get(a as usize..b as usize - 1).unwrap_or("");
+                            NEW_WORDS.iter().any(|n| n.eq_ignore_ascii_case(word))
+                        };
+                        let part_of_a_name = (place
                             && capitals_mark_names
-                            && runs_into_a_name(original.get(range().1..).unwrap_or(""))
-                        {
-                            continue;
-                        }
-                        hits.votes.push((idx, weight));
+                            && runs_into_a_name(original.get(range().1..).unwrap_or("")))
+                            || (new_before && after_new(original.get(..range().0).unwrap_or("")));
+                        places.push((s, e, (!part_of_a_name).then_some((*t, idx, weight))));
+                        // Evidence once the longest names are known, below.
+                        continue;
                     }
                 }
                 if hits.evidence.len() < MAX_EVIDENCE {
@@ -609,6 +623,40 @@ impl Matcher {
                 }
             }
         });
+        for_each_longest(&places, |&(s, e, vote)| {
+            if let Some((t, idx, weight)) = vote {
+                hits.votes.push((idx, weight));
+                if hits.evidence.len() < MAX_EVIDENCE {
+                    hits.evidence.push((t, field, s, e));
+                }
+            }
+        });
+    }
+}
+
+/// A place name's vote: its target (for the evidence), country and weight.
+type Vote = (Target, u16, f32);
+
+/// Calls `f` with each of `spans` (first word, last word, payload) that no other span
+/// covers with more words, in order. `spans` come in the order [`PhraseIndex::find`]
+/// reports hits: by first word, then by length. One pass, no allocation: a span is inside
+/// a longer one that starts earlier when an earlier start reaches as far, and inside one
+/// with the same start when that start has a longer span (reported after it).
+fn for_each_longest<T>(spans: &[(u32, u32, T)], mut f: impl FnMut(&(u32, u32, T))) {
+    // The furthest last word of the spans with an earlier first word.
+    let mut reach: Option<u32> = None;
+    let mut i = 0;
+    while i < spans.len() {
+        let first = spans[i].0;
+        let group = &spans[i..];
+        let n = group.iter().take_while(|x| x.0 == first).count();
+        let group = &group[..n];
+        let longest = group.iter().map(|x| x.1).max().unwrap_or(first);
+        if reach.is_none_or(|r| r < longest) {
+            group.iter().filter(|x| x.1 == longest).for_each(&mut f);
+        }
+        reach = Some(reach.map_or(longest, |r| r.max(longest)));
+        i += n;
     }
 }
 
@@ -652,6 +700,31 @@ fn runs_into_a_name(rest: &str) -> bool {
         .next()
         .unwrap_or("");
     !CALENDAR.contains(&word)
+}
+
+/// "New" in the languages vigie reads, as it starts a place name.
+const NEW_WORDS: &[&str] = &[
+    "New", "Nouveau", "Nouvelle", "Nuevo", "Nueva", "Nuovo", "Nuova", "Novo", "Nova", "Neu",
+    "Nieuw",
+];
+
+/// Whether `before`, the text right before a place name, ends with "New" or its
+/// translation, capitalized, then a space or a hyphen: the place is then part of a longer
+/// name (New Mexico, Nouveau-Mexique, Nuevo México, New Jersey), which the gazetteer does
+/// not hold because it is no country's. The countries named so (New Zealand,
+/// Nouvelle-Calédonie, Papua New Guinea) are forms of their own and win as the longer name.
+fn after_new(before: &str) -> bool {
+    let Some(rest) = before.strip_suffix([' ', '-', '\u{a0}']) else {
+        return false;
+    };
+    // The word before the separator, whole: "Renew Mexico" is not "New Mexico".
+    let word_start = rest
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric())
+        .last()
+        .map_or(rest.len(), |(i, _)| i);
+    NEW_WORDS.contains(&&rest[word_start..])
 }
 
 /// Whether a title is in Title Case (most of its longer words capitalized), where a
@@ -1306,6 +1379,113 @@ mod tests {
         ] {
             assert_eq!(rules(title, body, lang), vec![want], "{title} {body}");
         }
+    }
+
+    #[test]
+    fn a_place_inside_a_longer_place_name_does_not_vote() {
+        let m = Matcher::new(
+            [
+                "sd", "ss", "gn", "gq", "ws", "as", "us", "pg", "mx", "je", "nz",
+            ]
+            .iter()
+            .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
+            .collect(),
+            vec![],
+            &MatcherOptions::default(),
+        )
+        .unwrap();
+        let rules = |body: &str, lang: &str| {
+            let mut a = art("", body);
+            a.language = Some(lang.into());
+            m.explain(&a).rules
+        };
+        for (body, lang, want) in [
+            // Each mention is the longer name only, however often it comes.
+            (
+                "South Sudan said so. South Sudan is calm.",
+                "en",
+                vec!["ss"],
+            ),
+            (
+                "Le Soudan du Sud a dit. Le Soudan du Sud est calme.",
+                "fr",
+                vec!["ss"],
+            ),
+            (
+                "Equatorial Guinea said so. Equatorial Guinea is calm.",
+                "en",
+                vec!["gq"],
+            ),
+            (
+                "American Samoa said so. American Samoa is calm.",
+                "en",
+                vec!["as"],
+            ),
+            (
+                "Papua New Guinea said so. Papua New Guinea is calm.",
+                "en",
+                vec!["pg"],
+            ),
+            // The shorter name on its own still counts.
+            (
+                "Sudan and South Sudan met. Sudan agreed.",
+                "en",
+                vec!["sd", "ss"],
+            ),
+            // "New" and its translations start a longer name that is no country's.
+            (
+                "New Mexico voted. New Mexico lawmakers and New Mexican voters agreed.",
+                "en",
+                vec![],
+            ),
+            (
+                "Le Nouveau-Mexique a voté. Au Nouveau-Mexique, la loi passe.",
+                "fr",
+                vec![],
+            ),
+            (
+                "Nuevo México votó. En Nuevo México, la ley pasa.",
+                "es",
+                vec![],
+            ),
+            (
+                "Residents of New Jersey left. New Jersey is calm.",
+                "en",
+                vec![],
+            ),
+            (
+                "New Zealand voted. La Nouvelle-Zélande aussi.",
+                "en",
+                vec!["nz"],
+            ),
+            (
+                "Mexico voted; the new Mexico is calm. Renew Mexico!",
+                "en",
+                vec!["mx"],
+            ),
+        ] {
+            assert_eq!(rules(body, lang), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn for_each_longest_keeps_only_spans_no_longer_span_covers() {
+        // (first word, last word) in the order the phrase index reports them.
+        let spans = vec![
+            (0, 0, 'a'), // inside (0, 2)
+            (0, 2, 'b'),
+            (1, 2, 'c'), // inside (0, 2)
+            (2, 2, 'd'), // inside (0, 2)
+            (2, 3, 'e'), // overlaps (0, 2) without being inside it
+            (5, 5, 'f'),
+            (5, 5, 'g'), // a second name with the same words
+            (6, 7, 'h'),
+            (7, 7, 'i'), // inside (6, 7)
+        ];
+        let mut kept = Vec::new();
+        for_each_longest(&spans, |x| kept.push(x.2));
+        assert_eq!(kept, vec!['b', 'e', 'f', 'g', 'h']);
+        for_each_longest(&[] as &[(u32, u32, ())], |_| panic!("no spans, no calls"));
     }
 
     #[test]
