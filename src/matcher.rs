@@ -613,7 +613,9 @@ impl Matcher {
                             && capitals_mark_names
                             && runs_into_a_name(original.get(range().1..).unwrap_or("")))
                             || (new_before && after_new(original.get(..range().0).unwrap_or("")));
-                        places.push((s, e, (!part_of_a_name).then_some((*t, idx, weight))));
+                        // A region claims its words but votes for nothing (weight 0).
+                        let votes = !part_of_a_name && weight > 0.0;
+                        places.push((s, e, votes.then_some((*t, idx, weight))));
                         // Evidence once the longest names are known, below.
                         continue;
                     }
@@ -1385,7 +1387,8 @@ mod tests {
     fn a_place_inside_a_longer_place_name_does_not_vote() {
         let m = Matcher::new(
             [
-                "sd", "ss", "gn", "gq", "ws", "as", "us", "pg", "mx", "je", "nz",
+                "sd", "ss", "gn", "gq", "ws", "as", "us", "pg", "mx", "je", "nz", "ie", "co", "is",
+                "gb", "ca",
             ]
             .iter()
             .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
@@ -1431,6 +1434,22 @@ mod tests {
                 "Sudan and South Sudan met. Sudan agreed.",
                 "en",
                 vec!["sd", "ss"],
+            ),
+            // Regions whose names hold a country's claim their words and vote for nothing.
+            (
+                "Northern Ireland voted. Northern Ireland is calm.",
+                "en",
+                vec![],
+            ),
+            (
+                "La Colombie-Britannique brûle. En Colombie-Britannique, la pluie.",
+                "fr",
+                vec![],
+            ),
+            (
+                "Rhode Island voted. Rhode Island officials agreed.",
+                "en",
+                vec![],
             ),
             // "New" and its translations start a longer name that is no country's.
             (
