@@ -712,9 +712,10 @@ const NEW_WORDS: &[&str] = &[
 
 /// Whether `before`, the text right before a place name, ends with "New" or its
 /// translation, capitalized, then a space or a hyphen: the place is then part of a longer
-/// name (New Mexico, Nouveau-Mexique, Nuevo México, New Jersey), which the gazetteer does
-/// not hold because it is no country's. The countries named so (New Zealand,
-/// Nouvelle-Calédonie, Papua New Guinea) are forms of their own and win as the longer name.
+/// name (New Mexico, Nouveau-Mexique, Nuevo México, New Jersey). The gazetteer holds some
+/// such names as regions, in the languages ISO 3166-2 is translated into; this rule covers
+/// the others. The countries named so (New Zealand, Nouvelle-Calédonie, Papua New Guinea)
+/// are forms of their own and win as the longer name.
 fn after_new(before: &str) -> bool {
     let Some(rest) = before.strip_suffix([' ', '-', '\u{a0}']) else {
         return false;
