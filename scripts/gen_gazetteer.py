@@ -378,8 +378,12 @@ def main():
             if kept >= MAX_ALT_NAMES:
                 break
 
+    # A region whose name its country already has, as vigie reads it (Port d'Espagne, the
+    # capital), would add nothing.
+    have = {(line.split("\t", 1)[0], normalized(line.split("\t", 2)[2])) for line in out}
     for code, name in regions_holding_country_names(country_names):
-        emit(code, "r", name)
+        if (code, normalized(name)) not in have:
+            emit(code, "r", name)
 
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "..", "data", "demonyms.tsv"), encoding="utf-8") as f:

@@ -217,7 +217,9 @@ impl PatternSet {
         let targets = &mut self.targets[id];
         // One surface form votes once per country. When several sources give the same
         // normalized form (Jordan, Serbian Јордан), the cautious reading wins: if any
-        // says it is ambiguous, it is.
+        // says it is ambiguous, it is. A region (weight 0) only claims its words, which a
+        // form of the same country that votes claims as well: it adds nothing to that
+        // form and takes nothing from it (a region named like its country's capital).
         if let Target::Country {
             idx,
             weight,
@@ -234,6 +236,13 @@ impl PatternSet {
                 } = t
                 {
                     if *i == idx {
+                        if weight == 0.0 {
+                            return;
+                        }
+                        if *w == 0.0 {
+                            *t = target;
+                            return;
+                        }
                         *w = w.min(weight);
                         *c = (*c).max(case);
                         *p = *p || place;
@@ -1104,6 +1113,18 @@ mod tests {
         }
     }
 
+    /// A matcher of `rules` with the built-in gazetteer and no entities.
+    fn with_gazetteer(rules: Vec<Rule>) -> Matcher {
+        Matcher::new(rules, vec![], &MatcherOptions::default()).unwrap()
+    }
+
+    /// The rules an article in `lang` matches.
+    fn matched(m: &Matcher, title: &str, body: &str, lang: &str) -> Vec<String> {
+        let mut a = art(title, body);
+        a.language = Some(lang.into());
+        m.explain(&a).rules
+    }
+
     #[test]
     fn story_hashes_are_the_engines_own() {
         // The engine computes them itself for a match built elsewhere; both must agree,
@@ -1347,21 +1368,12 @@ mod tests {
 
     #[test]
     fn a_place_that_runs_into_a_capitalized_word_is_part_of_a_name() {
-        let m = Matcher::new(
-            vec![
-                rule("jo", "country:JO"),
-                rule("fr", "country:FR"),
-                rule("kz", "country:KZ"),
-            ],
-            vec![],
-            &MatcherOptions::default(),
-        )
-        .unwrap();
-        let rules = |title: &str, body: &str, lang: &str| {
-            let mut a = art(title, body);
-            a.language = Some(lang.into());
-            m.explain(&a).rules
-        };
+        let m = with_gazetteer(vec![
+            rule("jo", "country:JO"),
+            rule("fr", "country:FR"),
+            rule("kz", "country:KZ"),
+        ]);
+        let rules = |title: &str, body: &str, lang: &str| matched(&m, title, body, lang);
         // People, papers and brands named after places.
         for body in [
             "Jordan Bardella a dit hier. Jordan Bardella a ajouté que le RN gagnerait.",
@@ -1386,23 +1398,16 @@ mod tests {
 
     #[test]
     fn a_place_inside_a_longer_place_name_does_not_vote() {
-        let m = Matcher::new(
+        let m = with_gazetteer(
             [
                 "sd", "ss", "gn", "gq", "ws", "as", "us", "pg", "mx", "je", "nz", "ie", "co", "is",
-                "gb", "ca",
+                "gb", "ca", "tt",
             ]
             .iter()
             .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
             .collect(),
-            vec![],
-            &MatcherOptions::default(),
-        )
-        .unwrap();
-        let rules = |body: &str, lang: &str| {
-            let mut a = art("", body);
-            a.language = Some(lang.into());
-            m.explain(&a).rules
-        };
+        );
+        let rules = |body: &str, lang: &str| matched(&m, "", body, lang);
         for (body, lang, want) in [
             // Each mention is the longer name only, however often it comes.
             (
@@ -1452,6 +1457,8 @@ mod tests {
                 "en",
                 vec![],
             ),
+            // The capital of Trinidad and Tobago is not Spain.
+            ("Port d'Espagne est calme.", "fr", vec!["tt"]),
             // "New" and its translations start a longer name that is no country's.
             (
                 "New Mexico voted. New Mexico lawmakers and New Mexican voters agreed.",
@@ -1489,6 +1496,38 @@ mod tests {
     }
 
     #[test]
+    fn a_region_neither_adds_to_nor_takes_from_a_voting_form_of_its_country() {
+        let country = |weight| Target::Country {
+            idx: 7,
+            weight,
+            case: Case::Capital,
+            place: true,
+        };
+        let weights = |set: &PatternSet| -> Vec<f32> {
+            set.targets[0]
+                .iter()
+                .map(|t| match t {
+                    Target::Country { weight, .. } => *weight,
+                    _ => f32::NAN,
+                })
+                .collect()
+        };
+        // In either order, the capital's vote stays whole.
+        for order in [[1.0, 0.0], [0.0, 1.0]] {
+            let mut set = PatternSet::default();
+            for w in order {
+                set.add("port d espagne".into(), country(w));
+            }
+            assert_eq!(weights(&set), vec![1.0], "{order:?}");
+        }
+        // Two forms that vote: the cautious weight wins, as before.
+        let mut set = PatternSet::default();
+        set.add("jordan".into(), country(1.0));
+        set.add("jordan".into(), country(0.5));
+        assert_eq!(weights(&set), vec![0.5]);
+    }
+
+    #[test]
     fn for_each_longest_keeps_only_spans_no_longer_span_covers() {
         // (first word, last word) in the order the phrase index reports them.
         let spans = vec![
@@ -1510,15 +1549,10 @@ mod tests {
 
     #[test]
     fn city_names_that_are_common_words_are_not_places() {
-        let m = Matcher::new(
-            vec![rule(
-                "any",
-                "country:KR OR country:BR OR country:AE OR country:IR OR country:CA OR country:JO",
-            )],
-            vec![],
-            &MatcherOptions::default(),
-        )
-        .unwrap();
+        let m = with_gazetteer(vec![rule(
+            "any",
+            "country:KR OR country:BR OR country:AE OR country:IR OR country:CA OR country:JO",
+        )]);
         // Sentence-initial capitals of frequent words that GeoNames also lists as city
         // names (scripts/gen_gazetteer.py, WORD_CITIES): Seoul's "Seul", Pará's "Para",
         // Dubai's "Dabei", Rasht's "Rest"; and London, Ontario's Cyrillic "Лондон", which
@@ -1537,12 +1571,7 @@ mod tests {
             let r = m.explain(&a);
             assert!(r.rules.is_empty(), "{text}: {:?}", r.countries);
         }
-        let london = Matcher::new(
-            vec![rule("gb", "country:GB")],
-            vec![],
-            &MatcherOptions::default(),
-        )
-        .unwrap();
+        let london = with_gazetteer(vec![rule("gb", "country:GB")]);
         assert_eq!(
             london.explain(&art("", "Talks in London ended.")).rules,
             vec!["gb"]
@@ -1551,12 +1580,7 @@ mod tests {
 
     #[test]
     fn demonyms_listed_only_with_a_capital_need_one() {
-        let m = Matcher::new(
-            vec![rule("pl", "country:PL"), rule("ru", "country:RU")],
-            vec![],
-            &MatcherOptions::default(),
-        )
-        .unwrap();
+        let m = with_gazetteer(vec![rule("pl", "country:PL"), rule("ru", "country:RU")]);
         let rules = |text: &str| m.explain(&art("", text)).rules;
         assert!(rules("a bottle of nail polish").is_empty());
         assert_eq!(rules("Polish troops arrived"), vec!["pl"]);
