@@ -34,6 +34,7 @@ use rayon::prelude::*;
 // chooses, so there is no flooding attack to defend against.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::article::Article;
 use crate::detect::{
@@ -85,8 +86,10 @@ impl Default for EngineSettings {
 pub struct Bucket {
     pub articles: u32,
     pub stories: u32,
-    /// Hashes of the distinct sources seen (bounded by the bucket's article count).
-    pub sources: Vec<u64>,
+    /// Hashes of the distinct sources seen (bounded by the bucket's article count). Inline
+    /// up to two: at 10,000 rules most of a rule's buckets hold one article, and a heap list
+    /// per bucket was an allocation to make, copy for the store and free again.
+    pub sources: SmallVec<[u64; 2]>,
 }
 
 impl Bucket {
@@ -134,7 +137,7 @@ pub struct RuleState {
     /// (see [`Changes::evidence`]), not with the rest of the state.
     #[serde(skip)]
     /// Shared: one article matched by many rules is one allocation, not one per rule.
-    pub recent: BTreeMap<i64, Vec<Arc<ArticleRef>>>,
+    pub recent: BTreeMap<i64, Evidence>,
     /// The rule's index in the live rule set; `None` for a rule no longer in it (its state
     /// stays in case it comes back). Kept by [`Engine::set_matcher`] and
     /// [`Engine::restore`], so the loops over every rule read it instead of hashing each
@@ -160,6 +163,11 @@ impl RuleState {
 
 /// Matched articles kept per rule and bucket as evidence.
 const EVIDENCE_PER_BUCKET: usize = 5;
+
+/// One rule's evidence in one bucket: inline up to two references, like
+/// [`Bucket::sources`], and for the same reason.
+pub type Evidence = SmallVec<[Arc<ArticleRef>; 2]>;
+
 /// Most bucket boundaries evaluated in one advance (a week of 5-minute buckets).
 const MAX_STEPS: i64 = 7 * 288;
 

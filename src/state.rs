@@ -131,7 +131,7 @@ fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
 
-fn decode_hashes(b: &[u8]) -> Vec<u64> {
+fn decode_hashes<C: FromIterator<u64>>(b: &[u8]) -> C {
     b.chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
         .collect()
@@ -664,7 +664,7 @@ mod tests {
         let bucket = |articles: u32, sources: Vec<u64>| Bucket {
             articles,
             stories: articles,
-            sources,
+            sources: sources.into(),
         };
         let rule = |learned: i64| RuleState {
             learned_until: learned,
@@ -769,9 +769,10 @@ mod tests {
                 "kz".into(),
                 300,
                 Bucket {
-                    articles: 2,
+                    articles: 3,
                     stories: 1,
-                    sources: vec![7, 9],
+                    // More than a bucket holds inline.
+                    sources: smallvec::smallvec![7, 9, 11],
                 },
             )],
             rules: vec![("kz".into(), RuleState::default())],
@@ -797,7 +798,7 @@ mod tests {
         drop(s);
         let s = Store::open(&path).unwrap();
         assert_eq!(s.offsets().unwrap()[&("articles".to_string(), 0)], 42);
-        assert_eq!(s.buckets_since(0).unwrap()[0].2.sources, vec![7, 9]);
+        assert_eq!(s.buckets_since(0).unwrap()[0].2.sources[..], [7, 9, 11]);
         assert_eq!(
             s.stories_since(0).unwrap(),
             vec![StoryRow {
