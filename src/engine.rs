@@ -87,8 +87,8 @@ pub struct Bucket {
     pub articles: u32,
     pub stories: u32,
     /// Hashes of the distinct sources seen (bounded by the bucket's article count). Inline
-    /// up to two: at 10,000 rules most of a rule's buckets hold one article, and a heap list
-    /// per bucket was an allocation to make, copy for the store and free again.
+    /// up to two: in the benchmark's 10,000 rules most buckets hold one article, and a heap
+    /// list per bucket was an allocation to make, copy for the store and free again.
     pub sources: SmallVec<[u64; 2]>,
 }
 
