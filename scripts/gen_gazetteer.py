@@ -19,6 +19,11 @@ normalizes them at load with the same function it applies to articles). KIND is
   n  country name            a  ambiguous country name (also a common word or surname)
   k  capital city            c  city of 1M+ people     s  smaller city (>= MIN_POP)
   d  demonym / adjective     r  region whose name holds another country's name
+An ambiguous country name has a fourth field: the languages (ISO 639-1, comma-separated)
+whose CLDR names the country so. vigie counts it only in articles of those languages or of
+no known language: "Columbia" is Colombia in Romanian, and an English story about Columbia
+University names it over and over; "Island" is Iceland in German and Swedish, and the first
+word of many English sentences.
 
 Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] > data/gazetteer.tsv
 Without --cldr the CLDR package is fetched with `npm pack` into a temporary directory;
@@ -128,7 +133,9 @@ def fold(s):
 
 
 def load_cldr(cldr_dir):
+    """Country names by code, and the languages that use each (code, form)."""
     names = {}  # code -> set(forms)
+    langs = {}  # (code, form) -> set of ISO 639-1 codes
     for loc in LOCALES:
         path = os.path.join(cldr_dir, "main", loc, "territories.json")
         if not os.path.exists(path):
@@ -141,7 +148,8 @@ def load_cldr(cldr_dir):
             if len(code) != 2 or not code.isalpha() or code in ("EU", "EZ", "UN", "QO", "XA", "XB", "ZZ"):
                 continue
             names.setdefault(code, set()).add(form)
-    return names
+            langs.setdefault((code, form), set()).add(loc.split("-")[0])
+    return names, langs
 
 
 def pip_import(module, package):
@@ -339,22 +347,25 @@ def main():
     out = []
     seen = set()
 
-    def emit(code, kind, form):
+    def emit(code, kind, form, langs=None):
         form = form.strip()
         key = (code, form.lower())
         if not form or key in seen:
             return
         seen.add(key)
-        out.append(f"{code}\t{kind}\t{form}")
+        tail = f"\t{','.join(sorted(langs))}" if langs else ""
+        out.append(f"{code}\t{kind}\t{form}{tail}")
 
-    country_names = load_cldr(cldr_dir)
+    country_names, name_langs = load_cldr(cldr_dir)
     collisions = word_collisions(cldr_dir, country_names)
     for code in sorted(country_names):
         for form in sorted(country_names[code]):
             if len(form) < 4 and not form.isupper():
                 continue
-            kind = "a" if fold(form) in AMBIGUOUS or (code, form) in collisions else "n"
-            emit(code, kind, form)
+            if fold(form) in AMBIGUOUS or (code, form) in collisions:
+                emit(code, "a", form, name_langs[(code, form)])
+            else:
+                emit(code, "n", form)
 
     gc = geonames()
     # The largest population of a city by its own name, as vigie reads it: an alternate name

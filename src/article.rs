@@ -386,7 +386,7 @@ pub fn detect_language(title: &str, body: &str) -> Option<String> {
     Some(iso639_1(info.lang()).to_string())
 }
 
-fn iso639_1(lang: whatlang::Lang) -> &'static str {
+pub(crate) fn iso639_1(lang: whatlang::Lang) -> &'static str {
     use whatlang::Lang::*;
     match lang {
         Eng => "en",

@@ -74,11 +74,21 @@ pub struct Form {
     pub kind: FormKind,
     /// As written in the data (before normalization).
     pub text: &'static str,
+    /// For an ambiguous country name, the languages (ISO 639-1, comma-separated) whose
+    /// CLDR names the country so; empty for every other form, which counts in any
+    /// language. "Columbia" is Colombia only in Romanian: in an English story about
+    /// Columbia University it is the university, however often it is named.
+    pub langs: &'static str,
 }
 
 impl Form {
     pub fn code_str(&self) -> &str {
         std::str::from_utf8(&self.code).unwrap_or("??")
+    }
+
+    /// The languages this form is limited to; none when it counts in any language.
+    pub fn languages(&self) -> impl Iterator<Item = &'static str> {
+        self.langs.split(',').filter(|l| !l.is_empty())
     }
 }
 
@@ -89,14 +99,16 @@ pub fn forms() -> &'static [Form] {
         DATA.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| {
-                let mut parts = l.splitn(3, '\t');
+                let mut parts = l.splitn(4, '\t');
                 let code = parts.next()?.as_bytes();
                 let kind = FormKind::from_code(parts.next()?)?;
                 let text = parts.next()?;
+                let langs = parts.next().unwrap_or("");
                 (code.len() == 2).then(|| Form {
                     code: [code[0], code[1]],
                     kind,
                     text,
+                    langs,
                 })
             })
             .collect()
@@ -145,6 +157,24 @@ mod tests {
                 "missing region {text}"
             );
         }
+        // Ambiguous names carry the languages that use them; others none.
+        let form = |code: &str, text: &str| {
+            f.iter()
+                .find(|x| x.code_str() == code && x.text == text)
+                .unwrap_or_else(|| panic!("missing {text}"))
+        };
+        let columbia: Vec<&str> = form("CO", "Columbia").languages().collect();
+        assert_eq!(columbia, vec!["ro"]);
+        let island: Vec<&str> = form("IS", "Island").languages().collect();
+        assert!(
+            island.contains(&"de") && !island.contains(&"en"),
+            "{island:?}"
+        );
+        assert_eq!(form("KZ", "Kazakhstan").languages().count(), 0);
+        assert!(f
+            .iter()
+            .filter(|x| x.kind == FormKind::AmbiguousCountry)
+            .all(|x| x.languages().count() > 0));
         for want in [
             "Kazakhstan",
             "Казахстан",

@@ -12,6 +12,7 @@
 //! A [`Matcher`] is immutable; rule changes build a new one off the hot path and the
 //! service swaps it in atomically.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -44,6 +45,9 @@ enum Target {
         /// A place name (city, capital, ambiguous country name), which may be the start of
         /// a longer name: see [`runs_into_a_name`].
         place: bool,
+        /// The languages (bits of [`Matcher::languages`]) an ambiguous name counts in; 0
+        /// for any. See [`crate::gazetteer::Form::langs`].
+        langs: u64,
     },
 }
 
@@ -185,6 +189,8 @@ pub struct Matcher {
     by_country: HashMap<u16, Vec<u32>>,
     /// Rules that can match with no positive hit.
     always: Vec<u32>,
+    /// The gazetteer's languages (ISO 639-1), each a bit of a country target's `langs`.
+    languages: HashMap<&'static str, u64>,
 }
 
 impl std::fmt::Debug for Matcher {
@@ -225,6 +231,7 @@ impl PatternSet {
             weight,
             case,
             place,
+            langs,
         } = target
         {
             for t in targets.iter_mut() {
@@ -233,6 +240,7 @@ impl PatternSet {
                     weight: w,
                     case: c,
                     place: p,
+                    langs: l,
                 } = t
                 {
                     if *i == idx {
@@ -246,6 +254,10 @@ impl PatternSet {
                         *w = w.min(weight);
                         *c = (*c).max(case);
                         *p = *p || place;
+                        // A form that counts in any language keeps counting in all; two
+                        // limited ones count in the languages of either (Serbian Јордан and
+                        // English Jordan).
+                        *l = if *l == 0 || langs == 0 { 0 } else { *l | langs };
                         return;
                     }
                 }
@@ -310,7 +322,16 @@ impl Matcher {
             .enumerate()
             .map(|(i, c)| (c.clone(), i as u16))
             .collect();
+        // At most 64 languages have a bit of their own (the gazetteer has about 40); any
+        // beyond would share the last, counting in one another's articles.
+        let mut languages: HashMap<&'static str, u64> = HashMap::new();
         if opts.gazetteer {
+            for f in gazetteer::forms() {
+                for l in f.languages() {
+                    let next = 1u64 << languages.len().min(63);
+                    languages.entry(l).or_insert(next);
+                }
+            }
             // Demonyms are listed as each language writes them: French, Spanish or Russian
             // in lower case, English and German with a capital. A form only ever listed
             // with a capital needs one ("nail polish" is not Polish); one also listed in
@@ -341,6 +362,7 @@ impl Matcher {
                     weight: f.kind.weight(),
                     case,
                     place: f.kind.needs_capital(),
+                    langs: f.languages().map(|l| languages[l]).fold(0, |m, b| m | b),
                 };
                 if case == Case::Upper {
                     // An abbreviation is matched as written, letter by letter: `É.-U.` is
@@ -411,6 +433,7 @@ impl Matcher {
             by_entity,
             by_country,
             always,
+            languages,
         })
     }
 
@@ -441,12 +464,29 @@ impl Matcher {
         let title = normalize::normalize(&a.title);
         let body = normalize::normalize(&a.body);
         let mut hits = Hits::default();
+        let language = a.language.as_deref().and_then(language_code);
+        let language = language.as_deref();
         // Whether a capitalized word after a place marks a name (Jordan Bardella): not in
         // German, which capitalizes every noun, nor in a title in Title Case.
-        let capitals_mark_names = a.language.as_deref() != Some("de");
+        let capitals_mark_names = language != Some("de");
         let title_names = capitals_mark_names && !title_case(&a.title);
-        self.scan(&a.title, &title, FIELD_TITLE, title_names, &mut hits);
-        self.scan(&a.body, &body, FIELD_BODY, capitals_mark_names, &mut hits);
+        // The article's language as a bit of `langs`: none when it is unknown, or not one
+        // the gazetteer knows, and then every name counts as before.
+        let lang = language.and_then(|l| self.languages.get(l).copied());
+        let (title_scan, body_scan) = (
+            Scan {
+                field: FIELD_TITLE,
+                capitals_mark_names: title_names,
+                lang,
+            },
+            Scan {
+                field: FIELD_BODY,
+                capitals_mark_names,
+                lang,
+            },
+        );
+        self.scan(&a.title, &title, title_scan, &mut hits);
+        self.scan(&a.body, &body, body_scan, &mut hits);
 
         for e in &a.entities {
             if let Some(&i) = self.entity_index.get(e) {
@@ -568,14 +608,12 @@ impl Matcher {
     /// longer one does not vote either: the words are one name, and only the longest
     /// counts (Sudan in South Sudan, Guinea in Equatorial Guinea, Samoa and American in
     /// American Samoa, Mexico in New Mexico).
-    fn scan(
-        &self,
-        original: &str,
-        norm: &Normalized,
-        field: u8,
-        capitals_mark_names: bool,
-        hits: &mut Hits,
-    ) {
+    fn scan(&self, original: &str, norm: &Normalized, how: Scan, hits: &mut Hits) {
+        let Scan {
+            field,
+            capitals_mark_names,
+            lang,
+        } = how;
         // The field's place names as written well enough to be names (their case checked):
         // (first word, last word, the vote, or none for a name that is part of a longer one).
         let mut places: Vec<(u32, u32, Option<Vote>)> = Vec::new();
@@ -606,8 +644,14 @@ impl Matcher {
                         weight,
                         case,
                         place,
+                        langs,
                     } => {
                         if case != Case::Any && !case.allows(surface()) {
+                            continue;
+                        }
+                        // An ambiguous name in an article of a language that does not name
+                        // the country so is the word or name it is there.
+                        if langs != 0 && lang.is_some_and(|b| langs & b == 0) {
                             continue;
                         }
                         // The original is read only when the word before, as normalized,
@@ -647,6 +691,29 @@ impl Matcher {
 
 /// A place name's vote: its target (for the evidence), country and weight.
 type Vote = (Target, u16, f32);
+
+/// How one field of an article is scanned.
+#[derive(Clone, Copy)]
+struct Scan {
+    field: u8,
+    /// Whether a capitalized word right after a place name makes it part of a longer name.
+    capitals_mark_names: bool,
+    /// The article's language, as a bit of the country targets' `langs`; none if unknown.
+    lang: Option<u64>,
+}
+
+/// The ISO 639-1 code of a language tag as feeds write it: `fr`, `fr-FR`, `FR`, or the
+/// three-letter `fra`. None for what it cannot read.
+fn language_code(tag: &str) -> Option<Cow<'_, str>> {
+    let base = tag.split(['-', '_']).next()?.trim();
+    match base.len() {
+        2 if base.bytes().all(|b| b.is_ascii_lowercase()) => Some(Cow::Borrowed(base)),
+        2 => Some(Cow::Owned(base.to_ascii_lowercase())),
+        3 => whatlang::Lang::from_code(base.to_ascii_lowercase())
+            .map(|l| Cow::Borrowed(crate::article::iso639_1(l))),
+        _ => None,
+    }
+}
 
 /// Calls `f` with each of `spans` (first word, last word, payload) that no other span
 /// covers with more words, in order. `spans` come in the order [`PhraseIndex::find`]
@@ -1367,6 +1434,47 @@ mod tests {
     }
 
     #[test]
+    fn an_ambiguous_name_counts_only_in_the_languages_that_name_the_country_so() {
+        let m = with_gazetteer(vec![rule("co", "country:CO"), rule("is", "country:IS")]);
+        let none: Vec<String> = vec![];
+        // Romanian names Colombia "Columbia"; English and French do not, and there it is
+        // a university, a city, a river, however often it is named. German, Danish and
+        // Swedish name Iceland "Island"; in English it opens sentences.
+        let columbia = "Columbia a anunțat. Columbia și Venezuela au discutat.";
+        let english = "Students at Columbia set up tents. Columbia said it would act.";
+        let island = "Island states met. Island leaders spoke.";
+        assert_eq!(matched(&m, "", columbia, "ro"), vec!["co"]);
+        assert_eq!(matched(&m, "", english, "en"), none);
+        assert_eq!(matched(&m, "", english, "fr"), none);
+        assert_eq!(
+            matched(&m, "", "Island und Norwegen. Island hat gewählt.", "de"),
+            vec!["is"]
+        );
+        assert_eq!(matched(&m, "", island, "en"), none);
+        // The same texts in an article of no known language count as before (two
+        // half-votes), and a tag is read however the feed writes it.
+        assert_eq!(matched(&m, "", english, ""), vec!["co"]);
+        assert_eq!(matched(&m, "", english, "xx"), vec!["co"]);
+        for tag in ["ro-RO", "RO", "ron", "ro_RO"] {
+            assert_eq!(matched(&m, "", columbia, tag), vec!["co"], "{tag}");
+        }
+        for tag in ["en-GB", "EN", "eng"] {
+            assert_eq!(matched(&m, "", english, tag), none, "{tag}");
+        }
+        // The unambiguous names still count in any language.
+        assert_eq!(matched(&m, "", "La Colombie a voté.", "fr"), vec!["co"]);
+        assert_eq!(
+            matched(&m, "", "Iceland voted on Sunday.", "de"),
+            vec!["is"]
+        );
+        // Forms that read the same once normalized count in the languages of either.
+        assert_eq!(
+            matched(&m, "", "Colômbia e Colombia. Colômbia.", "pt"),
+            vec!["co"]
+        );
+    }
+
+    #[test]
     fn a_place_that_runs_into_a_capitalized_word_is_part_of_a_name() {
         let m = with_gazetteer(vec![
             rule("jo", "country:JO"),
@@ -1502,6 +1610,7 @@ mod tests {
             weight,
             case: Case::Capital,
             place: true,
+            langs: 0,
         };
         let weights = |set: &PatternSet| -> Vec<f32> {
             set.targets[0]
