@@ -25,6 +25,10 @@
 //!    to the webhook receiver getting it, over `VIGIE_BENCH_TRIALS` (100) trials while a
 //!    background producer publishes `VIGIE_BENCH_LOAD` (500) articles a second.
 //!
+//! Steps 2 to 5 run in `VIGIE_BENCH_ROUNDS` (3) rounds, each measuring every rate once;
+//! the table gives medians, and each ratio to the Python consumer or the compute ceiling
+//! is taken within a round, then its median and range over the rounds printed.
+//!
 //! With `VIGIE_BENCH_AB=old,new` (two vigie binaries) it does only 1 and then, per rule
 //! set, `VIGIE_BENCH_REPEAT` (3) alternated runs of each build, and prints rate, cores and
 //! CPU seconds per run: how docs/BENCHMARKS.md measures one change on a noisy machine.
@@ -156,95 +160,159 @@ fn main() {
         return;
     }
 
-    // 2. I/O ceiling.
-    let io = consume_all(&brokers, &topic, n, 1, |_| 0);
-    table.row("I/O ceiling: bare consumer, 1 thread", io, None);
-
-    // 3. Compute ceilings, one per rule set with keywords.
-    let mut compute: HashMap<usize, f64> = HashMap::new();
-    for (k, _, words) in &rule_sets {
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(words)
-            .unwrap();
-        let rate = consume_all(&brokers, &topic, n, 2, |payload| {
-            ac.find_iter(payload).count()
-        });
-        compute.insert(*k, rate);
-        table.row(
-            &format!(
-                "compute ceiling: 2 consumers, one AC DFA of {} keywords ({k} rules)",
-                words.len()
-            ),
-            rate,
-            None,
-        );
-        // The same number of word-like keywords (see `common::word_like`): what the
-        // ceiling is when the keywords look like a real newsroom's.
-        let like = common::word_like(words.len());
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&like)
-            .unwrap();
-        let rate = consume_all(&brokers, &topic, n, 2, |payload| {
-            ac.find_iter(payload).count()
-        });
-        table.row(
-            &format!(
-                "compute ceiling, word-like keywords: 2 consumers, one AC DFA of {} made-up words",
-                like.len()
-            ),
-            rate,
-            None,
-        );
-    }
-
-    // 4. A competent Python consumer, on the 1,000-rule keywords (or the largest set).
-    let python = rule_sets
+    // 2–5, in `VIGIE_BENCH_ROUNDS` (3) rounds: each round measures every rate once, in
+    // the same order, and the table gives each rate's median over the rounds. The machine
+    // is noisy (a Python run 8,051/s in one run, 7,771/s in the next); a ratio of two
+    // rates taken minutes apart moved with it. Taken in the same round, the two rates
+    // share the machine's state, and the median of the rounds' ratios is what the table
+    // quotes, with their range.
+    let rounds: usize = env_or::<usize>("VIGIE_BENCH_ROUNDS", 3).max(1);
+    let python_set = rule_sets
         .iter()
         .find(|(k, _, _)| *k == 1000)
         .or(rule_sets.last())
-        .and_then(|(k, _, words)| {
-            let rate = python_consumer(&brokers, &topic, n, words, work.path())?;
-            table.row(
-                &format!(
-                    "Python consumer (confluent-kafka, json, tokenize, set lookups; {k} rules)"
-                ),
-                rate,
-                compute.get(k).copied(),
+        .map(|(k, _, words)| (*k, words.clone()));
+    let automata: Vec<(usize, AhoCorasick, AhoCorasick, usize)> = rule_sets
+        .iter()
+        .map(|(k, _, words)| {
+            let build = |w: &[String]| {
+                AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(w)
+                    .unwrap()
+            };
+            // The same number of word-like keywords (see `common::word_like`): what the
+            // ceiling is when the keywords look like a real newsroom's.
+            (
+                *k,
+                build(words),
+                build(&common::word_like(words.len())),
+                words.len(),
+            )
+        })
+        .collect();
+    let mut io = Vec::new();
+    let mut compute: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut compute_like: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut python: Vec<f64> = Vec::new();
+    let mut runs: HashMap<usize, Vec<RunFigures>> = HashMap::new();
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        // 2. I/O ceiling.
+        io.push(consume_all(&brokers, &topic, n, 1, |_| 0));
+        // 3. Compute ceilings, one per rule set.
+        for (k, ac, like, _) in &automata {
+            let rate = consume_all(&brokers, &topic, n, 2, |p| ac.find_iter(p).count());
+            compute.entry(*k).or_default().push(rate);
+            let rate = consume_all(&brokers, &topic, n, 2, |p| like.find_iter(p).count());
+            compute_like.entry(*k).or_default().push(rate);
+        }
+        // 4. A competent Python consumer, on the 1,000-rule keywords (or the largest set).
+        if let Some((_, words)) = &python_set {
+            if let Some(rate) = python_consumer(&brokers, &topic, n, words, work.path()) {
+                python.push(rate);
+            }
+        }
+        // 5. vigie end to end, each run on a fresh state file and consumer group.
+        for (k, toml, _) in &rule_sets {
+            let dir = work.path().join(format!("vigie-{k}-{round}"));
+            let cfg = VigieConfig::write(&dir, &brokers, &topic, toml, "");
+            let run = cfg.run_to_end(n, &rt);
+            eprintln!(
+                "vigie, {k} rules: {:.0} articles/s, {:.2} cores",
+                run.rate, run.cores
             );
-            Some(rate)
-        });
-
-    // 5. vigie end to end.
+            runs.entry(*k).or_default().push(run);
+        }
+    }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        format!("{lo:.0}–{hi:.0}")
+    };
+    table.row("I/O ceiling: bare consumer, 1 thread", median(&io), None);
+    table.note(format!("I/O ceiling over {rounds} rounds: {}", spread(&io)));
+    let compute_median: HashMap<usize, f64> =
+        compute.iter().map(|(k, v)| (*k, median(v))).collect();
+    for (k, _, _, words) in &automata {
+        table.row(
+            &format!("compute ceiling: 2 consumers, one AC DFA of {words} keywords ({k} rules)"),
+            compute_median[k],
+            None,
+        );
+        table.row(
+            &format!(
+                "compute ceiling, word-like keywords: 2 consumers, one AC DFA of {words} made-up words"
+            ),
+            median(&compute_like[k]),
+            None,
+        );
+        table.note(format!(
+            "compute ceiling at {k} rules over {rounds} rounds: {}",
+            spread(&compute[k])
+        ));
+    }
+    let python_median = (!python.is_empty()).then(|| median(&python));
+    if let (Some(p), Some((k, _))) = (python_median, &python_set) {
+        table.row(
+            &format!("Python consumer (confluent-kafka, json, tokenize, set lookups; {k} rules)"),
+            p,
+            compute_median.get(k).copied(),
+        );
+        table.note(format!(
+            "Python consumer over {} rounds: {}",
+            python.len(),
+            spread(&python)
+        ));
+    }
     let mut peak_rss = Vec::new();
-    for (k, toml, _) in &rule_sets {
-        let dir = work.path().join(format!("vigie-{k}"));
-        let cfg = VigieConfig::write(&dir, &brokers, &topic, toml, "");
-        let run = cfg.run_to_end(n, &rt);
+    for (k, _, _) in &rule_sets {
+        let figures = &runs[k];
+        let rates: Vec<f64> = figures.iter().map(|f| f.rate).collect();
+        let cores: Vec<f64> = figures.iter().map(|f| f.cores).collect();
+        let machine: Vec<f64> = figures.iter().map(|f| f.machine_cores).collect();
         table.row(
             &format!(
                 "vigie run, {k} rules (full gazetteer, entities, counting, state): {:.2} cores busy, machine {:.2}",
-                run.cores, run.machine_cores
+                median(&cores),
+                median(&machine)
             ),
-            run.rate,
-            compute.get(k).copied(),
+            median(&rates),
+            compute_median.get(k).copied(),
         );
-        if let Some(p) = python {
+        table.note(format!(
+            "vigie at {k} rules over {rounds} rounds: {}",
+            spread(&rates)
+        ));
+        // Each round's vigie against the same round's ceiling and Python consumer.
+        let of_compute: Vec<f64> = rates.iter().zip(&compute[k]).map(|(v, c)| v / c).collect();
+        table.ratio_note(format!(
+            "vigie at {k} rules / compute ceiling, per round: median {:.2} (range {:.2}–{:.2})",
+            median(&of_compute),
+            of_compute.iter().cloned().fold(f64::MAX, f64::min),
+            of_compute.iter().cloned().fold(f64::MIN, f64::max)
+        ));
+        if python.len() == rates.len() {
+            let of_python: Vec<f64> = rates.iter().zip(&python).map(|(v, p)| v / p).collect();
             table.ratio_note(format!(
-                "vigie at {k} rules / Python consumer: {:.2}×",
-                run.rate / p
+                "vigie at {k} rules / Python consumer, per round: median {:.2}× (range {:.2}–{:.2}×)",
+                median(&of_python),
+                of_python.iter().cloned().fold(f64::MAX, f64::min),
+                of_python.iter().cloned().fold(f64::MIN, f64::max)
             ));
         }
-        peak_rss.push((*k, run.peak_rss_mb, run.startup, run.ready));
+        let rss: Vec<f64> = figures.iter().map(|f| f.peak_rss_mb).collect();
+        let startup: Vec<f64> = figures.iter().map(|f| f.startup.as_secs_f64()).collect();
+        let ready: Vec<f64> = figures.iter().map(|f| f.ready.as_secs_f64()).collect();
+        peak_rss.push((*k, rss, median(&startup), median(&ready)));
     }
     for (k, rss, startup, ready) in &peak_rss {
         table.note(format!(
-            "{k} rules: peak RSS {rss:.0} MB; startup to /healthz {:.2} s; to /readyz (partitions assigned) {:.2} s",
-            startup.as_secs_f64(),
-            ready.as_secs_f64()
+            "{k} rules: peak RSS {:.0} MB (largest of {rounds} runs; median {:.0}); startup to /healthz {startup:.2} s; to /readyz (partitions assigned) {ready:.2} s (medians)",
+            rss.iter().cloned().fold(0.0, f64::max),
+            median(rss)
         ));
     }
 
@@ -623,6 +691,17 @@ impl VigieConfig {
         });
         stop(child);
         figures
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
