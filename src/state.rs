@@ -127,6 +127,31 @@ fn not_in(
 }
 
 /// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
+/// Bucket rows written by one statement (see [`Store::commit`]).
+const BUCKET_ROWS: usize = 32;
+
+/// The statement that writes `n` bucket rows.
+fn bucket_insert(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES ",
+    );
+    for i in 0..n {
+        let at = i * 5;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{})",
+            at + 1,
+            at + 2,
+            at + 3,
+            at + 4,
+            at + 5
+        ));
+    }
+    sql
+}
+
 fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
@@ -204,8 +229,26 @@ impl Store {
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         {
-            let mut put_bucket = tx.prepare_cached("INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for (rule, b, bucket) in c.latest_buckets() {
+            // Rows go BUCKET_ROWS to a statement: at 10,000 rules a backlog's write holds
+            // tens of thousands, and each statement executed carries its own binding,
+            // stepping and resetting. Eight alternated runs at 10,000 rules: CPU per article
+            // 57.8–63.9 µs against 59.3–65.3 with a statement per row (lower in six).
+            let rows = c.latest_buckets();
+            let mut chunks = rows.chunks_exact(BUCKET_ROWS);
+            let mut put_many = tx.prepare_cached(&bucket_insert(BUCKET_ROWS))?;
+            for chunk in &mut chunks {
+                for (i, (rule, b, bucket)) in chunk.iter().enumerate() {
+                    let at = i * 5;
+                    put_many.raw_bind_parameter(at + 1, &**rule)?;
+                    put_many.raw_bind_parameter(at + 2, b)?;
+                    put_many.raw_bind_parameter(at + 3, bucket.articles)?;
+                    put_many.raw_bind_parameter(at + 4, bucket.stories)?;
+                    put_many.raw_bind_parameter(at + 5, encode_hashes(&bucket.sources))?;
+                }
+                put_many.raw_execute()?;
+            }
+            let mut put_bucket = tx.prepare_cached(&bucket_insert(1))?;
+            for (rule, b, bucket) in chunks.remainder() {
                 put_bucket.execute(params![
                     &**rule,
                     b,
