@@ -232,7 +232,7 @@ impl Store {
             // Rows go BUCKET_ROWS to a statement: at 10,000 rules a backlog's write holds
             // tens of thousands, and each statement executed carries its own binding,
             // stepping and resetting. Eight alternated runs at 10,000 rules: CPU per article
-            // 57.8–63.9 µs against 59.3–65.3 with a statement per row (lower in six).
+            // 57.8–63.9 µs against 59.3–65.3 with a statement per row (lower in seven of eight).
             let rows = c.latest_buckets();
             let mut chunks = rows.chunks_exact(BUCKET_ROWS);
             let mut put_many = tx.prepare_cached(&bucket_insert(BUCKET_ROWS))?;
