@@ -126,7 +126,6 @@ fn not_in(
     }
 }
 
-/// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
 /// Bucket rows written by one statement (see [`Store::commit`]).
 const BUCKET_ROWS: usize = 32;
 
@@ -152,6 +151,7 @@ fn bucket_insert(n: usize) -> String {
     sql
 }
 
+/// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
 fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
 }
@@ -800,6 +800,57 @@ mod tests {
             "the comparison sees the rows: {a}"
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bucket_rows_past_one_statement_are_all_written_with_their_latest_values() {
+        // More rows than one statement takes (BUCKET_ROWS), and not a multiple of it, so
+        // both the full statements and the remainder run; a folded later value of some of
+        // them must win wherever its row lands.
+        let rows = 2 * BUCKET_ROWS + 7;
+        let bucket = |articles: u32, source: u64| Bucket {
+            articles,
+            stories: articles,
+            sources: smallvec::smallvec![source],
+        };
+        let mut c = Changes {
+            buckets: (0..rows)
+                .map(|i| {
+                    let rule: Arc<str> = format!("r{}", i % 5).into();
+                    (rule, 300 * i as i64, bucket(1, i as u64))
+                })
+                .collect(),
+            ..Default::default()
+        };
+        c.merge(Changes {
+            buckets: (0..rows)
+                .step_by(3)
+                .map(|i| (format!("r{}", i % 5).into(), 300 * i as i64, bucket(9, 0)))
+                .collect(),
+            ..Default::default()
+        });
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&d.path().join("s.db")).unwrap();
+        s.commit(&c, &[], &[]).unwrap();
+        let mut back = s.buckets_since(0).unwrap();
+        back.sort_by_key(|(_, b, _)| *b);
+        assert_eq!(back.len(), rows);
+        for (i, (rule, b, got)) in back.iter().enumerate() {
+            assert_eq!(
+                (rule.as_str(), *b),
+                (format!("r{}", i % 5).as_str(), 300 * i as i64)
+            );
+            let want = if i % 3 == 0 {
+                bucket(9, 0)
+            } else {
+                bucket(1, i as u64)
+            };
+            assert_eq!(
+                (got.articles, &got.sources[..]),
+                (want.articles, &want.sources[..]),
+                "row {i}"
+            );
+        }
     }
 
     #[test]
