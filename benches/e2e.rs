@@ -227,9 +227,7 @@ fn main() {
         }
     }
     let spread = |v: &[f64]| {
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+        let (lo, hi) = min_max(v);
         format!("{lo:.0}–{hi:.0}")
     };
     table.row("I/O ceiling: bare consumer, 1 thread", median(&io), None);
@@ -288,19 +286,17 @@ fn main() {
         ));
         // Each round's vigie against the same round's ceiling and Python consumer.
         let of_compute: Vec<f64> = rates.iter().zip(&compute[k]).map(|(v, c)| v / c).collect();
+        let (lo, hi) = min_max(&of_compute);
         table.ratio_note(format!(
-            "vigie at {k} rules / compute ceiling, per round: median {:.2} (range {:.2}–{:.2})",
-            median(&of_compute),
-            of_compute.iter().cloned().fold(f64::MAX, f64::min),
-            of_compute.iter().cloned().fold(f64::MIN, f64::max)
+            "vigie at {k} rules / compute ceiling, per round: median {:.2} (range {lo:.2}–{hi:.2})",
+            median(&of_compute)
         ));
         if python.len() == rates.len() {
             let of_python: Vec<f64> = rates.iter().zip(&python).map(|(v, p)| v / p).collect();
+            let (lo, hi) = min_max(&of_python);
             table.ratio_note(format!(
-                "vigie at {k} rules / Python consumer, per round: median {:.2}× (range {:.2}–{:.2}×)",
-                median(&of_python),
-                of_python.iter().cloned().fold(f64::MAX, f64::min),
-                of_python.iter().cloned().fold(f64::MIN, f64::max)
+                "vigie at {k} rules / Python consumer, per round: median {:.2}× (range {lo:.2}–{hi:.2}×)",
+                median(&of_python)
             ));
         }
         let rss: Vec<f64> = figures.iter().map(|f| f.peak_rss_mb).collect();
@@ -311,7 +307,7 @@ fn main() {
     for (k, rss, startup, ready) in &peak_rss {
         table.note(format!(
             "{k} rules: peak RSS {:.0} MB (largest of {rounds} runs; median {:.0}); startup to /healthz {startup:.2} s; to /readyz (partitions assigned) {ready:.2} s (medians)",
-            rss.iter().cloned().fold(0.0, f64::max),
+            min_max(rss).1,
             median(rss)
         ));
     }
@@ -692,6 +688,12 @@ impl VigieConfig {
         stop(child);
         figures
     }
+}
+
+/// The smallest and largest of `v`.
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN when empty.
