@@ -126,29 +126,43 @@ fn not_in(
     }
 }
 
-/// Bucket rows written by one statement (see [`Store::commit`]).
-const BUCKET_ROWS: usize = 32;
+/// Rows written by one statement when a commit writes many of a kind (see [`write_rows`]).
+const ROWS_PER_STATEMENT: usize = 32;
 
-/// The statement that writes `n` bucket rows.
-fn bucket_insert(n: usize) -> String {
-    let mut sql = String::from(
-        "INSERT OR REPLACE INTO buckets (rule, bucket, articles, stories, sources) VALUES ",
-    );
-    for i in 0..n {
-        let at = i * 5;
-        if i > 0 {
-            sql.push_str(", ");
+/// Writes `rows` with `INSERT {head} VALUES (…), (…), …`, [`ROWS_PER_STATEMENT`] rows to a
+/// statement and the remainder one at a time; `bind` binds one row's `cols` values from
+/// the 1-based parameter index it is given. At 10,000 rules a backlog's write holds tens
+/// of thousands of bucket rows, and every statement executed carries its own binding,
+/// stepping and resetting. Eight alternated runs at 10,000 rules, bucket rows 32 to a
+/// statement: CPU per article 57.8–63.9 µs against 59.3–65.3 with a statement per row
+/// (lower in seven of eight).
+fn write_rows<T>(
+    tx: &rusqlite::Transaction,
+    head: &str,
+    cols: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut rusqlite::CachedStatement, usize, &T) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let sql = |n: usize| {
+        let row = format!("({})", vec!["?"; cols].join(", "));
+        format!("INSERT {head} VALUES {}", vec![row; n].join(", "))
+    };
+    let mut chunks = rows.chunks_exact(ROWS_PER_STATEMENT);
+    if chunks.len() > 0 {
+        let mut many = tx.prepare_cached(&sql(ROWS_PER_STATEMENT))?;
+        for chunk in &mut chunks {
+            for (i, row) in chunk.iter().enumerate() {
+                bind(&mut many, i * cols + 1, row)?;
+            }
+            many.raw_execute()?;
         }
-        sql.push_str(&format!(
-            "(?{}, ?{}, ?{}, ?{}, ?{})",
-            at + 1,
-            at + 2,
-            at + 3,
-            at + 4,
-            at + 5
-        ));
     }
-    sql
+    let mut one = tx.prepare_cached(&sql(1))?;
+    for row in chunks.remainder() {
+        bind(&mut one, 1, row)?;
+        one.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
@@ -229,61 +243,47 @@ impl Store {
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         {
-            // Rows go BUCKET_ROWS to a statement: at 10,000 rules a backlog's write holds
-            // tens of thousands, and each statement executed carries its own binding,
-            // stepping and resetting. Eight alternated runs at 10,000 rules: CPU per article
-            // 57.8–63.9 µs against 59.3–65.3 with a statement per row (lower in seven of eight).
-            let rows = c.latest_buckets();
-            let mut chunks = rows.chunks_exact(BUCKET_ROWS);
-            let mut put_many = tx.prepare_cached(&bucket_insert(BUCKET_ROWS))?;
-            for chunk in &mut chunks {
-                for (i, (rule, b, bucket)) in chunk.iter().enumerate() {
-                    let at = i * 5;
-                    put_many.raw_bind_parameter(at + 1, &**rule)?;
-                    put_many.raw_bind_parameter(at + 2, b)?;
-                    put_many.raw_bind_parameter(at + 3, bucket.articles)?;
-                    put_many.raw_bind_parameter(at + 4, bucket.stories)?;
-                    put_many.raw_bind_parameter(at + 5, encode_hashes(&bucket.sources))?;
-                }
-                put_many.raw_execute()?;
-            }
-            let mut put_bucket = tx.prepare_cached(&bucket_insert(1))?;
-            for (rule, b, bucket) in chunks.remainder() {
-                put_bucket.execute(params![
-                    &**rule,
-                    b,
-                    bucket.articles,
-                    bucket.stories,
-                    encode_hashes(&bucket.sources)
-                ])?;
-            }
+            write_rows(
+                &tx,
+                "OR REPLACE INTO buckets (rule, bucket, articles, stories, sources)",
+                5,
+                &c.latest_buckets(),
+                |st, at, (rule, b, bucket)| {
+                    st.raw_bind_parameter(at, &**rule)?;
+                    st.raw_bind_parameter(at + 1, b)?;
+                    st.raw_bind_parameter(at + 2, bucket.articles)?;
+                    st.raw_bind_parameter(at + 3, bucket.stories)?;
+                    st.raw_bind_parameter(at + 4, encode_hashes(&bucket.sources))?;
+                    Ok(())
+                },
+            )?;
             let mut put_rule = tx.prepare_cached(
                 "INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)",
             )?;
             for (rule, st) in c.latest_rules() {
                 put_rule.execute(params![rule, serde_json::to_string(st)?])?;
             }
-            let mut put_story = tx.prepare_cached(
-                "INSERT INTO stories (hash, title, at, rules) VALUES (?1, ?2, ?3, ?4)",
+            write_rows(
+                &tx,
+                "INTO stories (hash, title, at, rules)",
+                4,
+                &c.stories,
+                |st, at, row| {
+                    let k = &row.key;
+                    let rules =
+                        (!row.counted_by.is_empty()).then(|| encode_hashes(&row.counted_by));
+                    st.raw_bind_parameter(at, k.simhash as i64)?;
+                    st.raw_bind_parameter(at + 1, k.title.map(|t| t as i64))?;
+                    st.raw_bind_parameter(at + 2, k.at)?;
+                    st.raw_bind_parameter(at + 3, rules)?;
+                    Ok(())
+                },
             )?;
-            for row in &c.stories {
-                let k = &row.key;
-                let rules = (!row.counted_by.is_empty()).then(|| encode_hashes(&row.counted_by));
-                put_story.execute(params![
-                    k.simhash as i64,
-                    k.title.map(|t| t as i64),
-                    k.at,
-                    rules
-                ])?;
-            }
             // Evidence: one row per article, naming the rules that keep it. (One row per
             // rule with the article's JSON made the evidence most of what a batch wrote:
             // an article matched by 35 rules was serialized and stored 35 times. A row per
             // rule referring to the article was still a million rows per 100,000 articles
             // at 10,000 rules, more than the buckets.)
-            let mut put_article = tx.prepare_cached(
-                "INSERT INTO evidence_articles (bucket, article, rules) VALUES (?1, ?2, ?3)",
-            )?;
             let mut order: Vec<(i64, &Arc<ArticleRef>, Vec<&str>)> = Vec::new();
             let mut seen: HashMap<*const ArticleRef, usize> = HashMap::new();
             for (rule, b, a) in &c.evidence {
@@ -293,13 +293,18 @@ impl Store {
                 });
                 order[i].2.push(&**rule);
             }
-            for (b, a, rules) in &order {
-                put_article.execute(params![
-                    b,
-                    serde_json::to_string(&***a)?,
-                    serde_json::to_string(rules)?
-                ])?;
-            }
+            write_rows(
+                &tx,
+                "INTO evidence_articles (bucket, article, rules)",
+                3,
+                &order,
+                |st, at, (b, a, rules)| {
+                    st.raw_bind_parameter(at, b)?;
+                    st.raw_bind_parameter(at + 1, serde_json::to_string(&***a)?)?;
+                    st.raw_bind_parameter(at + 2, serde_json::to_string(rules)?)?;
+                    Ok(())
+                },
+            )?;
             let mut put_volume = tx.prepare_cached(
                 "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
             )?;
@@ -804,10 +809,10 @@ mod tests {
 
     #[test]
     fn bucket_rows_past_one_statement_are_all_written_with_their_latest_values() {
-        // More rows than one statement takes (BUCKET_ROWS), and not a multiple of it, so
+        // More rows than one statement takes (ROWS_PER_STATEMENT), and not a multiple of it, so
         // both the full statements and the remainder run; a folded later value of some of
         // them must win wherever its row lands.
-        let rows = 2 * BUCKET_ROWS + 7;
+        let rows = 2 * ROWS_PER_STATEMENT + 7;
         let bucket = |articles: u32, source: u64| Bucket {
             articles,
             stories: articles,
