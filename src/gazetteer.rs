@@ -33,6 +33,11 @@ pub enum FormKind {
     /// "Island") get no vote from them. It votes for nothing itself: the gazetteer holds
     /// no other regions, and a vote from these alone would be arbitrary.
     Region,
+    /// A region named exactly as another country: Georgia, the US state; Équateur, a
+    /// province of the DR Congo (French for Ecuador). It votes for nothing; in an article
+    /// that gives its own country a vote by other names (Atlanta, the DR Congo), mentions
+    /// of the name count for neither (see the matcher).
+    Namesake,
 }
 
 impl FormKind {
@@ -45,6 +50,7 @@ impl FormKind {
             "s" => FormKind::City,
             "d" => FormKind::Demonym,
             "r" => FormKind::Region,
+            "m" => FormKind::Namesake,
             _ => return None,
         })
     }
@@ -54,7 +60,7 @@ impl FormKind {
         match self {
             FormKind::Country | FormKind::Capital | FormKind::BigCity | FormKind::Demonym => 1.0,
             FormKind::AmbiguousCountry | FormKind::City => 0.5,
-            FormKind::Region => 0.0,
+            FormKind::Region | FormKind::Namesake => 0.0,
         }
     }
 
@@ -171,6 +177,9 @@ mod tests {
             "{island:?}"
         );
         assert_eq!(form("KZ", "Kazakhstan").languages().count(), 0);
+        // Regions named exactly as another country.
+        assert_eq!(form("US", "Georgia").kind, FormKind::Namesake);
+        assert_eq!(form("CD", "Équateur").kind, FormKind::Namesake);
         assert!(f
             .iter()
             .filter(|x| x.kind == FormKind::AmbiguousCountry)

@@ -48,8 +48,15 @@ enum Target {
         /// The languages (bits of [`Matcher::languages`]) an ambiguous name counts in; 0
         /// for any. See [`crate::gazetteer::Form::langs`].
         langs: u64,
+        /// The country (index) of a region named like this one, or [`NO_SHADOW`]: when
+        /// the article gives that country a vote by other names, this mention votes for
+        /// neither (Georgia, in a story that names Atlanta). See [`FormKind::Namesake`].
+        shadow: u16,
     },
 }
+
+/// No region shares the name (see `Target::Country::shadow`).
+const NO_SHADOW: u16 = u16::MAX;
 
 /// How a mention of a name must be written in the original text to count. Normalization
 /// folds case away, so without this the abbreviation `US` would be the English word "us",
@@ -232,6 +239,7 @@ impl PatternSet {
             case,
             place,
             langs,
+            ..
         } = target
         {
             for t in targets.iter_mut() {
@@ -241,6 +249,7 @@ impl PatternSet {
                     case: c,
                     place: p,
                     langs: l,
+                    ..
                 } = t
                 {
                     if *i == idx {
@@ -342,10 +351,17 @@ impl Matcher {
                 .filter(|f| !f.text.starts_with(char::is_uppercase))
                 .map(|f| normalize::normalize_str(f.text))
                 .collect();
+            // Regions named as another country, by normalized name: applied once every
+            // form is in (below).
+            let mut namesakes: Vec<(String, u16)> = Vec::new();
             for f in gazetteer::forms() {
                 let Some(&idx) = country_index.get(f.code_str()) else {
                     continue;
                 };
+                if f.kind == FormKind::Namesake {
+                    namesakes.extend(normalize::variants(f.text).into_iter().map(|v| (v, idx)));
+                    continue;
+                }
                 let capital_only = f.kind == FormKind::Demonym
                     && f.text.starts_with(char::is_uppercase)
                     && !lower_demonyms.contains(&normalize::normalize_str(f.text));
@@ -363,6 +379,7 @@ impl Matcher {
                     case,
                     place: f.kind.needs_capital(),
                     langs: f.languages().map(|l| languages[l]).fold(0, |m, b| m | b),
+                    shadow: NO_SHADOW,
                 };
                 if case == Case::Upper {
                     // An abbreviation is matched as written, letter by letter: `É.-U.` is
@@ -377,6 +394,18 @@ impl Matcher {
                 if matches!(f.kind, FormKind::Country | FormKind::AmbiguousCountry) {
                     for form in declensions(f.text) {
                         set.add(normalize::normalize_str(&form), target);
+                    }
+                }
+            }
+            for (name, home) in namesakes {
+                let Some(&id) = set.index.get(&name) else {
+                    continue;
+                };
+                for t in &mut set.targets[id] {
+                    if let Target::Country { idx, shadow, .. } = t {
+                        if *idx != home {
+                            *shadow = home;
+                        }
                     }
                 }
             }
@@ -495,12 +524,31 @@ impl Matcher {
         }
         for c in &a.countries {
             if let Some(&i) = self.country_index.get(c) {
-                hits.votes.push((i, 1.0));
+                hits.votes.push((i, 1.0, NO_SHADOW));
             }
         }
+        // Votes by names no region shares first; then a name a region shares (Georgia)
+        // counts only if the region's country (the United States) has none of its own:
+        // with one, the article is placed there, and the name is most likely the region's.
         let mut country_score: HashMap<u16, f32> = HashMap::new();
-        for (c, w) in &hits.votes {
-            *country_score.entry(*c).or_default() += w;
+        for &(c, w, _) in hits.votes.iter().filter(|v| v.2 == NO_SHADOW) {
+            *country_score.entry(c).or_default() += w;
+        }
+        let placed = |c: u16, scores: &HashMap<u16, f32>| scores.get(&c).is_some_and(|s| *s > 0.0);
+        let shadowed: Vec<(u16, f32)> = hits
+            .votes
+            .iter()
+            .filter(|v| v.2 != NO_SHADOW && !placed(v.2, &country_score))
+            .map(|v| (v.0, v.1))
+            .collect();
+        hits.evidence.retain(|(t, ..)| match t {
+            Target::Country { shadow, .. } => {
+                *shadow == NO_SHADOW || !placed(*shadow, &country_score)
+            }
+            _ => true,
+        });
+        for (c, w) in shadowed {
+            *country_score.entry(c).or_default() += w;
         }
         let mut countries: Vec<u16> = country_score
             .iter()
@@ -645,6 +693,7 @@ impl Matcher {
                         case,
                         place,
                         langs,
+                        ..
                     } => {
                         if case != Case::Any && !case.allows(surface()) {
                             continue;
@@ -680,7 +729,11 @@ impl Matcher {
         });
         for_each_longest(&places, |&(s, e, vote)| {
             if let Some((t, idx, weight)) = vote {
-                hits.votes.push((idx, weight));
+                let shadow = match t {
+                    Target::Country { shadow, .. } => shadow,
+                    _ => NO_SHADOW,
+                };
+                hits.votes.push((idx, weight, shadow));
                 if hits.evidence.len() < MAX_EVIDENCE {
                     hits.evidence.push((t, field, s, e));
                 }
@@ -835,7 +888,8 @@ struct Hits {
     /// (term, field, first word, last word): word indices in the field's normalized text.
     terms: Vec<(u32, u8, u32, u32)>,
     entities: Vec<u32>,
-    votes: Vec<(u16, f32)>,
+    /// (country, weight, the country whose region shares the name, or [`NO_SHADOW`]).
+    votes: Vec<(u16, f32, u16)>,
     /// (what, field, first word, last word).
     evidence: Vec<(Target, u8, u32, u32)>,
 }
@@ -1475,6 +1529,42 @@ mod tests {
     }
 
     #[test]
+    fn a_region_named_as_a_country_takes_the_name_where_its_country_has_votes() {
+        let m = with_gazetteer(vec![
+            rule("ge", "country:GE"),
+            rule("us", "country:US"),
+            rule("ec", "country:EC"),
+        ]);
+        let none: Vec<String> = vec![];
+        // Georgia alone is the country (two half-votes).
+        let country = "Georgia's parliament passed the law. Georgia's prime minister spoke.";
+        assert_eq!(matched(&m, "", country, "en"), vec!["ge"]);
+        // With the United States placed by another name (Atlanta, half a vote), Georgia is
+        // the state: no vote for the country, none for the state either.
+        let state = "Voters in Georgia went to the polls. Georgia's governor said turnout in Atlanta was high.";
+        assert_eq!(matched(&m, "", state, "en"), none);
+        let r = m.explain(&{
+            let mut a = art("", state);
+            a.language = Some("en".into());
+            a
+        });
+        assert!(
+            r.evidence.iter().all(|e| e.what != "country:GE"),
+            "{:?}",
+            r.evidence
+        );
+        // The country keeps the votes of names no region shares (Tbilisi).
+        let both = "Georgia's parliament passed the law; the United States condemned it. \
+                    Protesters filled Tbilisi.";
+        assert_eq!(matched(&m, "", both, "en"), vec!["ge", "us"]);
+        // French: Géorgie in a story placed in the United States; Équateur (Ecuador) alone.
+        let fr = "En Géorgie, les électeurs d'Atlanta ont voté. La Géorgie est un État clé des États-Unis.";
+        assert_eq!(matched(&m, "", fr, "fr"), vec!["us"]);
+        let ecuador = "L'Équateur a voté dimanche. En Équateur, le président a perdu.";
+        assert_eq!(matched(&m, "", ecuador, "fr"), vec!["ec"]);
+    }
+
+    #[test]
     fn a_place_that_runs_into_a_capitalized_word_is_part_of_a_name() {
         let m = with_gazetteer(vec![
             rule("jo", "country:JO"),
@@ -1611,6 +1701,7 @@ mod tests {
             case: Case::Capital,
             place: true,
             langs: 0,
+            shadow: NO_SHADOW,
         };
         let weights = |set: &PatternSet| -> Vec<f32> {
             set.targets[0]
