@@ -1565,6 +1565,35 @@ mod tests {
     }
 
     #[test]
+    fn names_in_common_use_that_cldr_lacks_count() {
+        let m = with_gazetteer(vec![
+            rule("cd", "country:CD"),
+            rule("gb", "country:GB"),
+            rule("us", "country:US"),
+            rule("ps", "country:PS"),
+            rule("mm", "country:MM"),
+        ]);
+        for (text, lang, want) in [
+            ("Des combats dans l'est de la RDC.", "fr", "cd"),
+            ("La République démocratique du Congo a voté.", "fr", "cd"),
+            ("Fighting in eastern DRC went on.", "en", "cd"),
+            ("Britain's economy shrank.", "en", "gb"),
+            ("La Grande-Bretagne a voté.", "fr", "gb"),
+            ("The U.S. Senate voted.", "en", "us"),
+            ("Strikes on Gaza went on overnight.", "en", "ps"),
+            ("Des colons en Cisjordanie.", "fr", "ps"),
+            ("Burma's generals met.", "en", "mm"),
+        ] {
+            assert_eq!(matched(&m, "", text, lang), vec![want], "{text}");
+        }
+        // Abbreviations count only in capitals: "drc" in lower case is no country.
+        assert_eq!(
+            matched(&m, "", "the drc value was set", "en"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
     fn a_place_that_runs_into_a_capitalized_word_is_part_of_a_name() {
         let m = with_gazetteer(vec![
             rule("jo", "country:JO"),
