@@ -209,11 +209,9 @@ def word_collisions(cldr_dir, country_names):
     return out
 
 
-def regions_holding_country_names(country_names):
-    """Top-level ISO 3166-2 subdivisions (in English and the reader languages) whose names
-    hold, as whole words, a name of another country: (code, name). vigie counts a name
-    inside a longer one only as the longer one, so each such region keeps its words from
-    voting for that other country ("Rhode Island" is not Iceland, German "Island")."""
+def subdivision_names():
+    """Top-level ISO 3166-2 subdivisions by the names English and the reader languages give
+    them: (subdivision code, name), each name once per subdivision, in order."""
     import gettext
     if not os.path.exists(ISO_CODES_JSON):
         subprocess.run(["apt-get", "install", "-y", "-q", "iso-codes"], check=True,
@@ -222,32 +220,46 @@ def regions_holding_country_names(country_names):
         subdivisions = json.load(f)["3166-2"]
     translations = [gettext.translation("iso_3166-2", ISO_CODES_LOCALES, languages=[lang], fallback=True)
                     for lang in READER_LANGS]
-    # Other countries' names as vigie reads them; abbreviations (all capitals) count only
-    # in capitals, which a region's name never writes them in.
+    for sub in subdivisions:
+        if "parent" in sub:
+            continue
+        for name in sorted({t.gettext(sub["name"]) for t in translations}):
+            # "Wales [Cymru GB-CYM]": the name before the bracket. A translation with a
+            # parenthesis carries a translator's note, not a name.
+            name = name.split(" [")[0].strip()
+            if "(" not in name:
+                yield sub["code"], name
+
+
+def name_owners(country_names):
+    """Countries' names as vigie reads them, to the countries they name. Abbreviations (all
+    capitals) count only in capitals, which a region's name never writes them in."""
     owner = {}
     for code, forms in country_names.items():
         for form in forms:
             if len(form) >= 4 and not form.isupper():
                 owner.setdefault(normalized(form), set()).add(code)
+    return owner
+
+
+def regions_holding_country_names(country_names):
+    """Top-level ISO 3166-2 subdivisions (in English and the reader languages) whose names
+    hold, as whole words, a name of another country: (code, name). vigie counts a name
+    inside a longer one only as the longer one, so each such region keeps its words from
+    voting for that other country ("Rhode Island" is not Iceland, German "Island")."""
+    owner = name_owners(country_names)
     found = []
-    for sub in subdivisions:
-        if "parent" in sub or sub["code"] in REGION_TERRITORIES:
+    for sub, name in subdivision_names():
+        code = sub[:2]
+        if sub in REGION_TERRITORIES or len(name) < 4:
             continue
-        code = sub["code"][:2]
-        names = {t.gettext(sub["name"]) for t in translations}
-        for name in sorted(names):
-            # "Wales [Cymru GB-CYM]": the name before the bracket. A translation with a
-            # parenthesis carries a translator's note, not a name.
-            name = name.split(" [")[0].strip()
-            if "(" in name or len(name) < 4:
-                continue
-            words = normalized(name).split()
-            if " ".join(words) in owner:
-                continue  # a country's own name, not a region holding one
-            inner = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
-                     if j - i < len(words)}
-            if any(owner.get(w, set()) - {code} for w in inner):
-                found.append((code, name))
+        words = normalized(name).split()
+        if " ".join(words) in owner:
+            continue  # a country's own name, not a region holding one
+        inner = {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, len(words) + 1)
+                 if j - i < len(words)}
+        if any(owner.get(w, set()) - {code} for w in inner):
+            found.append((code, name))
     return found
 
 
@@ -255,29 +267,12 @@ def namesake_regions(country_names):
     """Top-level ISO 3166-2 subdivisions whose name, in English or a reader language, is
     exactly another country's name as vigie reads it: (subdivision code, name, the other
     countries). `NAMESAKES` says which of them the gazetteer takes."""
-    import gettext
-    if not os.path.exists(ISO_CODES_JSON):
-        subprocess.run(["apt-get", "install", "-y", "-q", "iso-codes"], check=True,
-                       stdout=subprocess.DEVNULL)
-    with open(ISO_CODES_JSON, encoding="utf-8") as f:
-        subdivisions = json.load(f)["3166-2"]
-    translations = [gettext.translation("iso_3166-2", ISO_CODES_LOCALES, languages=[lang], fallback=True)
-                    for lang in READER_LANGS]
-    owner = {}
-    for code, forms in country_names.items():
-        for form in forms:
-            if len(form) >= 4 and not form.isupper():
-                owner.setdefault(normalized(form), set()).add(code)
+    owner = name_owners(country_names)
     found = []
-    for sub in subdivisions:
-        if "parent" in sub:
-            continue
-        code = sub["code"][:2]
-        for name in sorted({t.gettext(sub["name"]) for t in translations}):
-            name = name.split(" [")[0].strip()
-            others = owner.get(normalized(name), set()) - {code}
-            if others and "(" not in name:
-                found.append((sub["code"], name, sorted(others)))
+    for sub, name in subdivision_names():
+        others = owner.get(normalized(name), set()) - {sub[:2]}
+        if others:
+            found.append((sub, name, sorted(others)))
     return found
 
 
