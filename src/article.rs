@@ -18,6 +18,8 @@
 //! input either becomes an [`Article`] or a [`Reject`] naming the reason, which the
 //! pipeline sends to the dead-letter topic.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -243,8 +245,7 @@ fn from_map(mut map: Map<String, Value>, ctx: &ParseContext) -> Result<Article, 
         };
     let source = take_string(&mut map, "source", &["site", "domain"])?;
     let language = take_string(&mut map, "language", &["lang"])?
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| !l.is_empty())
+        .and_then(|l| language_code(&l).map(Cow::into_owned))
         .or_else(|| detect_language(&title, &body));
     let entities = take_string_list(&mut map, "entities")?;
     let countries = take_string_list(&mut map, "countries")?
@@ -386,6 +387,65 @@ pub fn detect_language(title: &str, body: &str) -> Option<String> {
     Some(iso639_1(info.lang()).to_string())
 }
 
+/// The language code vigie keeps for a language tag: ISO 639-1 where the tag names a
+/// language that has one, so that `fr`, `FR`, `fr-FR`, `fr_CA`, `fra` and `fre` all read
+/// `fr`, in articles and in rules alike (a rule's `lang:fr` must match an article tagged
+/// `fr-FR`). A three-letter code with no two-letter equivalent stays as it is, lower-cased.
+/// `None` for a tag that is no language code at all (`""`, `french`, `x1`): the parser then
+/// detects the language from the text, and a rule names it as an error.
+pub fn language_code(tag: &str) -> Option<Cow<'_, str>> {
+    let base = tag.trim().split(['-', '_']).next()?;
+    if !base.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    match base.len() {
+        2 if base.bytes().all(|b| b.is_ascii_lowercase()) => Some(Cow::Borrowed(base)),
+        2 => Some(Cow::Owned(base.to_ascii_lowercase())),
+        3 => {
+            let lower = base.to_ascii_lowercase();
+            let code = whatlang::Lang::from_code(&lower)
+                .map(iso639_1)
+                .or_else(|| bibliographic_639_2(&lower));
+            Some(code.map_or(Cow::Owned(lower), Cow::Borrowed))
+        }
+        _ => None,
+    }
+}
+
+/// Three-letter codes that whatlang's ISO 639-3 table does not know, with the 639-1 code
+/// of each: the twenty ISO 639-2/B (bibliographic) codes, still found in feeds (`fre`,
+/// `ger`), and the 639-2/T codes of macrolanguages, where whatlang names one member
+/// (`zho` for its `cmn`). No crate in the tree maps them.
+fn bibliographic_639_2(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "alb" => "sq",
+        "arm" => "hy",
+        "baq" => "eu",
+        "bur" => "my",
+        "chi" => "zh",
+        "cze" => "cs",
+        "dut" => "nl",
+        "fre" => "fr",
+        "geo" => "ka",
+        "ger" => "de",
+        "gre" => "el",
+        "ice" => "is",
+        "mac" => "mk",
+        "mao" => "mi",
+        "may" => "ms",
+        "per" => "fa",
+        "rum" => "ro",
+        "slo" => "sk",
+        "tib" => "bo",
+        "wel" => "cy",
+        "zho" => "zh",
+        "fas" => "fa",
+        "nor" => "no",
+        "msa" => "ms",
+        _ => return None,
+    })
+}
+
 pub(crate) fn iso639_1(lang: whatlang::Lang) -> &'static str {
     use whatlang::Lang::*;
     match lang {
@@ -439,6 +499,30 @@ pub(crate) fn iso639_1(lang: whatlang::Lang) -> &'static str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn language_tags_read_as_one_code() {
+        for (tag, code) in [
+            ("fr", Some("fr")),
+            (" FR ", Some("fr")),
+            ("fr-FR", Some("fr")),
+            ("fr_CA", Some("fr")),
+            ("fra", Some("fr")),
+            ("FRE", Some("fr")),
+            ("ger", Some("de")),
+            ("eng", Some("en")),
+            ("zho", Some("zh")),
+            ("zh-Hant-TW", Some("zh")),
+            ("haw", Some("haw")),
+            ("french", None),
+            ("", None),
+            ("-", None),
+            ("x1", None),
+            ("é", None),
+        ] {
+            assert_eq!(language_code(tag).as_deref(), code, "{tag:?}");
+        }
+    }
+
     fn ctx() -> ParseContext {
         ParseContext::new(Utc.with_ymd_and_hms(2022, 1, 20, 0, 0, 0).unwrap())
     }
@@ -472,6 +556,18 @@ mod tests {
         assert_eq!(a.date_origin, DateOrigin::RecordTimestamp);
         assert_eq!(a.published_at, c.record_time.unwrap());
         assert_eq!(a.language.as_deref(), Some("fr"));
+        // A tag is kept as its code; what is no code gives way to detection.
+        let body = "Les manifestations se poursuivent au Kazakhstan, selon les autorites locales.";
+        for (tag, want) in [
+            ("fr-FR", "fr"),
+            ("fre", "fr"),
+            ("French", "fr"),
+            ("en-GB", "en"),
+        ] {
+            let msg = serde_json::json!({"title": "T", "body": body, "language": tag});
+            let a = parse(msg.to_string().as_bytes(), &c).unwrap();
+            assert_eq!(a.language.as_deref(), Some(want), "{tag}");
+        }
         let b = parse(br#"{"text":"same","date":"2022-01-14T14:00+0100"}"#, &c).unwrap();
         assert!(b.id.starts_with("c-"));
         assert_eq!(

@@ -12,7 +12,6 @@
 //! A [`Matcher`] is immutable; rule changes build a new one off the hot path and the
 //! service swaps it in atomically.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -493,7 +492,10 @@ impl Matcher {
         let title = normalize::normalize(&a.title);
         let body = normalize::normalize(&a.body);
         let mut hits = Hits::default();
-        let language = a.language.as_deref().and_then(language_code);
+        let language = a
+            .language
+            .as_deref()
+            .and_then(crate::article::language_code);
         let language = language.as_deref();
         // Whether a capitalized word after a place marks a name (Jordan Bardella): not in
         // German, which capitalizes every noun, nor in a title in Title Case.
@@ -583,6 +585,7 @@ impl Matcher {
             hits: &hits,
             countries: &countries,
             article: a,
+            language,
         };
         let rule_indices: Vec<usize> = candidates
             .into_iter()
@@ -755,19 +758,6 @@ struct Scan {
     lang: Option<u64>,
 }
 
-/// The ISO 639-1 code of a language tag as feeds write it: `fr`, `fr-FR`, `FR`, or the
-/// three-letter `fra`. None for what it cannot read.
-fn language_code(tag: &str) -> Option<Cow<'_, str>> {
-    let base = tag.split(['-', '_']).next()?.trim();
-    match base.len() {
-        2 if base.bytes().all(|b| b.is_ascii_lowercase()) => Some(Cow::Borrowed(base)),
-        2 => Some(Cow::Owned(base.to_ascii_lowercase())),
-        3 => whatlang::Lang::from_code(base.to_ascii_lowercase())
-            .map(|l| Cow::Borrowed(crate::article::iso639_1(l))),
-        _ => None,
-    }
-}
-
 /// Calls `f` with each of `spans` (first word, last word, payload) that no other span
 /// covers with more words, in order. `spans` come in the order [`PhraseIndex::find`]
 /// reports hits: by first word, then by length. One pass, no allocation: a span is inside
@@ -907,6 +897,9 @@ struct EvalCtx<'a> {
     hits: &'a Hits,
     countries: &'a [u16],
     article: &'a Article,
+    /// The article's language as [`crate::article::language_code`] reads it, as rules'
+    /// languages are read.
+    language: Option<&'a str>,
 }
 
 fn field_ok(want: Field, got: u8) -> bool {
@@ -933,7 +926,7 @@ impl EvalCtx<'_> {
             } => self.near(*a, *b, *distance, *field),
             CQuery::Country(c) => self.countries.binary_search(c).is_ok(),
             CQuery::Entity(e) => self.hits.entities.binary_search(e).is_ok(),
-            CQuery::Lang(l) => self.article.language.as_deref() == Some(l.as_str()),
+            CQuery::Lang(l) => self.language == Some(l.as_str()),
             CQuery::Source(s) => self.article.source.as_deref().is_some_and(|src| {
                 let src = src.to_ascii_lowercase();
                 src == *s || src.ends_with(&format!(".{s}"))
@@ -1351,9 +1344,15 @@ mod tests {
                 .rules,
             Vec::<String>::new()
         );
-        let mut de = art("x", "");
-        de.language = Some("de".into());
-        assert_eq!(m.explain(&de).rules, vec!["l"]);
+        // `lang:de` reads the article's tag as the rule's own was read.
+        for tag in ["de", "de-AT", "DE", "deu"] {
+            let mut de = art("x", "");
+            de.language = Some(tag.into());
+            assert_eq!(m.explain(&de).rules, vec!["l"], "{tag}");
+        }
+        let mut en = art("x", "");
+        en.language = Some("en-DE".into());
+        assert_eq!(m.explain(&en).rules, Vec::<String>::new());
     }
 
     #[test]

@@ -98,7 +98,7 @@ struct RuleDef {
     #[serde(default)]
     exclude: Vec<String>,
     #[serde(default)]
-    languages: Vec<String>,
+    languages: Vec<Spanned<String>>,
     #[serde(default)]
     sources: Vec<String>,
     #[serde(default)]
@@ -457,12 +457,20 @@ fn compile_rule(
         ));
     }
     if !def.languages.is_empty() {
-        all.push(Query::Or(
-            def.languages
-                .iter()
-                .map(|l| Query::Lang(l.trim().to_ascii_lowercase()))
-                .collect(),
-        ));
+        let mut langs = Vec::with_capacity(def.languages.len());
+        for l in &def.languages {
+            let Some(code) = crate::article::language_code(l.get_ref()) else {
+                return Err(err_at(
+                    l.span().start,
+                    format!(
+                        "rule `{id}`: `{}` is not a language code (ISO 639-1 expected, e.g. `fr`)",
+                        l.get_ref()
+                    ),
+                ));
+            };
+            langs.push(Query::Lang(code.into_owned()));
+        }
+        all.push(Query::Or(langs));
     }
     if !def.sources.is_empty() {
         all.push(Query::Or(
@@ -799,7 +807,18 @@ fn leaf(field: Option<&str>, text: String, at: usize) -> Result<Query, QueryErro
         },
         Some("country") => Query::Country(text.trim().to_ascii_uppercase()),
         Some("entity") => Query::Entity(text.trim().to_string()),
-        Some("lang") | Some("language") => Query::Lang(text.trim().to_ascii_lowercase()),
+        Some("lang") | Some("language") => match crate::article::language_code(&text) {
+            Some(code) => Query::Lang(code.into_owned()),
+            None => {
+                return Err(QueryError {
+                    offset: at,
+                    message: format!(
+                        "`{}` is not a language code (ISO 639-1 expected, e.g. `lang:fr`)",
+                        text.trim()
+                    ),
+                })
+            }
+        },
         Some("source") => Query::Source(text.trim().to_ascii_lowercase()),
         Some(other) => {
             return Err(QueryError {
@@ -940,6 +959,44 @@ mod tests {
         let d = setup("[[rule]]\nid = \"k\"\n[[rule]]\nid = \"k\"\nkeywords=[\"a\"]\n");
         let errs = RuleSet::load(d.path(), &[]).unwrap_err();
         assert!(errs.iter().any(|e| e.message.contains("matches nothing")));
+    }
+
+    #[test]
+    fn languages_are_read_as_articles_are_and_a_non_code_is_located() {
+        let d = setup(
+            "[[rule]]\nid = \"k\"\nkeywords = [\"a\"]\nlanguages = [\"fr-FR\", \"GER\"]\n\
+             [[rule]]\nid = \"q\"\nquery = 'a AND lang:fra'\n",
+        );
+        let set = RuleSet::load(d.path(), &[]).unwrap();
+        let langs = |q: &Query| {
+            let mut v = vec![];
+            q.visit(&mut |l| {
+                if let Query::Lang(x) = l {
+                    v.push(x.clone())
+                }
+            });
+            v
+        };
+        assert_eq!(langs(&set.rules[0].query), ["fr", "de"]);
+        assert_eq!(langs(&set.rules[1].query), ["fr"]);
+
+        let d =
+            setup("[[rule]]\nid = \"k\"\nkeywords = [\"a\"]\nlanguages = [\"fr\", \"french\"]\n");
+        let errs = RuleSet::load(d.path(), &[]).unwrap_err();
+        assert_eq!(errs[0].line, Some(4), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("`french` is not a language code"),
+            "{}",
+            errs[0]
+        );
+        let d = setup("[[rule]]\nid = \"k\"\nquery = 'a AND lang:english'\n");
+        let errs = RuleSet::load(d.path(), &[]).unwrap_err();
+        assert_eq!(
+            (errs[0].line, errs[0].column),
+            (Some(3), Some(16)),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
