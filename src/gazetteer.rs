@@ -82,10 +82,11 @@ pub struct Form {
     pub kind: FormKind,
     /// As written in the data (before normalization).
     pub text: &'static str,
-    /// For an ambiguous country name, the languages (ISO 639-1, comma-separated) whose
-    /// CLDR names the country so; empty for every other form, which counts in any
-    /// language. "Columbia" is Colombia only in Romanian: in an English story about
-    /// Columbia University it is the university, however often it is named.
+    /// For an ambiguous country name or an abbreviation in Latin capitals, the languages
+    /// (ISO 639-1, comma-separated) whose CLDR names the country so; empty for every other
+    /// form, which counts in any language. "Columbia" is Colombia only in Romanian: in an
+    /// English story about Columbia University it is the university, however often it is
+    /// named. "VS" is the United States in Dutch, and versus in English.
     pub langs: &'static str,
 }
 

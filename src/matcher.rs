@@ -1528,6 +1528,46 @@ mod tests {
     }
 
     #[test]
+    fn an_abbreviation_counts_only_in_the_languages_that_write_it_for_the_country() {
+        let m = with_gazetteer(vec![rule("us", "country:US"), rule("gb", "country:GB")]);
+        let none: Vec<String> = vec![];
+        // Dutch writes the United States "VS", Czech the United Kingdom "GB", Portuguese
+        // the United States "EUA"; in English they are versus, gigabytes and the FDA's
+        // emergency use authorization.
+        for (text, lang, want) in [
+            ("Ajax VS Feyenoord: the preview.", "en", &none),
+            ("De VS en China praten.", "nl", &vec!["us".to_string()]),
+            ("It ships with 128 GB of storage.", "en", &none),
+            (
+                "Premiér jednal s GB a Francií.",
+                "cs",
+                &vec!["gb".to_string()],
+            ),
+            ("The FDA granted an EUA on Friday.", "en", &none),
+            (
+                "O presidente dos EUA falou.",
+                "pt-BR",
+                &vec!["us".to_string()],
+            ),
+            // In an article of no known language, every name counts, as before.
+            (
+                "The FDA granted an EUA on Friday.",
+                "",
+                &vec!["us".to_string()],
+            ),
+        ] {
+            assert_eq!(&matched(&m, "", text, lang), want, "{text} ({lang})");
+        }
+        // US, USA and UK are read so in every language (aliases.tsv).
+        assert_eq!(
+            matched(&m, "", "Der US-Präsident sprach.", "de"),
+            vec!["us"]
+        );
+        assert_eq!(matched(&m, "", "Les USA ont voté.", "fr"), vec!["us"]);
+        assert_eq!(matched(&m, "", "Le UK a voté.", "fr"), vec!["gb"]);
+    }
+
+    #[test]
     fn a_region_named_as_a_country_takes_the_name_where_its_country_has_votes() {
         let m = with_gazetteer(vec![
             rule("ge", "country:GE"),
