@@ -199,4 +199,66 @@ mod tests {
             assert!(kz.contains(&want), "missing {want}");
         }
     }
+
+    /// What `scripts/gen_gazetteer.py` promises about the data, held here so a
+    /// regeneration cannot quietly break it.
+    #[test]
+    fn generated_data_keeps_its_rules() {
+        let f = forms();
+        let read = |t: &str| crate::normalize::normalize_str(t);
+        // Country names by how vigie reads them (four letters or more, not abbreviations,
+        // as the script compares them), to their countries.
+        let mut names: std::collections::HashMap<String, Vec<&str>> = Default::default();
+        for x in f.iter().filter(|x| {
+            matches!(x.kind, FormKind::Country | FormKind::AmbiguousCountry)
+                && x.text.chars().count() >= 4
+                && x.text != x.text.to_uppercase()
+        }) {
+            names.entry(read(x.text)).or_default().push(x.code_str());
+        }
+        // A city's name is never another country's name, but a capital's may be.
+        for x in f
+            .iter()
+            .filter(|x| matches!(x.kind, FormKind::BigCity | FormKind::City))
+        {
+            if let Some(owners) = names.get(&read(x.text)) {
+                assert!(
+                    owners.iter().all(|&o| o == x.code_str()),
+                    "city {} ({}) is named as {owners:?}",
+                    x.text,
+                    x.code_str()
+                );
+            }
+        }
+        // CLDR's abbreviations in Latin capitals carry their languages (they are other
+        // things' abbreviations elsewhere), but for US, USA and UK, read so everywhere.
+        let langs = |code: &str, text: &str| -> Vec<&str> {
+            f.iter()
+                .find(|x| x.code_str() == code && x.text == text)
+                .unwrap_or_else(|| panic!("missing {text}"))
+                .languages()
+                .collect()
+        };
+        assert_eq!(langs("US", "VS"), ["nl"]);
+        assert_eq!(langs("GB", "GB"), ["cs"]);
+        assert_eq!(langs("US", "EUA"), ["ca", "gl", "pt"]);
+        for (code, text) in [("US", "SAM"), ("GB", "VK"), ("GB", "MB"), ("GB", "RU")] {
+            assert!(!langs(code, text).is_empty(), "{text}");
+        }
+        for (code, text) in [("US", "US"), ("US", "USA"), ("GB", "UK")] {
+            assert!(langs(code, text).is_empty(), "{text}");
+        }
+        // Demonyms from world-countries, in English and French.
+        for (code, text) in [
+            ("SD", "Sudanese"),
+            ("TD", "tchadiennes"),
+            ("BF", "Burkinabe"),
+        ] {
+            assert!(
+                f.iter()
+                    .any(|x| x.code_str() == code && x.text == text && x.kind == FormKind::Demonym),
+                "missing demonym {text}"
+            );
+        }
+    }
 }
