@@ -172,6 +172,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             warmup_from,
         } => {
             vigie::service::tune_allocator();
+            vigie::service::start_match_pool();
             let mut cfg = Config::load(&config)?;
             if warmup_from.is_some() {
                 cfg.kafka.warmup_from = warmup_from;
