@@ -142,16 +142,16 @@ REGION_TERRITORIES = {
 # country). Reviewed by hand from the candidates `--list-namesakes` prints: the others are
 # the territories themselves (FR-GP is Guadeloupe), or a name that is also a country's
 # usual word for its people or its neighbour, where the rule would lose the country
+# (ET-SO "Somali", Ethiopia's Somali Region, is also how English says Somalia's people;
+# NG-NI "Niger", a Nigerian state, would cost Niger its name in every story of Niger that
+# names Nigeria, its neighbour).
+NAMESAKES = {"US-GA", "NI-GR", "CD-EQ", "EC-SE", "PE-SAM"}
+
 # Demonyms of the world-countries dataset left out: "Central African" is as often the region
 # as the Central African Republic; French "malouin" (the Falklands are the Malouines) is
 # first someone from Saint-Malo; French "dominicain" is as often the religious order as
 # the Dominican Republic (whose English "Dominican" Dominica shares).
 DEMONYM_SKIP = {"Central African", "Malouin", "Malouinne", "Dominicain", "Dominicaine"}
-
-# (ET-SO "Somali", Ethiopia's Somali Region, is also how English says Somalia's people;
-# NG-NI "Niger", a Nigerian state, would cost Niger its name in every story of Niger that
-# names Nigeria, its neighbour).
-NAMESAKES = {"US-GA", "NI-GR", "CD-EQ", "EC-SE", "PE-SAM"}
 
 
 def fold(s):
@@ -507,7 +507,6 @@ def main():
         tail = f"\t{','.join(sorted(langs))}" if langs else ""
         out.append(f"{code}\t{kind}\t{form}{tail}")
 
-    here = os.path.dirname(os.path.abspath(__file__))
     aliases = curated("aliases.tsv")
     country_names, name_langs = load_cldr(cldr_dir)
     collisions = word_collisions(cldr_dir, country_names)

@@ -391,11 +391,20 @@ pub fn detect_language(title: &str, body: &str) -> Option<String> {
 /// language that has one, so that `fr`, `FR`, `fr-FR`, `fr_CA`, `fra` and `fre` all read
 /// `fr`, in articles and in rules alike (a rule's `lang:fr` must match an article tagged
 /// `fr-FR`). A three-letter code with no two-letter equivalent stays as it is, lower-cased.
-/// `None` for a tag that is no language code at all (`""`, `french`, `x1`): the parser then
-/// detects the language from the text, and a rule names it as an error.
+/// `None` for a tag that is no language code at all (`""`, `french`, `x1`) or names no
+/// particular language (`und`, `mul`): the parser then detects the language from the text,
+/// and a rule names it as an error.
 pub fn language_code(tag: &str) -> Option<Cow<'_, str>> {
     let base = tag.trim().split(['-', '_']).next()?;
     if !base.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
+    // ISO 639-2's codes for no particular language: undetermined, multiple, no linguistic
+    // content, uncoded. The text says more.
+    if ["und", "mul", "zxx", "mis"]
+        .iter()
+        .any(|c| base.eq_ignore_ascii_case(c))
+    {
         return None;
     }
     match base.len() {
@@ -514,6 +523,8 @@ mod tests {
             ("zh-Hant-TW", Some("zh")),
             ("haw", Some("haw")),
             ("french", None),
+            ("und", None),
+            ("MUL", None),
             ("", None),
             ("-", None),
             ("x1", None),
