@@ -481,9 +481,12 @@ pub fn tune_allocator() {
 /// write, and the apply waits for a core for about half its wall time. At the lowest
 /// priority they take what the others leave: 1.6–6.5% more articles a second at 10,000
 /// rules, faster in 8 of 8 alternated runs, and within noise at 1,000 (docs/BENCHMARKS.md,
-/// "What changed"). Nice
-/// values weigh threads against others in the same scheduling group — the service's own
-/// cgroup or session — so this orders vigie's own stages, not vigie against the machine.
+/// "What changed").
+///
+/// Where the service has its own scheduling group (a systemd unit's or a container's
+/// cgroup with the CPU controller, or its own session under autogroup), nice values weigh
+/// its threads only against one another, so this orders vigie's own stages. Where it
+/// shares one with other busy processes, its matching also yields to them.
 const MATCH_THREAD_NICE: i32 = 19;
 
 /// Builds rayon's global pool, where batches are parsed and matched, with its threads at
