@@ -1232,6 +1232,17 @@ mod tests {
         Matcher::new(rules, vec![], &MatcherOptions::default()).unwrap()
     }
 
+    /// A matcher with the built-in gazetteer and one rule per country, named by its code
+    /// in lower case (`sd` is `country:SD`).
+    fn with_country_rules(codes: &[&str]) -> Matcher {
+        with_gazetteer(
+            codes
+                .iter()
+                .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
+                .collect(),
+        )
+    }
+
     /// The rules an article in `lang` matches.
     fn matched(m: &Matcher, title: &str, body: &str, lang: &str) -> Vec<String> {
         let mut a = art(title, body);
@@ -1529,14 +1540,9 @@ mod tests {
 
     #[test]
     fn demonyms_of_every_country_count_and_the_shared_or_doubtful_ones_do_not() {
-        let m = with_gazetteer(
-            [
-                "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk",
-            ]
-            .iter()
-            .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
-            .collect(),
-        );
+        let m = with_country_rules(&[
+            "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk",
+        ]);
         let none: Vec<String> = vec![];
         for (text, lang, want) in [
             // From the world-countries dataset, with plurals, French in either case.
@@ -1567,12 +1573,7 @@ mod tests {
     fn a_city_name_that_is_another_countrys_name_is_that_countrys() {
         // "Benin" is also an alternate name of Benin City, Nigeria; Armenia a city of
         // Colombia. Both names are the countries'.
-        let m = with_gazetteer(
-            ["bj", "ng", "am", "co"]
-                .iter()
-                .map(|c| rule(c, &format!("country:{}", c.to_uppercase())))
-                .collect(),
-        );
+        let m = with_country_rules(&["bj", "ng", "am", "co"]);
         let benin = "Benin voted on Sunday. Benin's president spoke.";
         assert_eq!(matched(&m, "", benin, "en"), vec!["bj"]);
         let armenia = "Armenia and Azerbaijan met. Armenia said talks went well.";
