@@ -31,10 +31,7 @@ fi
 # is compiled from crates.io: about ten minutes on two cores, once.
 if [ "${1:-}" = "--durable-broker" ] && [ ! -x "$here/var/tansu/bin/tansu" ]; then
   echo "building tansu with libsql storage into var/tansu (cargo install, ~10 min)" >&2
-  # Without debug info or incremental files the build's scratch space stays small; cargo
-  # deletes it once the binary is installed.
-  CARGO_PROFILE_RELEASE_DEBUG=false CARGO_INCREMENTAL=0 \
-    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql \
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql \
     --root "$here/var/tansu" >&2
 fi
 echo "$venv/bin/python"
