@@ -14,6 +14,7 @@ the earliest offset until N articles (default 100,000) are processed, and prints
   * `steady`: the same from vigie's first processed report (later: the first state write),
     with CPU per article, peak RSS and bytes the process wrote;
   * the pipeline's stage seconds (`vigie_pipeline_stage_seconds_sum`).
+With VIGIE_RUN_KEEP=1 the run's directory (its state file and log) is kept and printed.
 """
 import os
 import re
@@ -103,7 +104,10 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("VIGIE_RUN_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("kept", work)
 
 
 if __name__ == "__main__":

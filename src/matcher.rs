@@ -1449,6 +1449,49 @@ mod tests {
         }
     }
 
+    /// A set phrase that holds a country's name (`data/not-places.tsv`) claims its words:
+    /// the name inside it votes for nothing, in any case, while the country named on its
+    /// own elsewhere in the article still counts.
+    #[test]
+    fn set_phrases_are_not_places() {
+        let m = with_gazetteer(vec![]);
+        let in_lang = |lang: &str, text: &str| Article {
+            language: Some(lang.into()),
+            ..art("", text)
+        };
+        for (lang, text) in [
+            (
+                "fr",
+                "La Bourse a connu des montagnes russes, les courtiers en file indienne.",
+            ),
+            (
+                "fr",
+                "Des choux de Bruxelles, de la crème anglaise, un cochon d'Inde.",
+            ),
+            (
+                "en",
+                "Brussels sprouts, Brazil nuts and guinea pigs for the Fighting Irish.",
+            ),
+            ("en", "A DUTCH OVEN, a Swiss Army knife and french fries."),
+            ("es", "Una montaña rusa."),
+            ("de", "Ein Deutscher Schäferhund."),
+        ] {
+            let got = m.explain(&in_lang(lang, text)).countries;
+            assert!(got.is_empty(), "{text}: {got:?}");
+        }
+        for (lang, text, want) in [
+            ("fr", "Les Russes aiment les montagnes russes.", "RU"),
+            ("fr", "Des montagnes russes à la Bourse de Moscou.", "RU"),
+            ("en", "Guinea pigs are popular in Conakry.", "GN"),
+        ] {
+            assert_eq!(
+                m.explain(&in_lang(lang, text)).countries,
+                vec![want],
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn abbreviations_count_only_in_capitals() {
         let mut entities = people();
