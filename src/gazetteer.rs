@@ -23,6 +23,11 @@ pub enum FormKind {
     Country,
     /// A country name that is also an ordinary word or surname (Turkey, Chad, Jordan).
     AmbiguousCountry,
+    /// A country name that is also a common given name (Kenya, Salvador, Mauricio): a
+    /// country name, except where a capitalized word follows it and makes it part of a
+    /// person's name (Salvador Allende, Mauricio Macri, Kenya Moore), as a city's name is
+    /// part of a longer one.
+    GivenNameCountry,
     Capital,
     /// A city of a million people or more.
     BigCity,
@@ -52,6 +57,7 @@ impl FormKind {
         Some(match c {
             "n" => FormKind::Country,
             "a" => FormKind::AmbiguousCountry,
+            "g" => FormKind::GivenNameCountry,
             "k" => FormKind::Capital,
             "c" => FormKind::BigCity,
             "s" => FormKind::City,
@@ -66,7 +72,11 @@ impl FormKind {
     /// Vote weight of one mention; a country needs a total of 1.
     pub fn weight(self) -> f32 {
         match self {
-            FormKind::Country | FormKind::Capital | FormKind::BigCity | FormKind::Demonym => 1.0,
+            FormKind::Country
+            | FormKind::GivenNameCountry
+            | FormKind::Capital
+            | FormKind::BigCity
+            | FormKind::Demonym => 1.0,
             FormKind::AmbiguousCountry | FormKind::City => 0.5,
             FormKind::Region | FormKind::Namesake | FormKind::Phrase => 0.0,
         }
@@ -78,7 +88,21 @@ impl FormKind {
     pub fn needs_capital(self) -> bool {
         !matches!(
             self,
-            FormKind::Demonym | FormKind::Country | FormKind::Phrase
+            FormKind::Demonym | FormKind::Country | FormKind::GivenNameCountry | FormKind::Phrase
+        )
+    }
+
+    /// Whether a capitalized word right after the mention makes it part of a longer name
+    /// (Paris Hilton, Georgia Tech, Salvador Dalí), where capitals mark names.
+    pub fn starts_names(self) -> bool {
+        self.needs_capital() || self == FormKind::GivenNameCountry
+    }
+
+    /// Whether the form is a name of the country itself (not a city, people or region).
+    pub fn is_country_name(self) -> bool {
+        matches!(
+            self,
+            FormKind::Country | FormKind::AmbiguousCountry | FormKind::GivenNameCountry
         )
     }
 }
@@ -139,7 +163,7 @@ pub fn country_codes() -> &'static BTreeSet<String> {
     CODES.get_or_init(|| {
         forms()
             .iter()
-            .filter(|f| matches!(f.kind, FormKind::Country | FormKind::AmbiguousCountry))
+            .filter(|f| f.kind.is_country_name())
             .map(|f| f.code_str().to_string())
             .collect()
     })
@@ -240,7 +264,7 @@ mod tests {
         // as the script compares them), to their countries.
         let mut names: std::collections::HashMap<String, Vec<&str>> = Default::default();
         for x in f.iter().filter(|x| {
-            matches!(x.kind, FormKind::Country | FormKind::AmbiguousCountry)
+            x.kind.is_country_name()
                 && x.text.chars().count() >= 4
                 && x.text != x.text.to_uppercase()
         }) {

@@ -41,8 +41,9 @@ enum Target {
         idx: u16,
         weight: f32,
         case: Case,
-        /// A place name (city, capital, ambiguous country name), which may be the start of
-        /// a longer name: see [`runs_into_a_name`].
+        /// A place name that may be the start of a longer name (a city, a capital, an
+        /// ambiguous country name, one that is also a given name): see
+        /// [`runs_into_a_name`].
         place: bool,
         /// The languages (bits of [`Matcher::languages`]) an ambiguous name counts in; 0
         /// for any. See [`crate::gazetteer::Form::langs`].
@@ -376,7 +377,7 @@ impl Matcher {
                     idx,
                     weight: f.kind.weight(),
                     case,
-                    place: f.kind.needs_capital(),
+                    place: f.kind.starts_names(),
                     langs: f.languages().map(|l| languages[l]).fold(0, |m, b| m | b),
                     shadow: NO_SHADOW,
                 };
@@ -390,7 +391,7 @@ impl Matcher {
                 for v in normalize::variants(f.text) {
                     set.add(v, target);
                 }
-                if matches!(f.kind, FormKind::Country | FormKind::AmbiguousCountry) {
+                if f.kind.is_country_name() {
                     for form in declensions(f.text) {
                         set.add(normalize::normalize_str(&form), target);
                     }
@@ -1762,6 +1763,40 @@ mod tests {
             ("", "In Almaty Proteste gegen die Regierung.", "de", "kz"),
         ] {
             assert_eq!(rules(title, body, lang), vec![want], "{title} {body}");
+        }
+    }
+
+    /// A country name that is also a common given name (kind `g` of the gazetteer) is a
+    /// person's first name when a capitalized word follows it, and the country otherwise.
+    #[test]
+    fn a_country_named_like_a_person_is_a_name_before_a_capitalized_word() {
+        let m = with_gazetteer(vec![
+            rule("sv", "country:SV"),
+            rule("mu", "country:MU"),
+            rule("ke", "country:KE"),
+        ]);
+        let rules = |body: &str, lang: &str| matched(&m, "", body, lang);
+        for (body, lang) in [
+            (
+                "Salvador Allende est mort en 1973. Salvador Dalí peignait.",
+                "fr",
+            ),
+            ("El expresidente Mauricio Macri habló.", "es"),
+            ("Kenya Moore and her castmates returned.", "en"),
+        ] {
+            assert!(
+                rules(body, lang).is_empty(),
+                "{body}: {:?}",
+                rules(body, lang)
+            );
+        }
+        for (body, lang, want) in [
+            ("Le Salvador a voté.", "fr", "sv"),
+            ("Au Salvador, Nayib Bukele gouverne.", "fr", "sv"),
+            ("Protests in Kenya grew.", "en", "ke"),
+            ("Kenya, Uganda and Tanzania signed.", "en", "ke"),
+        ] {
+            assert_eq!(rules(body, lang), vec![want], "{body}");
         }
     }
 
