@@ -109,6 +109,9 @@ CITY_STOP = {
     "general", "san", "santa", "rio", "nova", "naga", "davao", "city", "port", "union",
     "bago", "pasay", "tanga", "manga", "kota", "batman", "van", "ordu", "mus", "kars",
     "marino", "jordan", "georgia", "ali", "said", "omar", "amir", "karim", "nur",
+    # An alternate name GeoNames gives Alor Setar (Malaysia), which kept Thailand's
+    # demonym out and made every "Thai" half a vote for Malaysia.
+    "thai",
 }
 
 # City names (any script, as vigie reads them once transliterated) that are frequent words of

@@ -1585,7 +1585,7 @@ mod tests {
     #[test]
     fn demonyms_of_every_country_count_and_the_shared_or_doubtful_ones_do_not() {
         let m = with_country_rules(&[
-            "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk",
+            "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk", "th", "my",
         ]);
         let none: Vec<String> = vec![];
         for (text, lang, want) in [
@@ -1596,6 +1596,8 @@ mod tests {
             ("Les autorités maliennes ont parlé.", "fr", vec!["ml"]),
             ("La junte burkinabè a parlé.", "fr", vec!["bf"]),
             ("Nigeriens marched in Niamey.", "en", vec!["ne"]),
+            // Not a Malaysian town (an alternate name GeoNames gives Alor Setar).
+            ("The Thai army said so.", "en", vec!["th"]),
             // The longer name wins: Northern Irish is British.
             ("Northern Irish unionists rejected it.", "en", vec!["gb"]),
             ("Irish farmers rejected it.", "en", vec!["ie"]),
