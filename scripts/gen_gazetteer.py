@@ -587,7 +587,14 @@ def main():
     # A region whose name its country already has, as vigie reads it (Port d'Espagne, the
     # capital), would add nothing.
     have = {(line.split("\t", 1)[0], normalized(line.split("\t", 2)[2])) for line in out}
-    for code, name in regions_holding_country_names(country_names):
+    # The names of data/aliases.tsv are claimed too: New South Wales is not Wales, East New
+    # Britain (Papua New Guinea) not Britain. An alias the region's own country has
+    # (Northern Ireland) makes it a name of that country, not a region.
+    all_names = {code: set(forms) for code, forms in country_names.items()}
+    for code, form in aliases:
+        all_names.setdefault(code, set()).add(form)
+        have.add((code, normalized(form)))
+    for code, name in regions_holding_country_names(all_names):
         if (code, normalized(name)) not in have:
             emit(code, "r", name)
     for sub, name, _ in namesake_regions(country_names):

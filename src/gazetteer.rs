@@ -34,7 +34,7 @@ pub enum FormKind {
     City,
     /// A demonym or country adjective (kazakh, russe, Kasachen).
     Demonym,
-    /// A region whose name holds another country's (New Mexico, Northern Ireland, British
+    /// A region whose name holds another country's (New Mexico, New South Wales, British
     /// Columbia, Rhode Island). It is there to claim its words: a name inside a longer one
     /// counts only as the longer one, so Mexico, Ireland, Colombia and Iceland (German
     /// "Island") get no vote from them. It votes for nothing itself: the gazetteer holds
@@ -189,7 +189,7 @@ mod tests {
             .collect();
         // Regions that claim the words of other countries' names.
         for (code, text) in [
-            ("GB", "Northern Ireland"),
+            ("AU", "New South Wales"),
             ("US", "New Mexico"),
             ("CA", "British Columbia"),
         ] {

@@ -1601,6 +1601,10 @@ mod tests {
             // The longer name wins: Northern Irish is British.
             ("Northern Irish unionists rejected it.", "en", vec!["gb"]),
             ("Irish farmers rejected it.", "en", vec!["ie"]),
+            // The United Kingdom's four countries and their people.
+            ("Scottish voters backed it.", "en", vec!["gb"]),
+            ("Les indépendantistes écossais ont voté.", "fr", vec!["gb"]),
+            ("Le pays de Galles a gagné.", "fr", vec!["gb"]),
         ] {
             assert_eq!(matched(&m, "", text, lang), want, "{text}");
         }
@@ -1847,9 +1851,15 @@ mod tests {
                 "en",
                 vec!["sd", "ss"],
             ),
-            // Regions whose names hold a country's claim their words and vote for nothing.
+            // Northern Ireland is one of the United Kingdom's four countries, which name it.
             (
                 "Northern Ireland voted. Northern Ireland is calm.",
+                "en",
+                vec!["gb"],
+            ),
+            // Regions whose names hold a country's claim their words and vote for nothing.
+            (
+                "Floods hit New South Wales. Nouvelle-Galles-du-Sud.",
                 "en",
                 vec![],
             ),
