@@ -603,16 +603,19 @@ def main():
 
     for code, form in aliases:
         emit(code, "n", form)
+    # A line of data/demonyms.tsv whose code starts with "+" adds to the dataset's forms
+    # (Nepali beside its Nepalese); any other replaces them.
     demonyms = curated("demonyms.tsv")
     for code, form in demonyms:
-        emit(code, "d", form)
+        emit(code.lstrip("+"), "d", form)
     # Every form so far, as vigie reads it, to the countries it names.
     taken = {}
     for line in out:
         code, _, form = line.split("\t")[:3]
         taken.setdefault(normalized(form), set()).add(code)
     wc_dir = args.world_countries or fetch_npm(f"world-countries@{WORLD_COUNTRIES_VERSION}")
-    for code, form in dataset_demonyms(wc_dir, {c for c, _ in demonyms}, taken):
+    complete = {c for c, _ in demonyms if not c.startswith("+")}
+    for code, form in dataset_demonyms(wc_dir, complete, taken):
         emit(code, "d", form)
     # Last, so that they take no part in the choices above.
     for code, form in curated("not-places.tsv"):

@@ -1585,7 +1585,8 @@ mod tests {
     #[test]
     fn demonyms_of_every_country_count_and_the_shared_or_doubtful_ones_do_not() {
         let m = with_country_rules(&[
-            "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk", "th", "my",
+            "sd", "td", "ml", "bf", "ne", "gb", "ie", "cd", "cg", "do", "fk", "th", "my", "np",
+            "kr",
         ]);
         let none: Vec<String> = vec![];
         for (text, lang, want) in [
@@ -1598,6 +1599,9 @@ mod tests {
             ("Nigeriens marched in Niamey.", "en", vec!["ne"]),
             // Not a Malaysian town (an alternate name GeoNames gives Alor Setar).
             ("The Thai army said so.", "en", vec!["th"]),
+            // English forms the dataset lacks, added beside its own (Nepalese); plurals.
+            ("Nepali climbers reached the summit.", "en", vec!["np"]),
+            ("South Koreans voted.", "en", vec!["kr"]),
             // The longer name wins: Northern Irish is British.
             ("Northern Irish unionists rejected it.", "en", vec!["gb"]),
             ("Irish farmers rejected it.", "en", vec!["ie"]),
