@@ -1475,6 +1475,11 @@ mod tests {
             ),
             ("en", "A DUTCH OVEN, a Swiss Army knife and french fries."),
             ("es", "Una montaña rusa."),
+            (
+                "en",
+                "Central American migrants crossed the Gulf of Mexico.",
+            ),
+            ("fr", "Les dirigeants latino-américains se réunissent."),
             ("de", "Ein Deutscher Schäferhund."),
         ] {
             let got = m.explain(&in_lang(lang, text)).countries;
@@ -1483,6 +1488,7 @@ mod tests {
         for (lang, text, want) in [
             ("fr", "Les Russes aiment les montagnes russes.", "RU"),
             ("fr", "Des montagnes russes à la Bourse de Moscou.", "RU"),
+            ("en", "American and Latin American leaders met.", "US"),
             ("en", "Guinea pigs are popular in Conakry.", "GN"),
         ] {
             assert_eq!(
