@@ -67,6 +67,82 @@ pub fn query_against(data: &[u8], a: &article::Article) {
     }
 }
 
+/// Article text through a matcher with the built-in gazetteer: every place-name path
+/// (case checks, names that run into a capitalized word, "New", regions, set phrases,
+/// languages) on any text. The first line is the title, the rest the body; the first
+/// byte picks the language tag. Every piece of evidence must quote its field at its
+/// offset, and matching must not depend on whether evidence is asked for.
+pub fn text(data: &[u8]) {
+    use std::sync::OnceLock;
+    use vigie::matcher::{Matcher, MatcherOptions};
+    static MATCHER: OnceLock<Matcher> = OnceLock::new();
+    let m = MATCHER.get_or_init(|| {
+        let rule = |id: &str, q: &str| vigie::rules::Rule {
+            id: id.into(),
+            name: id.into(),
+            query: vigie::rules::parse_query(q).expect("a valid query"),
+            notify: vec![],
+            spike: Default::default(),
+            templates: Default::default(),
+            file: "fuzz".into(),
+            line: 1,
+            fingerprint: 1,
+        };
+        let rules = vec![
+            rule("kz", "country:KZ OR (kazakhstan NEAR/5 protest*)"),
+            rule("us", "country:US AND NOT country:GB"),
+            rule("gb", "country:GB"),
+        ];
+        Matcher::new(rules, vec![], &MatcherOptions::default()).expect("a matcher")
+    });
+    let text = String::from_utf8_lossy(data);
+    let (title, body) = text.split_once('\n').unwrap_or(("", &text));
+    let languages = [
+        None,
+        Some("fr"),
+        Some("en"),
+        Some("de"),
+        Some("es"),
+        Some("xx"),
+    ];
+    let language = languages[usize::from(data.first().copied().unwrap_or(0)) % languages.len()];
+    let a = article::Article {
+        id: "fuzz".into(),
+        url: None,
+        title: title.into(),
+        body: body.into(),
+        published_at: now(),
+        date_origin: Default::default(),
+        source: None,
+        language: language.map(String::from),
+        entities: vec![],
+        countries: vec![],
+        extra: Default::default(),
+    };
+    let plain = m.match_article(&a);
+    let explained = m.explain(&a);
+    assert_eq!(
+        plain.rule_indices, explained.rule_indices,
+        "explain matches the same rules"
+    );
+    assert_eq!(
+        plain.countries, explained.countries,
+        "and the same countries"
+    );
+    for e in &explained.evidence {
+        let field = match e.field {
+            "title" => title,
+            "body" => body,
+            other => panic!("evidence from an unknown field {other}"),
+        };
+        assert_eq!(
+            field.get(e.offset..e.offset + e.surface.len()),
+            Some(e.surface.as_str()),
+            "evidence quotes its field at its offset"
+        );
+    }
+}
+
 /// A whole rule file, as hot reload reads it: every error names the file and a line.
 pub fn rule_file(data: &[u8]) {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
-# Targets (fuzz/fuzz_targets/, bodies in fuzz/bodies.rs): article, rawtext, query, rule_file.
+# Targets (fuzz/fuzz_targets/, bodies in fuzz/bodies.rs): article, rawtext, query, text,
+# rule_file.
 # The machines have one stable toolchain, so the targets are built without a sanitizer
 # (`-s none`): Rust's own checks catch out-of-bounds access, and `-a` keeps debug
 # assertions and integer-overflow checks on in the optimized build. Starting corpora are
@@ -15,13 +16,13 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(article rawtext query rule_file)
+[ ${#targets[@]} -eq 0 ] && targets=(article rawtext query text rule_file)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 cd "$here"
 corpus=$here/fuzz/corpus
-mkdir -p "$corpus"/{article,rawtext,query,rule_file}
+mkdir -p "$corpus"/{article,rawtext,query,text,rule_file}
 seeds=$here/../shared/seeds
-if [ -d "$seeds" ]; then cp "$seeds"/* "$corpus/rawtext/"; fi
+if [ -d "$seeds" ]; then cp "$seeds"/* "$corpus/rawtext/"; cp "$seeds"/* "$corpus/text/"; fi
 cargo build --release --quiet --bin vigie
 ./target/release/vigie generate --days 1 --rate 1 --surge-hours 2 --body-bytes 600 \
   --output "$corpus/generated.jsonl"
@@ -31,6 +32,8 @@ cp config/rules/*.toml "$corpus/rule_file/"
   split -l 1 - "$corpus/query/rule-"
 printf '%s' '"état d'"'"'urgence" NEAR/5 (Almaty OR Алматы) AND NOT sport' > "$corpus/query/hand-1"
 printf '%s' 'country:KZ AND entity:tokayev' > "$corpus/query/hand-2"
+printf '\002%s\n%s' 'Protests Spread Across Almaty' 'Salvador Allende, New Mexico, Jordan Bardella, É.-U. and the US; guinea pigs in Conakry.' > "$corpus/text/hand-1"
+printf '\001%s\n%s' 'Les montagnes russes' "Au Nouveau-Mexique, l'Écosse et la Géorgie (Atlanta) ; Kazakhstan, Алматы." > "$corpus/text/hand-2"
 
 for t in "${targets[@]}"; do
   echo "== fuzzing $t for ${secs}s"

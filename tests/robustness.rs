@@ -251,10 +251,11 @@ mod fuzz_bodies;
 fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     type Body = fn(&[u8]);
-    let targets: [(&str, Body); 4] = [
+    let targets: [(&str, Body); 5] = [
         ("article", fuzz_bodies::article),
         ("rawtext", fuzz_bodies::rawtext),
         ("query", fuzz_bodies::query),
+        ("text", fuzz_bodies::text),
         ("rule_file", fuzz_bodies::rule_file),
     ];
     let mut replayed = 0;
@@ -270,6 +271,7 @@ fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
     }
     for seed in seeds() {
         fuzz_bodies::rawtext(seed.as_bytes());
+        fuzz_bodies::text(seed.as_bytes());
     }
     for rules in std::fs::read_dir(root.join("config/rules"))
         .unwrap()
