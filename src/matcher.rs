@@ -1450,6 +1450,26 @@ mod tests {
         }
     }
 
+    /// A seat of government (`data/seats.tsv`) is a whole mention of its country, with its
+    /// capital letter, even before another capitalized word.
+    #[test]
+    fn seats_of_government_name_their_country() {
+        let m = with_country_rules(&["ru", "us", "kz", "fr", "gb"]);
+        let none: Vec<&str> = vec![];
+        for (text, lang, want) in [
+            ("Le Kremlin a démenti.", "fr", vec!["ru"]),
+            ("The White House Press Secretary spoke.", "en", vec!["us"]),
+            ("Selon la Maison-Blanche, rien.", "fr", vec!["us"]),
+            ("L'Akorda a publié un décret.", "fr", vec!["kz"]),
+            ("Downing Street declined to comment.", "en", vec!["gb"]),
+            // A house that is white; a town near Paris.
+            ("Une maison blanche au bord du lac.", "fr", none.clone()),
+            ("Il habite au Kremlin-Bicêtre.", "fr", none.clone()),
+        ] {
+            assert_eq!(matched(&m, "", text, lang), want, "{text}");
+        }
+    }
+
     /// A set phrase that holds a country's name (`data/not-places.tsv`) claims its words:
     /// the name inside it votes for nothing, in any case, while the country named on its
     /// own elsewhere in the article still counts.
