@@ -1450,10 +1450,10 @@ mod tests {
         }
     }
 
-    /// A seat of government (`data/seats.tsv`) is a whole mention of its country, with its
-    /// capital letter, even before another capitalized word.
+    /// A name used in place of a country (`data/metonyms.tsv`) is a whole mention of it,
+    /// with its capital letter, even before another capitalized word.
     #[test]
-    fn seats_of_government_name_their_country() {
+    fn names_used_in_place_of_a_country_name_it() {
         let m = with_country_rules(&["ru", "us", "kz", "fr", "gb"]);
         let none: Vec<&str> = vec![];
         for (text, lang, want) in [
@@ -1462,8 +1462,13 @@ mod tests {
             ("Selon la Maison-Blanche, rien.", "fr", vec!["us"]),
             ("L'Akorda a publié un décret.", "fr", vec!["kz"]),
             ("Downing Street declined to comment.", "en", vec!["gb"]),
+            ("Dans l'Hexagone, les prix montent.", "fr", vec!["fr"]),
             // A house that is white; a town near Paris.
-            ("Une maison blanche au bord du lac.", "fr", none.clone()),
+            (
+                "Une maison blanche au bord du lac, un hexagone.",
+                "fr",
+                none.clone(),
+            ),
             ("Il habite au Kremlin-Bicêtre.", "fr", none.clone()),
         ] {
             assert_eq!(matched(&m, "", text, lang), want, "{text}");
