@@ -136,6 +136,14 @@ impl Form {
         std::str::from_utf8(&self.code).unwrap_or("??")
     }
 
+    /// Whether a mention must start with a capital letter: as its kind says, except for a
+    /// name used in place of a country that the data writes in lower case, where the
+    /// capital is on a later word ("outre-Atlantique").
+    pub fn needs_capital(&self) -> bool {
+        self.kind.needs_capital()
+            && !(self.kind == FormKind::Metonym && !self.text.starts_with(char::is_uppercase))
+    }
+
     /// The languages this form is limited to; none when it counts in any language.
     pub fn languages(&self) -> impl Iterator<Item = &'static str> {
         self.langs.split(',').filter(|l| !l.is_empty())

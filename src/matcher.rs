@@ -367,7 +367,7 @@ impl Matcher {
                     && !lower_demonyms.contains(&normalize::normalize_str(f.text));
                 let case = Case::of_name(
                     f.text,
-                    if f.kind.needs_capital() || capital_only {
+                    if f.needs_capital() || capital_only {
                         Case::Capital
                     } else {
                         Case::Any
@@ -1463,6 +1463,13 @@ mod tests {
             ("L'Akorda a publié un décret.", "fr", vec!["kz"]),
             ("Downing Street declined to comment.", "en", vec!["gb"]),
             ("Dans l'Hexagone, les prix montent.", "fr", vec!["fr"]),
+            // Written in lower case in the data: the capital is on a later word.
+            (
+                "Les élections outre-Atlantique inquiètent.",
+                "fr",
+                vec!["us"],
+            ),
+            ("Outre-Manche, le gouvernement a cédé.", "fr", vec!["gb"]),
             // A house that is white; a town near Paris.
             (
                 "Une maison blanche au bord du lac, un hexagone.",
