@@ -140,8 +140,8 @@ impl Form {
     /// name used in place of a country that the data writes in lower case, where the
     /// capital is on a later word ("outre-Atlantique").
     pub fn needs_capital(&self) -> bool {
-        self.kind.needs_capital()
-            && !(self.kind == FormKind::Metonym && !self.text.starts_with(char::is_uppercase))
+        let written_lower = !self.text.starts_with(char::is_uppercase);
+        self.kind.needs_capital() && (self.kind != FormKind::Metonym || !written_lower)
     }
 
     /// The languages this form is limited to; none when it counts in any language.
