@@ -378,6 +378,31 @@ async fn accepted_within(hook: &receiver::Receiver, n: usize, limit: Duration, w
     }
 }
 
+/// Waits until the outbox's counts satisfy `done` (a running worker records a delivery
+/// just after the receiver has answered it); fails after `limit`.
+async fn outbox_within(
+    path: &std::path::Path,
+    limit: Duration,
+    done: impl Fn(&vigie::state::OutboxStats) -> bool,
+) -> vigie::state::OutboxStats {
+    let deadline = Instant::now() + limit;
+    loop {
+        let stats = Store::open(path).unwrap().outbox_stats().unwrap();
+        if done(&stats) || Instant::now() >= deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits up to 3 s for `n` requests to have reached `hook`, answered or not.
+async fn attempted_within_3s(hook: &receiver::Receiver, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while hook.attempts.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A receiver that takes its whole timeout holds up only its own channel: while its first
 /// request hangs, a later alert to another channel goes out at once (the worker used to
 /// wait for every send of a round before reading the outbox again).
@@ -393,6 +418,7 @@ async fn a_hung_receiver_does_not_hold_up_another_channel() {
     let task = tokio::spawn(w.run(shutdown));
     accepted_within_3s(&good, 1, "not delivered within 3 s").await;
     // The hung receiver has the first alert's request and sits on it.
+    attempted_within_3s(&hung, 1).await;
     assert_eq!(hung.attempts.load(Ordering::SeqCst), 1);
     // A second alert, to the good channel only, while that request still hangs.
     let mut e = event("tokayev");
@@ -410,7 +436,9 @@ async fn a_hung_receiver_does_not_hold_up_another_channel() {
     wake.notify_one();
     accepted_within_3s(&good, 2, "not delivered within 3 s").await;
     assert!(asked.elapsed() < Duration::from_secs(3));
-    let stats = Store::open(&path).unwrap().outbox_stats().unwrap();
+    // The worker records the send just after the receiver's answer (on a loaded machine
+    // the test once read the outbox in between: sent 1, pending 2).
+    let stats = outbox_within(&path, Duration::from_secs(3), |s| s.sent >= 2).await;
     assert_eq!((stats.sent, stats.pending), (2, 1), "{stats:?}");
     // The row in flight was not sent a second time meanwhile.
     assert_eq!(hung.attempts.load(Ordering::SeqCst), 1);
