@@ -460,6 +460,8 @@ async fn a_hung_receiver_gets_a_bounded_number_of_requests() {
     let (trigger, shutdown) = vigie::shutdown::channel();
     let task = tokio::spawn(w.run(shutdown));
     accepted_within_3s(&good, 7, "the good channel was held up").await;
+    // Once the bound is reached, no more come.
+    attempted_within_3s(&hung, vigie::sink::outbox::IN_FLIGHT_PER_CHANNEL).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         hung.attempts.load(Ordering::SeqCst),
