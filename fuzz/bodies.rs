@@ -37,6 +37,21 @@ pub fn query(data: &[u8]) {
     query_against(data, &sample_article());
 }
 
+/// A rule with this id and query, as a rule file would give it.
+fn rule(id: &str, query: vigie::rules::Query) -> vigie::rules::Rule {
+    vigie::rules::Rule {
+        id: id.into(),
+        name: id.into(),
+        query,
+        notify: vec![],
+        spike: Default::default(),
+        templates: Default::default(),
+        file: "fuzz".into(),
+        line: 1,
+        fingerprint: 1,
+    }
+}
+
 /// [`query`], matching against `a`.
 pub fn query_against(data: &[u8], a: &article::Article) {
     let Ok(q) = std::str::from_utf8(data) else {
@@ -45,17 +60,7 @@ pub fn query_against(data: &[u8], a: &article::Article) {
     let Ok(query) = vigie::rules::parse_query(q) else {
         return;
     };
-    let rule = vigie::rules::Rule {
-        id: "r".into(),
-        name: "r".into(),
-        query,
-        notify: vec![],
-        spike: Default::default(),
-        templates: Default::default(),
-        file: "fuzz".into(),
-        line: 1,
-        fingerprint: 1,
-    };
+    let rule = rule("r", query);
     let options = vigie::matcher::MatcherOptions {
         gazetteer: false,
         ..Default::default()
@@ -77,17 +82,7 @@ pub fn text(data: &[u8]) {
     use vigie::matcher::{Matcher, MatcherOptions};
     static MATCHER: OnceLock<Matcher> = OnceLock::new();
     let m = MATCHER.get_or_init(|| {
-        let rule = |id: &str, q: &str| vigie::rules::Rule {
-            id: id.into(),
-            name: id.into(),
-            query: vigie::rules::parse_query(q).expect("a valid query"),
-            notify: vec![],
-            spike: Default::default(),
-            templates: Default::default(),
-            file: "fuzz".into(),
-            line: 1,
-            fingerprint: 1,
-        };
+        let rule = |id, q| rule(id, vigie::rules::parse_query(q).expect("a valid query"));
         let rules = vec![
             rule("kz", "country:KZ OR (kazakhstan NEAR/5 protest*)"),
             rule("us", "country:US AND NOT country:GB"),

@@ -103,7 +103,16 @@ impl FormKind {
     /// Whether a capitalized word right after the mention makes it part of a longer name
     /// (Paris Hilton, Georgia Tech, Salvador Dalí), where capitals mark names.
     pub fn starts_names(self) -> bool {
-        (self.needs_capital() && self != FormKind::Metonym) || self == FormKind::GivenNameCountry
+        matches!(
+            self,
+            FormKind::AmbiguousCountry
+                | FormKind::GivenNameCountry
+                | FormKind::Capital
+                | FormKind::BigCity
+                | FormKind::City
+                | FormKind::Region
+                | FormKind::Namesake
+        )
     }
 
     /// Whether the form is a name of the country itself (not a city, people or region).

@@ -371,11 +371,20 @@ async fn accepted_within_3s(hook: &receiver::Receiver, n: usize, what: &str) {
 
 /// Waits until `hook` has accepted `n` deliveries; fails with `what` after `limit`.
 async fn accepted_within(hook: &receiver::Receiver, n: usize, limit: Duration, what: &str) {
+    let done = || hook.accepted.lock().unwrap().len() >= n;
+    assert!(wait_for(limit, done).await, "{what}");
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `limit` has passed (false).
+async fn wait_for(limit: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;
-    while hook.accepted.lock().unwrap().len() < n {
-        assert!(Instant::now() < deadline, "{what}");
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    true
 }
 
 /// Waits until the outbox's counts satisfy `done` (a running worker records a delivery
@@ -385,22 +394,15 @@ async fn outbox_within(
     limit: Duration,
     done: impl Fn(&vigie::state::OutboxStats) -> bool,
 ) -> vigie::state::OutboxStats {
-    let deadline = Instant::now() + limit;
-    loop {
-        let stats = Store::open(path).unwrap().outbox_stats().unwrap();
-        if done(&stats) || Instant::now() >= deadline {
-            return stats;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let stats = || Store::open(path).unwrap().outbox_stats().unwrap();
+    wait_for(limit, || done(&stats())).await;
+    stats()
 }
 
 /// Waits up to 3 s for `n` requests to have reached `hook`, answered or not.
 async fn attempted_within_3s(hook: &receiver::Receiver, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while hook.attempts.load(Ordering::SeqCst) < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let done = || hook.attempts.load(Ordering::SeqCst) >= n;
+    wait_for(Duration::from_secs(3), done).await;
 }
 
 /// A receiver that takes its whole timeout holds up only its own channel: while its first
