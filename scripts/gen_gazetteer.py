@@ -226,7 +226,7 @@ def given_names(with_share=False):
 
 
 # Word lists a given name is looked up in, lower case, to find the names that are also
-# ordinary words (Will, May, Hope, Les): Debian's wamerican (SCOWL) and wfrench, installed
+# ordinary words (Will, Hope, Les): Debian's wamerican (SCOWL) and wfrench, installed
 # with apt when missing.
 WORD_LISTS = {"wamerican": "/usr/share/dict/american-english", "wfrench": "/usr/share/dict/french"}
 # Such a name is flagged `word` when the word is far more frequent than the name: its

@@ -186,10 +186,11 @@ pub fn forms() -> &'static [Form] {
 /// What a given name is, as [`given_name`] tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GivenName {
-    /// Only a name (Michael, George, Irving).
+    /// A name first (Michael, George, Irving; Tom and Jack too, though dictionaries list
+    /// them as words).
     Name,
-    /// Also a lower-case word of English or French (Will, May, Tom, Jack): a name only
-    /// inside a sentence, where its capital says so.
+    /// Mostly an ordinary word of English or French (Will, Hope, Major, French "Les"): a
+    /// name only inside a sentence, where its capital says so.
     AlsoAWord,
 }
 

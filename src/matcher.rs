@@ -834,11 +834,11 @@ fn runs_into_a_name(rest: &str) -> bool {
 
 /// Whether the word before the mention starting at original offset `start()` (word
 /// `first_word` of `norm`) is a capitalized given name joined to it by one space or a
-/// hyphen: the place is then a person's surname (Tom Holland, Jack London, Anatole France
-/// if the name were common enough, George Washington) or part of a compound given name
-/// (Marie-France). A name that is also an ordinary word (Will, May, Grant) counts only
-/// inside a sentence and where capitals mark names (not in a Title Case headline): "Will
-/// Jordan…" opens a question. The lists are in [`gazetteer::given_name`].
+/// hyphen: the place is then a person's surname (Tom Holland, Jack London, George
+/// Washington) or part of a compound given name (Marie-France). A name that is mostly an
+/// ordinary word (Will, Hope, Grant) counts only inside a sentence and where capitals mark
+/// names (not in a Title Case headline): "Will Jordan…" opens a question. The list is
+/// [`gazetteer::given_name`]'s.
 fn after_a_given_name(
     original: &str,
     norm: &Normalized,
@@ -1954,7 +1954,7 @@ mod tests {
         for (body, lang, want) in [
             // Washington is the United States' capital, as London is Britain's.
             ("Washington a annoncé des sanctions.", "fr", "us"),
-            ("Talks in Washington and London.", "en", "gb"),
+            ("Talks in Washington and London.", "en", "us"),
             // Not a given name, or not right before the place.
             ("Le président Macron Paris visite.", "fr", "fr"),
             ("Il a vu Tom. Holland est loin.", "fr", "nl"),
