@@ -53,6 +53,7 @@ Without --cldr (--world-countries) the CLDR (world-countries) package is fetched
 import argparse
 import functools
 import json
+import math
 import os
 import re
 import subprocess
@@ -246,8 +247,6 @@ def given_name_list(gazetteer_path):
     a place right after such a name, capitalized, as part of a person's name (Tom Holland,
     Jack London, George Washington); a name flagged `word` counts only inside a sentence,
     since "Will Jordan…" opens one."""
-    import math
-
     wordfreq = pip_import("wordfreq", f"wordfreq=={WORDFREQ_VERSION}")
     for package, path in WORD_LISTS.items():
         if not os.path.exists(path):

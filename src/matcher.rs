@@ -1926,14 +1926,7 @@ mod tests {
 
     #[test]
     fn a_place_after_a_given_name_is_part_of_a_persons_name() {
-        let m = with_gazetteer(vec![
-            rule("nl", "country:NL"),
-            rule("gb", "country:GB"),
-            rule("de", "country:DE"),
-            rule("jo", "country:JO"),
-            rule("fr", "country:FR"),
-            rule("us", "country:US"),
-        ]);
+        let m = with_country_rules(&["nl", "gb", "de", "jo", "fr", "us"]);
         let rules = |body: &str, lang: &str| matched(&m, "", body, lang);
         for (body, lang) in [
             ("L'acteur Tom Holland tourne un film.", "fr"),

@@ -105,17 +105,31 @@ fn pack(word: &[u8]) -> Key {
     }
 }
 
+/// `text[s..e]` packed into a `u64` when it is at most eight bytes (`None` otherwise): one
+/// 8-byte load and a mask when the text goes on far enough, a copy for the last words.
+/// Also the story fingerprint's word hash (`engine::simhash`).
+pub(crate) fn pack_short_at(text: &[u8], s: usize, e: usize) -> Option<u64> {
+    let len = e - s;
+    if len > 8 {
+        return None;
+    }
+    if let Some(chunk) = text.get(s..s + 8) {
+        let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        return Some(chunk & u64::MAX.checked_shr(8 * (8 - len) as u32).unwrap_or(0));
+    }
+    let mut buf = [0u8; 8];
+    buf[..len].copy_from_slice(&text[s..e]);
+    Some(u64::from_le_bytes(buf))
+}
+
 /// [`pack`] of `text[s..e]`, with one 8- or 16-byte load and a mask when the text goes
 /// on far enough (it does for all but its last words): no variable-length copy per word.
 fn pack_at(text: &[u8], s: usize, e: usize) -> Key {
     let len = e - s;
-    if len <= 8 {
-        if let Some(chunk) = text.get(s..s + 8) {
-            let chunk = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            let mask = u64::MAX.checked_shr(8 * (8 - len) as u32).unwrap_or(0);
-            return Key::Short(chunk & mask);
-        }
-    } else if len <= 16 {
+    if let Some(k) = pack_short_at(text, s, e) {
+        return Key::Short(k);
+    }
+    if len <= 16 {
         if let Some(chunk) = text.get(s..s + 16) {
             let chunk = u128::from_le_bytes(chunk.try_into().expect("sixteen bytes"));
             let mask = u128::MAX.checked_shr(8 * (16 - len) as u32).unwrap_or(0);
