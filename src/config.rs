@@ -533,6 +533,25 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) {
     }
 }
 
+/// Parses a span of time as the command line and the API write it: `90m`, `36h`, `3d` or
+/// `30s`, into seconds. None for anything else (a negative or overflowing number too).
+pub fn parse_span(v: &str) -> Option<i64> {
+    let v = v.trim();
+    let unit = v.chars().last()?;
+    // Split after the last character, not its last byte: `7é` must be refused, not panic.
+    let n: i64 = v[..v.len() - unit.len_utf8()].parse().ok()?;
+    if n < 0 {
+        return None;
+    }
+    match unit {
+        'd' => n.checked_mul(86_400),
+        'h' => n.checked_mul(3_600),
+        'm' => n.checked_mul(60),
+        's' => Some(n),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,5 +599,26 @@ mod tests {
     fn secrets_are_not_printed() {
         let s = Secret::new("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn spans_parse_without_panicking_on_any_input() {
+        assert_eq!(parse_span("90m"), Some(5_400));
+        assert_eq!(parse_span(" 36h "), Some(129_600));
+        assert_eq!(parse_span("30s"), Some(30));
+        for bad in [
+            "",
+            "h",
+            "1.5h",
+            "1e3s",
+            "½d",
+            "3дн",
+            "-1s",
+            "7é",
+            "é",
+            "99999999999999999d",
+        ] {
+            assert_eq!(parse_span(bad), None, "{bad}");
+        }
     }
 }

@@ -9,6 +9,9 @@
 //! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
 //! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
 //! | `POST /api/reload`                  | reload rules and entities now                     |
+//! | `GET /api/silences`                 | silences not yet ended (`?expired=true`: 30 days) |
+//! | `POST /api/silences`                | mute rules' notifications for a while (201)       |
+//! | `DELETE /api/silences/{id}`         | end a silence now                                 |
 //!
 //! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
 
@@ -21,7 +24,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -30,6 +33,7 @@ use serde_json::json;
 use crate::config::Secret;
 use crate::pipeline::Processor;
 use crate::shutdown::Shutdown;
+use crate::silence::NewSilence;
 use crate::state::Store;
 
 /// What readiness is made of.
@@ -58,6 +62,8 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub api_token: Option<Secret>,
     pub reload: ReloadFn,
+    /// Channel names a silence may name (the configured ones and `log`).
+    pub channels: Arc<Vec<String>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rules/{id}/series", get(series))
         .route("/api/alerts", get(alerts))
         .route("/api/reload", post(reload))
+        .route("/api/silences", get(silences).post(add_silence))
+        .route("/api/silences/{id}", delete(expire_silence))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -306,5 +314,108 @@ async fn reload(State(s): State<AppState>) -> Response {
             Json(json!({ "ok": false, "errors": errors })),
         )
             .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SilencesQuery {
+    /// Also list silences that ended in the last 30 days.
+    expired: Option<bool>,
+}
+
+/// Runs `f` on the server's state connection off the reactor; a state error is a 500.
+async fn with_store<T: Send + 'static>(
+    s: &AppState,
+    f: impl FnOnce(&Store) -> Result<T, crate::state::StateError> + Send + 'static,
+) -> Result<T, Response> {
+    let store = s.store.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let st = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&st)
+    })
+    .await;
+    match out {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response()),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+    }
+}
+
+/// The ids of the rules in force.
+async fn rule_ids(s: &AppState) -> Vec<String> {
+    let p = s.processor.clone();
+    tokio::task::spawn_blocking(move || {
+        p.lock()
+            .map(|p| {
+                p.engine
+                    .matcher()
+                    .rules
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn silences(State(s): State<AppState>, Query(q): Query<SilencesQuery>) -> Response {
+    let now = chrono::Utc::now();
+    let since = q
+        .expired
+        .unwrap_or(false)
+        .then(|| now.timestamp_millis() - 30 * 86_400_000);
+    let list = match with_store(&s, move |st| st.silences(now.timestamp_millis(), since)).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let ids = rule_ids(&s).await;
+    let out: Vec<_> = list.iter().map(|sl| sl.describe(now, &ids)).collect();
+    Json(json!({ "silences": out })).into_response()
+}
+
+async fn add_silence(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let bad = |msg: String| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": msg })),
+        )
+            .into_response()
+    };
+    let asked: NewSilence = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => return bad(format!("silence: {e}")),
+    };
+    let now = chrono::Utc::now();
+    let spec = match asked.check(now, &s.channels) {
+        Ok(spec) => spec,
+        Err(e) => return bad(e.to_string()),
+    };
+    let sl = match with_store(&s, move |st| st.add_silence(&spec)).await {
+        Ok(sl) => sl,
+        Err(r) => return r,
+    };
+    tracing::info!(silence = sl.id, rule = %sl.spec.rule, channel = ?sl.spec.channel, ends_at = %sl.spec.ends_at, comment = %sl.spec.comment, "silence added");
+    let ids = rule_ids(&s).await;
+    (StatusCode::CREATED, Json(sl.describe(now, &ids))).into_response()
+}
+
+async fn expire_silence(State(s): State<AppState>, Path(id): Path<i64>) -> Response {
+    match with_store(&s, move |st| st.expire_silence(id)).await {
+        Ok(true) => {
+            tracing::info!(silence = id, "silence ended");
+            Json(json!({ "ok": true, "id": id })).into_response()
+        }
+        Ok(false) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no silence {id} still in force") })),
+        )
+            .into_response(),
+        Err(r) => r,
     }
 }

@@ -30,6 +30,7 @@
 //!   delivery semantics documented there.
 //! * [`source`]    — where records come from (Kafka, files, memory).
 //! * [`sink`]      — where alerts go (email, webhook, log) and the outbox worker that sends them.
+//! * [`silence`]   — silences: a rule's notifications muted for a while, rule untouched.
 //! * [`http`]      — health, readiness, Prometheus metrics and the JSON API.
 //! * [`telemetry`] — metric names and logging setup.
 //! * [`generate`]  — synthetic scenario feeds for demos, tests and benchmarks.
@@ -52,6 +53,7 @@ pub mod rawtext;
 pub mod rules;
 pub mod service;
 pub mod shutdown;
+pub mod silence;
 pub mod sink;
 pub mod source;
 pub mod state;

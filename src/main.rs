@@ -138,6 +138,56 @@ enum Command {
         timeout_ms: u64,
         inputs: Vec<PathBuf>,
     },
+    /// Mute rules' notifications for a while, list silences, end one (docs/alerts.md).
+    /// Works on the state file, beside a running service or not.
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SilenceAction {
+    /// Add a silence; prints it as JSON.
+    Add {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        /// Rule id or pattern (`*` any run of characters, `?` one).
+        #[arg(long)]
+        rule: String,
+        /// Mute only this channel (default: every channel).
+        #[arg(long)]
+        channel: Option<String>,
+        /// How long, from the start: 90m, 36h, 3d.
+        #[arg(long = "for", value_name = "SPAN", conflicts_with = "until")]
+        duration: Option<String>,
+        /// Until this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// From this RFC 3339 time (default now).
+        #[arg(long)]
+        from: Option<String>,
+        /// Why (required).
+        #[arg(long)]
+        comment: String,
+        /// Who.
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// List silences not yet ended (with --expired, also those ended in the last 30 days),
+    /// one JSON line each.
+    List {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        #[arg(long)]
+        expired: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        id: i64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -186,6 +236,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check(&config)),
+        Command::Silence { action } => silence(action),
         Command::Match { config, inputs } => {
             let (_, matcher) = load(&config)?;
             let inputs = if inputs.is_empty() {
@@ -622,6 +673,70 @@ fn backtest(
             std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         }
         eprintln!("backtest: charts written to {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigie silence`: the same checks and store as `POST /api/silences`, on the state file
+/// named by the config.
+fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
+    use vigie::silence::NewSilence;
+    use vigie::state::Store;
+    let open = |config: &PathBuf| -> anyhow::Result<(Config, Store, Vec<String>)> {
+        let (cfg, matcher) = load(config)?;
+        let store = Store::open(&cfg.state.path)
+            .with_context(|| format!("opening state file {}", cfg.state.path.display()))?;
+        let ids = matcher.rules.iter().map(|r| r.id.clone()).collect();
+        Ok((cfg, store, ids))
+    };
+    let now = Utc::now();
+    let mut out = std::io::stdout().lock();
+    match action {
+        SilenceAction::Add {
+            config,
+            rule,
+            channel,
+            duration,
+            until,
+            from,
+            comment,
+            by,
+        } => {
+            let (cfg, store, ids) = open(&config)?;
+            let asked = NewSilence {
+                rule,
+                channel,
+                starts_at: from,
+                ends_at: until,
+                duration,
+                comment,
+                created_by: by,
+            };
+            let spec = match asked.check(now, &vigie::service::channel_names(&cfg)) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let s = store.add_silence(&spec)?;
+            writeln!(out, "{}", s.describe(now, &ids))?;
+        }
+        SilenceAction::List { config, expired } => {
+            let (_, store, ids) = open(&config)?;
+            let since = expired.then(|| now.timestamp_millis() - 30 * 86_400_000);
+            for s in store.silences(now.timestamp_millis(), since)? {
+                writeln!(out, "{}", s.describe(now, &ids))?;
+            }
+        }
+        SilenceAction::Expire { config, id } => {
+            let (_, store, _) = open(&config)?;
+            if !store.expire_silence(id)? {
+                eprintln!("error: no silence {id} still in force");
+                return Ok(ExitCode::from(2));
+            }
+            writeln!(out, "{}", serde_json::json!({ "ok": true, "id": id }))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::engine::{
     AlertEvent, ArticleRef, Bucket, Changes, FeedState, RuleState, StoryKey, StoryRow,
 };
+use crate::silence::Silence;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -67,6 +68,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, done_ms INTEGER,
     last_error TEXT, UNIQUE (event_id, channel));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, channel TEXT,
+    starts_ms INTEGER NOT NULL, ends_ms INTEGER NOT NULL, comment TEXT NOT NULL,
+    created_by TEXT, created_ms INTEGER NOT NULL);
 "#;
 
 /// A connection to the state file. Each task that needs one opens its own: SQLite in WAL
@@ -92,6 +97,8 @@ pub struct OutboxStats {
     pub pending: i64,
     pub sent: i64,
     pub dead: i64,
+    /// Not sent because a silence covered them when they fell due (`crate::silence`).
+    pub silenced: i64,
 }
 
 fn now_ms() -> i64 {
@@ -602,6 +609,78 @@ impl Store {
         Ok(())
     }
 
+    /// Marks a due row as not sent because silence `silence` covers it.
+    pub fn mark_silenced(&self, id: i64, silence: i64) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET status = 'silenced', done_ms = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'", params![id, now_ms(), format!("silenced by silence {silence}")])?;
+        Ok(())
+    }
+
+    /// Stores a checked silence; returns it with its id.
+    pub fn add_silence(&self, s: &crate::silence::SilenceSpec) -> Result<Silence, StateError> {
+        let now = now_ms();
+        self.conn.execute(
+            "INSERT INTO silences (rule, channel, starts_ms, ends_ms, comment, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![s.rule, s.channel, s.starts_at.timestamp_millis(), s.ends_at.timestamp_millis(), s.comment, s.created_by, now],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        Ok(self.silence(id)?.expect("the row just inserted"))
+    }
+
+    /// One silence by id.
+    pub fn silence(&self, id: i64) -> Result<Option<Silence>, StateError> {
+        Ok(self.silences_where("id = ?1", params![id])?.pop())
+    }
+
+    /// Silences that have not ended by `now_ms` (active or still to come), oldest first;
+    /// with `ended_since`, also those that ended after it.
+    pub fn silences(
+        &self,
+        now_ms: i64,
+        ended_since: Option<i64>,
+    ) -> Result<Vec<Silence>, StateError> {
+        self.silences_where(
+            "ends_ms > ?1",
+            params![ended_since.unwrap_or(now_ms).min(now_ms)],
+        )
+    }
+
+    /// Ends a silence now, or cancels one still to come (either stays listed as expired).
+    /// False if there is no such silence or it had already ended.
+    pub fn expire_silence(&self, id: i64) -> Result<bool, StateError> {
+        let now = now_ms();
+        let n = self.conn.execute(
+            "UPDATE silences SET ends_ms = ?2, starts_ms = min(starts_ms, ?2) WHERE id = ?1 AND ends_ms > ?2",
+            params![id, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn silences_where(
+        &self,
+        cond: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Silence>, StateError> {
+        let ms = |v: i64| chrono::DateTime::from_timestamp_millis(v).unwrap_or_default();
+        let mut st = self.conn.prepare(&format!(
+            "SELECT id, rule, channel, starts_ms, ends_ms, comment, created_by, created_ms FROM silences WHERE {cond} ORDER BY id"
+        ))?;
+        let rows = st.query_map(args, |r| {
+            Ok(Silence {
+                id: r.get(0)?,
+                spec: crate::silence::SilenceSpec {
+                    rule: r.get(1)?,
+                    channel: r.get(2)?,
+                    starts_at: ms(r.get(3)?),
+                    ends_at: ms(r.get(4)?),
+                    comment: r.get(5)?,
+                    created_by: r.get(6)?,
+                },
+                created_at: ms(r.get(7)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn mark_dead(&self, id: i64, error: &str) -> Result<(), StateError> {
         self.conn.execute("UPDATE outbox SET status = 'dead', attempts = attempts + 1, done_ms = ?2, last_error = ?3 WHERE id = ?1", params![id, now_ms(), error])?;
         Ok(())
@@ -618,6 +697,7 @@ impl Store {
             match status.as_str() {
                 "pending" => s.pending = n,
                 "sent" => s.sent = n,
+                "silenced" => s.silenced = n,
                 _ => s.dead += n,
             }
         }
@@ -636,7 +716,8 @@ impl Store {
 
     /// Deletes what no longer serves: buckets and volume older than `retention` before the
     /// watermark, evidence older than `evidence` (it only explains recent alerts), story
-    /// hashes older than `stories`, and finished outbox rows older than a week.
+    /// hashes older than `stories`, finished outbox rows older than a week and silences that
+    /// ended more than 30 days ago.
     pub fn prune(&self, retention: i64, evidence: i64, stories: i64) -> Result<usize, StateError> {
         let Some(wm) = self.watermark()? else {
             return Ok(0);
@@ -660,6 +741,10 @@ impl Store {
         n += self.conn.execute(
             "DELETE FROM outbox WHERE status != 'pending' AND done_ms < ?1",
             [now_ms() - 7 * 86_400_000],
+        )?;
+        n += self.conn.execute(
+            "DELETE FROM silences WHERE ends_ms < ?1",
+            [now_ms() - 30 * 86_400_000],
         )?;
         Ok(n)
     }
@@ -1016,5 +1101,44 @@ mod tests {
         assert_eq!(*of("old", "a0"), article("a0"));
         assert!(s.prune(100, 100, 100).unwrap() >= 4);
         assert!(s.evidence_since(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn silences_are_listed_until_they_end_and_one_to_come_can_be_cancelled() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(&d.path().join("s.db")).unwrap();
+        let now = chrono::Utc::now();
+        let spec = |from_h: i64, to_h: i64| crate::silence::SilenceSpec {
+            rule: "kz".into(),
+            channel: None,
+            starts_at: now + chrono::Duration::hours(from_h),
+            ends_at: now + chrono::Duration::hours(to_h),
+            comment: "why".into(),
+            created_by: None,
+        };
+        let active = s.add_silence(&spec(-1, 2)).unwrap();
+        let later = s.add_silence(&spec(5, 9)).unwrap();
+        let ms = now.timestamp_millis();
+        let ids = |list: Vec<Silence>| list.iter().map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.silences(ms, None).unwrap()), [active.id, later.id]);
+        // Cancelling one still to come ends it now: expired, not pending until it starts.
+        assert!(s.expire_silence(later.id).unwrap());
+        let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
+        let cancelled = s.silence(later.id).unwrap().unwrap();
+        assert_eq!(
+            cancelled.state(after),
+            crate::silence::SilenceState::Expired
+        );
+        assert_eq!(
+            ids(s.silences(after.timestamp_millis(), None).unwrap()),
+            [active.id]
+        );
+        let day_ago = ms - 86_400_000;
+        assert_eq!(
+            ids(s.silences(after.timestamp_millis(), Some(day_ago)).unwrap()),
+            [active.id, later.id]
+        );
+        assert!(!s.expire_silence(later.id).unwrap());
+        assert!(!s.expire_silence(12345).unwrap());
     }
 }

@@ -214,3 +214,61 @@ fn generate_is_reproducible_and_backtest_alerts_only_during_the_surge() {
         assert!(starts[0].get(field).is_some(), "missing {field}");
     }
 }
+
+/// `vigie silence` on a state file: added with the rules it covers, listed, refused with a
+/// reason, ended; and the outbox worker reads what it wrote.
+#[test]
+fn silence_adds_lists_and_ends_silences_in_the_state_file() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state.db");
+    let run = |args: &[&str]| {
+        let mut c = vigie();
+        c.args(["silence"])
+            .args(args)
+            .arg("--config")
+            .arg(repo().join("config"))
+            .env("VIGIE_STATE__PATH", &state);
+        c
+    };
+    let add = [
+        "add",
+        "--rule",
+        "kaz*",
+        "--for",
+        "3d",
+        "--comment",
+        "known story",
+        "--by",
+        "desk",
+    ];
+    let made = json_lines(&mut run(&add)).remove(0);
+    assert_eq!(made["state"], "active");
+    assert_eq!(made["rules"], serde_json::json!(["kazakhstan"]));
+    let id = made["id"].as_i64().unwrap();
+    let stored = vigie::state::Store::open(&state).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        stored.silences(now, None).unwrap()[0].spec.comment,
+        "known story"
+    );
+
+    let refused = run(&["add", "--rule", "kaz*", "--for", "3 days", "--comment", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("duration"));
+
+    assert_eq!(json_lines(&mut run(&["list"])).len(), 1);
+    json_lines(&mut run(&["expire", &id.to_string()]));
+    assert!(json_lines(&mut run(&["list"])).is_empty());
+    let all = json_lines(&mut run(&["list", "--expired"]));
+    assert_eq!(all[0]["state"], "expired");
+    assert_eq!(
+        run(&["expire", &id.to_string()])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}

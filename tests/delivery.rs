@@ -472,3 +472,93 @@ async fn a_hung_receiver_gets_a_bounded_number_of_requests() {
     trigger.fire();
     task.await.unwrap();
 }
+
+/// A silence of one channel for `rule` (a pattern), in force from now for a day.
+fn silence(path: &std::path::Path, rule: &str, channel: Option<&str>, starts_in: i64) -> i64 {
+    let now = Utc::now() + chrono::Duration::seconds(starts_in);
+    let spec = vigie::silence::SilenceSpec {
+        rule: rule.into(),
+        channel: channel.map(String::from),
+        starts_at: now,
+        ends_at: now + chrono::Duration::days(1),
+        comment: "known story".into(),
+        created_by: Some("test".into()),
+    };
+    Store::open(path).unwrap().add_silence(&spec).unwrap().id
+}
+
+fn keys(hook: &receiver::Receiver) -> Vec<String> {
+    let mut k: Vec<String> = (hook.accepted.lock().unwrap().iter())
+        .map(|r| r.idempotency_key.clone())
+        .collect();
+    k.sort();
+    k
+}
+
+/// A silence mutes exactly the rules and channel it names, from the moment rows fall due:
+/// the other channel, the other rule, and a silence still to come are not touched; once it
+/// is ended, the rule's next event goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_mutes_its_rules_on_its_channel_only() {
+    let (hook, ops) = (
+        receiver::start("s3cret", 0, 200).await,
+        receiver::start("s3cret", 0, 200).await,
+    );
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with_all(d.path(), &[event("kz"), event("ua")], &["hook", "ops"]);
+    let muted = silence(&path, "k*", Some("hook"), 0);
+    silence(&path, "*", None, 3600); // from in an hour: not yet in force
+    let w = worker(
+        &path,
+        HashMap::from([
+            ("hook".to_string(), webhook(hook.url())),
+            ("ops".to_string(), webhook(ops.url())),
+        ]),
+    );
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced, stats.dead), (3, 1, 0));
+    assert_eq!(keys(&hook), ["ua:1:started"]);
+    assert_eq!(keys(&ops), ["kz:1:started", "ua:1:started"]);
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 1);
+
+    // Ended, the silence no longer holds the rule's next event back.
+    let s = Store::open(&path).unwrap();
+    assert!(s.expire_silence(muted).unwrap());
+    assert!(!s.expire_silence(muted).unwrap(), "already ended");
+    let mut next = event("kz");
+    next.event_id = "kz:1:resolved".into();
+    next.kind = EventKind::Resolved;
+    let changes = Changes {
+        events: vec![next],
+        watermark: Utc::now().timestamp(),
+        ..Default::default()
+    };
+    let mut s = s;
+    s.commit(&changes, &[], &[("kz:1:resolved".into(), "hook".into())])
+        .unwrap();
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced), (4, 1));
+    assert_eq!(keys(&hook), ["kz:1:resolved", "ua:1:started"]);
+}
+
+/// A silence made while a delivery is being retried stops the retries: the row is marked
+/// silenced when it next falls due, and the receiver is not asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_stops_the_retries_of_a_pending_delivery() {
+    let hook = receiver::start("s3cret", 1_000, 503).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["hook"]);
+    let w = worker(
+        &path,
+        HashMap::from([("hook".to_string(), webhook(hook.url()))]),
+    );
+    drain_until(&w, &path, |_| hook.attempts.load(Ordering::SeqCst) >= 2).await;
+    silence(&path, "kz", None, 0);
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced, stats.dead), (0, 1, 0));
+    let tried = hook.attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the longest backoff
+    w.drain_once().await;
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), tried);
+    assert!(hook.accepted.lock().unwrap().is_empty());
+}

@@ -164,6 +164,76 @@ async fn endpoints_token_and_hot_reload() {
         400
     );
 
+    // Silences: made, listed with the rules they cover, ended; bad ones refused with why.
+    let post = |body: serde_json::Value, token: Option<&'static str>| {
+        let mut req = reqwest::Client::new()
+            .post(cfg.url("/api/silences"))
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (
+                status,
+                resp.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let asked = serde_json::json!({
+        "rule": "kaz*", "duration": "2h", "comment": "known story", "created_by": "desk"
+    });
+    assert_eq!(post(asked.clone(), None).await.0, 401);
+    let (status, made) = post(asked, Some("t0ken")).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["state"], "active");
+    assert_eq!(made["rules"], serde_json::json!(["kazakhstan"]));
+    assert_eq!(made["created_by"], "desk");
+    let id = made["id"].as_i64().unwrap();
+    for (body, why) in [
+        (
+            serde_json::json!({"rule": "kaz*", "duration": "2h"}),
+            "comment",
+        ),
+        (
+            serde_json::json!({"rule": "kaz*", "duration": "2h", "comment": " "}),
+            "comment",
+        ),
+        (
+            serde_json::json!({"rule": "kaz*", "duration": "2 hours", "comment": "x"}),
+            "duration",
+        ),
+        (
+            serde_json::json!({"rule": "kaz*", "comment": "x"}),
+            "ends_at or duration",
+        ),
+        (
+            serde_json::json!({"rule": "kaz*", "duration": "2h", "comment": "x", "channel": "pager"}),
+            "not a configured channel",
+        ),
+    ] {
+        let (status, err) = post(body, Some("t0ken")).await;
+        assert_eq!(status, 422, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(why), "{err}");
+    }
+    let (status, list) = get(&cfg, "/api/silences", Some("t0ken")).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["silences"].as_array().unwrap().len(), 1);
+    assert_eq!(list["silences"][0]["id"], id);
+    let delete = |path: String| {
+        let req = reqwest::Client::new()
+            .delete(cfg.url(&path))
+            .bearer_auth("t0ken");
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(delete(format!("/api/silences/{id}")).await, 200);
+    assert_eq!(delete(format!("/api/silences/{id}")).await, 404);
+    let (_, list) = get(&cfg, "/api/silences", Some("t0ken")).await;
+    assert!(list["silences"].as_array().unwrap().is_empty(), "{list}");
+    let (_, list) = get(&cfg, "/api/silences?expired=true", Some("t0ken")).await;
+    assert_eq!(list["silences"][0]["state"], "expired", "{list}");
+
     // A broken rule file: the old rules stay live, the error is counted and reported.
     let baseline_before = rule_field(&rules, "kazakhstan", "baseline_buckets")
         .as_u64()

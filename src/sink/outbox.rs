@@ -18,6 +18,7 @@ use super::retry::RetryPolicy;
 use super::{Notifier, SendError};
 use crate::engine::AlertEvent;
 use crate::shutdown::Shutdown;
+use crate::silence::{self, Silence};
 use crate::state::{Delivery, Store};
 use crate::telemetry as m;
 
@@ -142,7 +143,14 @@ impl OutboxWorker {
     async fn due_batches(&self, busy: &InFlight, per_channel: usize) -> Round {
         let mut round = Round::default();
         let (ids, full) = busy.exclusions(per_channel);
-        let due = match (self.with_store(move |s| s.due(now_ms(), ROUND_ROWS, &ids, &full))).await {
+        let read = self.with_store(move |s| {
+            let now = now_ms();
+            Ok::<_, crate::state::StateError>((
+                s.due(now, ROUND_ROWS, &ids, &full)?,
+                s.silences(now, None)?,
+            ))
+        });
+        let (due, silences) = match read.await {
             Some(Ok(d)) => d,
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -150,6 +158,7 @@ impl OutboxWorker {
             }
             None => return round,
         };
+        let due = self.silence(due, &silences).await;
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
         for d in due {
@@ -179,6 +188,30 @@ impl OutboxWorker {
         });
         round.batches = batches;
         round
+    }
+
+    /// Marks the rows an active silence covers as silenced (see [`crate::silence`]) and
+    /// gives back the others. Taken when a row falls due, so it covers retries too.
+    async fn silence(&self, due: Vec<Delivery>, silences: &[Silence]) -> Vec<Delivery> {
+        if silences.is_empty() {
+            return due;
+        }
+        let now = chrono::Utc::now();
+        let (mut keep, mut muted) = (Vec::with_capacity(due.len()), Vec::new());
+        for d in due {
+            match silence::muting(silences, &d.event.rule, &d.channel, now) {
+                Some(s) => muted.push((d, s.id)),
+                None => keep.push(d),
+            }
+        }
+        for (d, silence) in muted {
+            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, silence, "alert delivery silenced");
+            let id = d.id;
+            let _ = self.with_store(move |s| s.mark_silenced(id, silence)).await;
+            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
+                .increment(1);
+        }
+        keep
     }
 
     /// Sends one notification; gives back its rows with the outcome.

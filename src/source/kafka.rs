@@ -597,19 +597,15 @@ pub fn parse_history_start(
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(Some(ms));
     }
-    let (n, unit) = v.split_at(v.len() - 1);
-    let secs = match (n.parse::<i64>(), unit) {
-        (Ok(n), "d") => n * 86_400,
-        (Ok(n), "h") => n * 3600,
-        (Ok(n), "m") => n * 60,
-        (Ok(n), "s") => n,
-        _ => {
-            return Err(format!(
-                "`{v}`: expected earliest, an RFC 3339 time, epoch milliseconds or an age like 7d, 36h, 90m"
-            ))
-        }
+    let Some(secs) = crate::config::parse_span(v) else {
+        return Err(format!(
+            "`{v}`: expected earliest, an RFC 3339 time, epoch milliseconds or an age like 7d, 36h, 90m"
+        ));
     };
-    Ok(Some((now.timestamp() - secs) * 1000))
+    (now.timestamp().checked_sub(secs))
+        .and_then(|t| t.checked_mul(1000))
+        .map(Some)
+        .ok_or_else(|| format!("`{v}`: an age too far back"))
 }
 
 #[cfg(test)]
@@ -632,5 +628,10 @@ mod tests {
         );
         assert!(parse_history_start("7 days", now).is_err());
         assert!(parse_history_start("x", now).is_err());
+        // A multi-byte last character is an error, not a panic (it was split mid-character).
+        assert!(parse_history_start("7é", now).is_err());
+        assert!(parse_history_start("é", now).is_err());
+        assert!(parse_history_start("99999999999999999d", now).is_err());
+        assert!(parse_history_start("9000000000000000000s", now).is_err());
     }
 }
