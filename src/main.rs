@@ -712,7 +712,7 @@ fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
                 comment,
                 created_by: by,
             };
-            let spec = match asked.check(now, &vigie::service::channel_names(&cfg)) {
+            let spec = match asked.check(now, &cfg.channel_names()) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -41,15 +41,6 @@ pub fn load_matcher(dir: &Path, config: &Config) -> Result<Matcher, Vec<ConfigEr
     })
 }
 
-/// The channels alerts can go to: the configured ones and `log`.
-pub fn channel_names(config: &Config) -> Vec<String> {
-    let mut names: Vec<String> = config.channels.keys().cloned().collect();
-    if !names.iter().any(|n| n == "log") {
-        names.push("log".into());
-    }
-    names
-}
-
 /// Builds one notifier per configured channel (plus `log`).
 pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, String> {
     let mut out: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
@@ -329,7 +320,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             prometheus,
             api_token,
             reload: reload.clone(),
-            channels: Arc::new(channel_names(&config)),
+            channels: Arc::new(config.channel_names()),
         };
         Some(tokio::spawn(crate::http::serve(
             listener,
