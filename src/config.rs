@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::DetectorConfig;
+use crate::detect::{DetectorConfig, EventKind};
 
 /// A problem with a configuration, rule or entity file, located when possible.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -395,6 +395,15 @@ pub struct ChannelConfig {
     /// Events arriving within this many seconds go out as one notification (0: each alone).
     #[serde(default)]
     pub group_wait_secs: u64,
+    /// Which alert events this channel is told of: all three by default; `["started"]`
+    /// for a pager that wants onsets only, `["started", "updated"]` to skip the resolved
+    /// message (Alertmanager's `send_resolved = false`).
+    #[serde(default = "all_event_kinds")]
+    pub events: Vec<EventKind>,
+}
+
+fn all_event_kinds() -> Vec<EventKind> {
+    vec![EventKind::Started, EventKind::Updated, EventKind::Resolved]
 }
 
 impl Config {
@@ -482,6 +491,11 @@ impl Config {
             }
             if let Err(e) = ch.templates.validate() {
                 return err(format!("channel `{name}`: {e}"));
+            }
+            if ch.events.is_empty() {
+                return err(format!(
+                    "channel `{name}`: `events` is empty, so it would never be told anything (started, updated, resolved)"
+                ));
             }
             if let Some(p) = &ch.preset {
                 if !matches!(p.as_str(), "vigie" | "slack" | "teams") {
@@ -593,6 +607,25 @@ mod tests {
         let e = Config::load_with_env(d.path(), &vars).unwrap_err();
         assert!(e.message.contains("VIGIE_KAFKA__TOPIK"), "{e}");
         assert!(e.message.contains("did you mean `topic`"), "{e}");
+    }
+
+    #[test]
+    fn a_channel_names_the_event_kinds_it_is_told_of() {
+        let channel = |events: &str| {
+            let d = dir_with(&format!(
+                "[channels.pager]\ntype = \"webhook\"\nurl = \"http://x\"\n{events}"
+            ));
+            Config::load_with_env(d.path(), &[])
+        };
+        let all = channel("").unwrap();
+        assert_eq!(all.channels["pager"].events.len(), 3);
+        let onsets = channel("events = [\"started\"]\n").unwrap();
+        assert_eq!(onsets.channels["pager"].events, [EventKind::Started]);
+        let e = channel("events = [\"begun\"]\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("begun"), "{e}");
+        let e = channel("events = []\n").unwrap_err();
+        assert!(e.message.contains("never be told anything"), "{e}");
     }
 
     #[test]

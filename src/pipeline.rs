@@ -74,6 +74,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rayon::prelude::*;
 
 use crate::article::{self, Article, ParseContext, Reject};
+use crate::detect::EventKind;
 use crate::engine::{AlertEvent, Engine, Ingested};
 use crate::matcher::{ArticleMatch, Matcher};
 use crate::shutdown::Shutdown;
@@ -181,6 +182,9 @@ pub struct Processor {
     /// Events decided at an event time before this (unix seconds) are stored but not sent:
     /// a warm-up replay of history should not mail last week's alerts.
     pub notify_after: Option<i64>,
+    /// The event kinds each channel is told of (`[channels.X] events`); a channel not
+    /// named here is told of all of them.
+    pub channel_events: HashMap<String, Vec<EventKind>>,
     /// Per-rule match counters, by rule index, for the matcher they were made for, each
     /// registered at the rule's first match (so the metrics page lists rules that matched,
     /// not all 10,000). A handle per rule instead of a registry lookup (and an id copied
@@ -206,6 +210,7 @@ impl Processor {
             last_record: Instant::now(),
             assigned: None,
             notify_after: None,
+            channel_events: HashMap::new(),
             rule_matches: None,
         }
     }
@@ -377,13 +382,11 @@ impl Processor {
         Ok(events)
     }
 
-    /// Takes everything the engine changed since the last write, with the offsets of
-    /// `records` and the outbox rows of the new events.
-    fn take_write(&mut self, records: &[Record]) -> StateWrite {
-        let changes = self.engine.take_changes();
-        let offsets = next_offsets(records);
-        let mut deliveries = Vec::new();
-        for e in &changes.events {
+    /// The outbox rows of `events`: one per event and channel (the rule's, else the
+    /// default ones) that is told of its kind, none for events before `notify_after`.
+    fn deliveries(&self, events: &[AlertEvent]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for e in events {
             if self.notify_after.is_some_and(|t| e.at.timestamp() < t) {
                 continue;
             }
@@ -393,9 +396,21 @@ impl Processor {
                 &e.notify
             };
             for c in channels {
-                deliveries.push((e.event_id.clone(), c.clone()));
+                let told = (self.channel_events.get(c)).is_none_or(|kinds| kinds.contains(&e.kind));
+                if told {
+                    out.push((e.event_id.clone(), c.clone()));
+                }
             }
         }
+        out
+    }
+
+    /// Takes everything the engine changed since the last write, with the offsets of
+    /// `records` and the outbox rows of the new events.
+    fn take_write(&mut self, records: &[Record]) -> StateWrite {
+        let changes = self.engine.take_changes();
+        let offsets = next_offsets(records);
+        let deliveries = self.deliveries(&changes.events);
         metrics::gauge!(m::WATERMARK).set(changes.watermark.max(0) as f64);
         StateWrite {
             changes,
@@ -950,6 +965,34 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    #[test]
+    fn each_channel_is_told_of_the_event_kinds_it_asks_for() {
+        let processor = kz_processor(None, vec!["mail".into(), "pager".into()]);
+        let mut p = processor.lock().unwrap();
+        p.channel_events = HashMap::from([("pager".to_string(), vec![EventKind::Started])]);
+        let mut started = crate::sink::render::sample_event();
+        started.event_id = "a:started".into();
+        started.kind = EventKind::Started;
+        let mut resolved = started.clone();
+        resolved.event_id = "a:resolved".into();
+        resolved.kind = EventKind::Resolved;
+        // A rule naming its own channels: the same filter applies to them.
+        let mut own = resolved.clone();
+        own.event_id = "b:resolved".into();
+        own.notify = vec!["pager".into(), "ops".into()];
+        let rows = p.deliveries(&[started, resolved, own]);
+        let pairs: Vec<(&str, &str)> = rows.iter().map(|(e, c)| (&**e, &**c)).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a:started", "mail"),
+                ("a:started", "pager"),
+                ("a:resolved", "mail"),
+                ("b:resolved", "ops"),
+            ]
+        );
     }
 
     #[tokio::test]

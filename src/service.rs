@@ -41,6 +41,13 @@ pub fn load_matcher(dir: &Path, config: &Config) -> Result<Matcher, Vec<ConfigEr
     })
 }
 
+/// The event kinds each configured channel is told of (`[channels.X] events`).
+fn channel_events(config: &Config) -> HashMap<String, Vec<crate::detect::EventKind>> {
+    (config.channels.iter())
+        .map(|(name, c)| (name.clone(), c.events.clone()))
+        .collect()
+}
+
 /// Builds one notifier per configured channel (plus `log`).
 pub fn notifiers(config: &Config) -> Result<HashMap<String, Arc<dyn Notifier>>, String> {
     let mut out: HashMap<String, Arc<dyn Notifier>> = HashMap::new();
@@ -154,6 +161,7 @@ fn warm_up(config: &Config, matcher: Arc<Matcher>, from: &str) -> anyhow::Result
         config.kafka.max_message_bytes,
     );
     p.notify_after = Some(now.timestamp() - 3600);
+    p.channel_events = channel_events(config);
     let rows = p.parse_in_event_time_order(records, now);
     let (mut articles, mut rejected, mut events) = (0, 0, 0);
     for chunk in rows.chunks(1000) {
@@ -225,6 +233,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
 
     if let Ok(mut p) = processor.lock() {
         p.assigned = Some(source.assigned());
+        p.channel_events = channel_events(&config);
     }
     let readiness = Arc::new(Readiness {
         assigned: Some(source.assigned()),

@@ -39,6 +39,7 @@ from = "vigie <vigie@example.org>"
 [channels.mail]
 type = "email"
 to = ["desk@example.org"]
+events = ["started", "resolved"]
 
 [channels.hook]
 type = "webhook"
@@ -150,9 +151,24 @@ secret = "s3cret"
         .json()
         .await
         .unwrap();
-    assert!(api["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|a| a["kind"] == "started"));
+    let kinds: Vec<&str> = (api["alerts"].as_array().unwrap().iter())
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"started"), "{kinds:?}");
+    // The mail channel takes onsets and ends only: the surge's growth went to the
+    // webhook alone.
+    assert!(kinds.contains(&"updated"), "{kinds:?}");
+    wait_for("the updated webhook", Duration::from_secs(10), async || {
+        (hook.accepted.lock().unwrap().iter())
+            .find(|r| r.body["kind"] == "updated")
+            .map(|_| ())
+    })
+    .await;
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("coverage spike growing")),
+        "no updated email"
+    );
 }
