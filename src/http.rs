@@ -5,7 +5,7 @@
 //! | `GET /healthz`                      | the process is alive                              |
 //! | `GET /readyz`                       | partitions assigned, state writable, rules loaded |
 //! | `GET /metrics`                      | Prometheus text format                            |
-//! | `GET /api/rules`                    | rules with window count, expected count, state    |
+//! | `GET /api/rules`                    | rules: window count, expected, state, silences    |
 //! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
 //! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
 //! | `POST /api/reload`                  | reload rules and entities now                     |
@@ -150,6 +150,11 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 async fn rules(State(s): State<AppState>) -> Response {
+    let now = chrono::Utc::now();
+    let silences = match with_store(&s, move |st| st.silences(now.timestamp_millis(), None)).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
     let p = s.processor.clone();
     let out = tokio::task::spawn_blocking(move || {
         let p = p.lock().ok()?;
@@ -171,6 +176,12 @@ async fn rules(State(s): State<AppState>) -> Response {
                     "state": if active.is_some() { "alerting" } else { "quiet" },
                     "alert_id": active.map(|a| a.alert_id.clone()),
                     "baseline_buckets": st.map(|s| s.baseline.buckets_seen).unwrap_or(0),
+                    // Silences in force over this rule (on every channel or on one).
+                    "silenced_by": silences.iter()
+                        .filter(|sl| sl.state(now) == crate::silence::SilenceState::Active
+                            && crate::silence::rule_matches(&sl.spec.rule, &r.id))
+                        .map(|sl| sl.id)
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -191,6 +191,15 @@ async fn endpoints_token_and_hot_reload() {
     assert_eq!(made["rules"], serde_json::json!(["kazakhstan"]));
     assert_eq!(made["created_by"], "desk");
     let id = made["id"].as_i64().unwrap();
+    let (_, rules) = get(&cfg, "/api/rules", Some("t0ken")).await;
+    assert_eq!(
+        rule_field(&rules, "kazakhstan", "silenced_by"),
+        serde_json::json!([id])
+    );
+    assert_eq!(
+        rule_field(&rules, "sport", "silenced_by"),
+        serde_json::json!([])
+    );
     for (body, why) in [
         (
             serde_json::json!({"rule": "kaz*", "duration": "2h"}),
