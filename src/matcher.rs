@@ -519,6 +519,7 @@ impl Matcher {
         );
         self.scan(&a.title, &title, title_scan, &mut hits);
         self.scan(&a.body, &body, body_scan, &mut hits);
+        hits.forget_surnames();
 
         for e in &a.entities {
             if let Some(&i) = self.entity_index.get(e) {
@@ -715,21 +716,26 @@ impl Matcher {
                             let word = norm.text.get(a as usize..b as usize - 1).unwrap_or("");
                             NEW_WORDS.iter().any(|n| n.eq_ignore_ascii_case(word))
                         };
-                        let part_of_a_name = (place
+                        let in_a_name = (place
                             && capitals_mark_names
                             && runs_into_a_name(original.get(range().1..).unwrap_or("")))
-                            || (new_before && after_new(original.get(..range().0).unwrap_or("")))
-                            || (weight > 0.0
-                                && after_a_given_name(
-                                    original,
-                                    norm,
-                                    hit.first_word,
-                                    || range().0,
-                                    capitals_mark_names,
-                                ));
+                            || (new_before && after_new(original.get(..range().0).unwrap_or("")));
+                        let surname = !in_a_name
+                            && weight > 0.0
+                            && after_a_given_name(
+                                original,
+                                norm,
+                                hit.first_word,
+                                || range().0,
+                                capitals_mark_names,
+                            );
+                        let form = hit.pattern as u32;
+                        if surname && !hits.surnames.contains(&form) {
+                            hits.surnames.push(form);
+                        }
                         // A region claims its words but votes for nothing (weight 0).
-                        let votes = !part_of_a_name && weight > 0.0;
-                        places.push((s, e, votes.then_some((*t, idx, weight))));
+                        let votes = !in_a_name && !surname && weight > 0.0;
+                        places.push((s, e, votes.then_some((*t, idx, weight, form))));
                         // Evidence once the longest names are known, below.
                         continue;
                     }
@@ -740,11 +746,12 @@ impl Matcher {
             }
         });
         for_each_longest(&places, |&(s, e, vote)| {
-            if let Some((t, idx, weight)) = vote {
+            if let Some((t, idx, weight, form)) = vote {
                 let shadow = match t {
                     Target::Country { shadow, .. } => shadow,
                     _ => NO_SHADOW,
                 };
+                hits.place_votes.push((form, hits.votes.len(), field, s, e));
                 hits.votes.push((idx, weight, shadow));
                 if hits.evidence.len() < MAX_EVIDENCE {
                     hits.evidence.push((t, field, s, e));
@@ -754,8 +761,9 @@ impl Matcher {
     }
 }
 
-/// A place name's vote: its target (for the evidence), country and weight.
-type Vote = (Target, u16, f32);
+/// A place name's vote: its target (for the evidence), country, weight and the phrase
+/// (pattern) that wrote it.
+type Vote = (Target, u16, f32, u32);
 
 /// How one field of an article is scanned.
 #[derive(Clone, Copy)]
@@ -959,9 +967,42 @@ struct Hits {
     votes: Vec<(u16, f32, u16)>,
     /// (what, field, first word, last word).
     evidence: Vec<(Target, u8, u32, u32)>,
+    /// Place names (patterns) read as a surname somewhere in the article: right after a
+    /// given name ("Tom Holland").
+    surnames: Vec<u32>,
+    /// The votes cast by place names in the text: (pattern, index in `votes`, field,
+    /// first word, last word), so those of a surname can be taken back.
+    place_votes: Vec<(u32, usize, u8, u32, u32)>,
 }
 
 impl Hits {
+    /// A place name read as a surname anywhere in the article ("Tom Holland") is that
+    /// person wherever the article writes it alone, before or after ("Holland said…",
+    /// a headline "Holland joins…"), as a reader takes it: those votes and their evidence
+    /// are taken back. The cost: "Jack London… moved to London" loses the city, where
+    /// nothing else in the article names Britain.
+    fn forget_surnames(&mut self) {
+        if self.surnames.is_empty() {
+            return;
+        }
+        let dropped: Vec<(usize, u8, u32, u32)> = (self.place_votes.iter())
+            .filter(|v| self.surnames.contains(&v.0))
+            .map(|&(_, i, field, s, e)| (i, field, s, e))
+            .collect();
+        if dropped.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        self.votes.retain(|_| {
+            i += 1;
+            !dropped.iter().any(|d| d.0 == i - 1)
+        });
+        self.evidence.retain(|(t, field, s, e)| {
+            !matches!(t, Target::Country { .. })
+                || !dropped.iter().any(|d| (d.1, d.2, d.3) == (*field, *s, *e))
+        });
+    }
+
     fn term_ids(&self) -> impl Iterator<Item = u32> + '_ {
         let mut seen: Vec<u32> = self.terms.iter().map(|t| t.0).collect();
         seen.sort_unstable();
@@ -1937,6 +1978,12 @@ mod tests {
             ("Le film avec Denzel et George Washington.", "fr"),
             // A name that is mostly a word counts inside a sentence.
             ("As Will Holland said, the game is over.", "en"),
+            // Once read as a surname, the name alone is the same person, after or before.
+            (
+                "Tom Holland tourne. Holland a dit que le film sortira.",
+                "fr",
+            ),
+            ("Jordan said he was tired. Michael Jordan then left.", "en"),
         ] {
             assert!(
                 rules(body, lang).is_empty(),
@@ -1962,6 +2009,25 @@ mod tests {
                 rules(body, lang)
             );
         }
+        // The surname of the body takes back the headline's bare mention, not other names
+        // of the same country.
+        assert!(matched(&m, "Holland joins the cast", "Tom Holland will star.", "en").is_empty());
+        assert_eq!(
+            matched(&m, "Holland in Amsterdam", "Tom Holland will star.", "en"),
+            vec!["nl"]
+        );
+        assert_eq!(
+            matched(&m, "", "Tom Holland spoke. The Netherlands won.", "en"),
+            vec!["nl"]
+        );
+        // Evidence goes with the votes: none left for the surname's bare mentions.
+        let explained = m.explain(&art("", "Tom Holland tourne. Holland a dit oui."));
+        assert!(explained.countries.is_empty(), "{:?}", explained.countries);
+        assert!(
+            !(explained.evidence.iter()).any(|e| e.what.starts_with("country:")),
+            "{:?}",
+            explained.evidence
+        );
         // In a Title Case headline a capital says nothing about a name that is also a word.
         assert_eq!(
             matched(&m, "Will France Join The Talks Today?", "", "en"),
