@@ -300,21 +300,25 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
 }
 
 type AlertsReport = (
-    Vec<crate::engine::AlertEvent>,
+    Vec<serde_json::Value>,
     crate::state::OutboxStats,
     Vec<(String, String, String)>,
 );
 
+/// The events since `since`, each with where its deliveries stand, and the outbox's counts.
 fn alerts_report(
     st: &Store,
     since: i64,
     limit: usize,
 ) -> Result<AlertsReport, crate::state::StateError> {
-    Ok((
-        st.alerts_at_since(since, limit)?,
-        st.outbox_stats()?,
-        st.dead_deliveries(50)?,
-    ))
+    let mut events = Vec::new();
+    for e in st.alerts_at_since(since, limit)? {
+        let deliveries = st.deliveries_of(&e.event_id)?;
+        let mut v = serde_json::to_value(&e)?;
+        v["deliveries"] = serde_json::to_value(deliveries)?;
+        events.push(v);
+    }
+    Ok((events, st.outbox_stats()?, st.dead_deliveries(50)?))
 }
 
 async fn reload(State(s): State<AppState>) -> Response {

@@ -91,6 +91,17 @@ pub struct Delivery {
     pub event: AlertEvent,
 }
 
+/// One channel's delivery of one event, as `GET /api/alerts` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryStatus {
+    pub channel: String,
+    /// `pending` (not yet sent, or to be retried), `sent`, `dead` or `silenced`.
+    pub status: String,
+    pub attempts: u32,
+    /// The last failure, or which silence held it back.
+    pub last_error: Option<String>,
+}
+
 /// Outbox counts by status.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct OutboxStats {
@@ -542,6 +553,22 @@ impl Store {
             out.push(serde_json::from_str(&row?)?);
         }
         Ok(out)
+    }
+
+    /// Where each channel's delivery of event `event_id` stands, by channel name.
+    pub fn deliveries_of(&self, event_id: &str) -> Result<Vec<DeliveryStatus>, StateError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT channel, status, attempts, last_error FROM outbox WHERE event_id = ?1 ORDER BY channel",
+        )?;
+        let rows = st.query_map([event_id], |r| {
+            Ok(DeliveryStatus {
+                channel: r.get(0)?,
+                status: r.get(1)?,
+                attempts: r.get(2)?,
+                last_error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Outbox rows due now, oldest first, leaving out the rows `busy` (being sent) and the

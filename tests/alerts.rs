@@ -171,4 +171,32 @@ secret = "s3cret"
             .any(|m| m.contains("coverage spike growing")),
         "no updated email"
     );
+    // Each event says where its deliveries stand: the onset went to both channels, the
+    // growth to the webhook alone (the mail channel has no row for it).
+    let api: serde_json::Value = reqwest::get(cfg.url("/api/alerts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let channels = |kind: &str| -> Vec<(String, String)> {
+        let e = (api["alerts"].as_array().unwrap().iter())
+            .find(|a| a["kind"] == kind)
+            .unwrap();
+        (e["deliveries"].as_array().unwrap().iter())
+            .map(|d| {
+                let field = |k: &str| d[k].as_str().unwrap().to_string();
+                (field("channel"), field("status"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        channels("started"),
+        [
+            ("hook".into(), "sent".into()),
+            ("mail".into(), "sent".into())
+        ]
+    );
+    assert_eq!(channels("updated")[0].0, "hook");
+    assert!(channels("updated").iter().all(|(c, _)| c == "hook"));
 }
