@@ -33,6 +33,10 @@ use crate::config::parse_span;
 /// silence does not mute a rule for good (delete the rule for that).
 pub const MAX_SPAN_SECS: i64 = 90 * 86_400;
 
+/// Rules a silence's description names; `*` over 10,000 rules would otherwise list them
+/// all in every answer.
+pub const LISTED_RULES: usize = 100;
+
 /// A stored silence: what was asked for, with its id and when it was made.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Silence {
@@ -63,15 +67,17 @@ impl Silence {
     }
 
     /// The silence as the API and `vigie silence` show it: the stored fields, its state at
-    /// `now`, and which of `rule_ids` (the rules in force) it covers — a pattern that
-    /// covers none is allowed, since the rule may be added later.
+    /// `now`, and how many and which of `rule_ids` (the rules in force) it covers, the
+    /// first [`LISTED_RULES`] by name — a pattern that covers none is allowed, since the
+    /// rule may be added later.
     pub fn describe(&self, now: DateTime<Utc>, rule_ids: &[String]) -> serde_json::Value {
+        let covered: Vec<&String> = (rule_ids.iter())
+            .filter(|id| rule_matches(&self.spec.rule, id))
+            .collect();
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["state"] = serde_json::json!(self.state(now));
-        v["rules"] = serde_json::json!(rule_ids
-            .iter()
-            .filter(|id| rule_matches(&self.spec.rule, id))
-            .collect::<Vec<_>>());
+        v["rules_covered"] = serde_json::json!(covered.len());
+        v["rules"] = serde_json::json!(covered.iter().take(LISTED_RULES).collect::<Vec<_>>());
         v
     }
 
@@ -283,6 +289,23 @@ mod tests {
         assert!(!rule_matches("energy-price?", "energy-price"));
         // Patterns are matched whole and case-sensitively, as rule ids are compared.
         assert!(!rule_matches("kazakhstan", "Kazakhstan"));
+    }
+
+    #[test]
+    fn a_description_counts_every_rule_covered_and_names_the_first_hundred() {
+        let mut ids: Vec<String> = (0..150).map(|i| format!("r{i:03}")).collect();
+        ids.push("kazakhstan".into());
+        let now = at("2022-01-06T00:00:00Z");
+        let all = silence("*", None).describe(now, &ids);
+        assert_eq!(all["rules_covered"], 151);
+        assert_eq!(all["rules"].as_array().unwrap().len(), LISTED_RULES);
+        assert_eq!(all["state"], "active");
+        let one = silence("kaz*", None).describe(now, &ids);
+        assert_eq!(one["rules"], serde_json::json!(["kazakhstan"]));
+        assert_eq!(
+            one["comment"], "known",
+            "the stored fields are flattened in"
+        );
     }
 
     #[test]

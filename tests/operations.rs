@@ -189,6 +189,7 @@ async fn endpoints_token_and_hot_reload() {
     assert_eq!(status, 201, "{made}");
     assert_eq!(made["state"], "active");
     assert_eq!(made["rules"], serde_json::json!(["kazakhstan"]));
+    assert_eq!(made["rules_covered"], 1);
     assert_eq!(made["created_by"], "desk");
     let id = made["id"].as_i64().unwrap();
     let (_, rules) = get(&cfg, "/api/rules", Some("t0ken")).await;
