@@ -275,14 +275,8 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
         }
     };
     let limit = q.limit.unwrap_or(1000).min(10_000);
-    let store = s.store.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let st = store.lock().unwrap_or_else(|p| p.into_inner());
-        alerts_report(&st, since, limit)
-    })
-    .await;
-    match out {
-        Ok(Ok((events, outbox, dead))) => {
+    match with_store(&s, move |st| alerts_report(st, since, limit)).await {
+        Ok((events, outbox, dead)) => {
             let dead: Vec<_> = dead
                 .into_iter()
                 .map(|(e, c, err)| json!({"event_id": e, "channel": c, "error": err}))
@@ -290,12 +284,7 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
             Json(json!({ "alerts": events, "outbox": outbox, "dead_deliveries": dead }))
                 .into_response()
         }
-        Ok(Err(e)) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(r) => r,
     }
 }
 
