@@ -160,3 +160,26 @@ fn sample_article() -> article::Article {
     let json = br#"{"title":"Kazakhstan : manifestations a Almaty","body":"Le president Tokaiev a decrete l'etat d'urgence. Kazakhstan, Almaty, Russie, OTSC.","url":"https://example.org/a","source":"example.org","published_at":"2026-01-15T10:00:00Z"}"#;
     article::parse(json, &ParseContext::new(now())).expect("the sample article parses")
 }
+
+/// A silence request (`POST /api/silences`, `vigie silence add`): refused with a reason or
+/// accepted as a silence that ends after it starts, in the future, within the longest span.
+pub fn silence(data: &[u8]) {
+    let _ = vigie::config::parse_span(&String::from_utf8_lossy(data));
+    let Ok(asked) = serde_json::from_slice::<vigie::silence::NewSilence>(data) else {
+        return;
+    };
+    let now = chrono::DateTime::from_timestamp(1_641_600_000, 0).unwrap();
+    let channels = ["newsroom".to_string(), "log".to_string()];
+    if let Ok(spec) = asked.check(now, &channels) {
+        assert!(spec.ends_at > spec.starts_at && spec.ends_at > now);
+        assert!((spec.ends_at - spec.starts_at).num_seconds() <= vigie::silence::MAX_SPAN_SECS);
+        assert!(!spec.comment.is_empty());
+        let s = vigie::silence::Silence {
+            id: 1,
+            spec,
+            created_at: now,
+        };
+        let _ = s.describe(now, &["kazakhstan".to_string()]);
+        let _ = s.mutes("kazakhstan", "log", now);
+    }
+}

@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # Targets (fuzz/fuzz_targets/, bodies in fuzz/bodies.rs): article, rawtext, query, text,
-# rule_file.
+# rule_file, silence.
 # The machines have one stable toolchain, so the targets are built without a sanitizer
 # (`-s none`): Rust's own checks catch out-of-bounds access, and `-a` keeps debug
 # assertions and integer-overflow checks on in the optimized build. Starting corpora are
@@ -16,11 +16,11 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(article rawtext query text rule_file)
+[ ${#targets[@]} -eq 0 ] && targets=(article rawtext query text rule_file silence)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 cd "$here"
 corpus=$here/fuzz/corpus
-mkdir -p "$corpus"/{article,rawtext,query,text,rule_file}
+mkdir -p "$corpus"/{article,rawtext,query,text,rule_file,silence}
 seeds=$here/../shared/seeds
 if [ -d "$seeds" ]; then cp "$seeds"/* "$corpus/rawtext/"; cp "$seeds"/* "$corpus/text/"; fi
 cargo build --release --quiet --bin vigie
@@ -33,6 +33,8 @@ cp config/rules/*.toml "$corpus/rule_file/"
 printf '%s' '"état d'"'"'urgence" NEAR/5 (Almaty OR Алматы) AND NOT sport' > "$corpus/query/hand-1"
 printf '%s' 'country:KZ AND entity:tokayev' > "$corpus/query/hand-2"
 printf '\002%s\n%s' 'Protests Spread Across Almaty' 'Salvador Allende, New Mexico, Jordan Bardella, É.-U. and the US; guinea pigs in Conakry.' > "$corpus/text/hand-1"
+printf '%s' '{"rule": "kazakh*", "duration": "3d", "comment": "known story", "created_by": "desk"}' > "$corpus/silence/hand-1"
+printf '%s' '{"rule": "*", "channel": "newsroom", "starts_at": "2022-01-09T00:00:00Z", "ends_at": "2022-01-10T06:00:00+01:00", "comment": "why"}' > "$corpus/silence/hand-2"
 printf '\001%s\n%s' 'Les montagnes russes' "Au Nouveau-Mexique, l'Écosse et la Géorgie (Atlanta) ; Kazakhstan, Алматы." > "$corpus/text/hand-2"
 
 for t in "${targets[@]}"; do

@@ -251,12 +251,13 @@ mod fuzz_bodies;
 fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     type Body = fn(&[u8]);
-    let targets: [(&str, Body); 5] = [
+    let targets: [(&str, Body); 6] = [
         ("article", fuzz_bodies::article),
         ("rawtext", fuzz_bodies::rawtext),
         ("query", fuzz_bodies::query),
         ("text", fuzz_bodies::text),
         ("rule_file", fuzz_bodies::rule_file),
+        ("silence", fuzz_bodies::silence),
     ];
     let mut replayed = 0;
     for (name, body) in targets {
@@ -278,6 +279,12 @@ fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
         .flatten()
     {
         fuzz_bodies::rule_file(&std::fs::read(rules.path()).unwrap());
+    }
+    for asked in [
+        r#"{"rule": "kazakh*", "duration": "3d", "comment": "known story"}"#,
+        r#"{"rule": "*", "channel": "newsroom", "ends_at": "2022-01-10T06:00:00Z", "comment": "x"}"#,
+    ] {
+        fuzz_bodies::silence(asked.as_bytes());
     }
     eprintln!("{replayed} saved fuzz inputs replayed");
 }
