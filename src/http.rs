@@ -373,7 +373,7 @@ async fn silences(State(s): State<AppState>, Query(q): Query<SilencesQuery>) -> 
     let since = q
         .expired
         .unwrap_or(false)
-        .then(|| now.timestamp_millis() - 30 * 86_400_000);
+        .then(|| now.timestamp_millis() - crate::silence::KEPT_AFTER_END_MS);
     let list = match with_store(&s, move |st| st.silences(now.timestamp_millis(), since)).await {
         Ok(l) => l,
         Err(r) => return r,

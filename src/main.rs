@@ -724,7 +724,7 @@ fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
         }
         SilenceAction::List { config, expired } => {
             let (_, store, ids) = open(&config)?;
-            let since = expired.then(|| now.timestamp_millis() - 30 * 86_400_000);
+            let since = expired.then(|| now.timestamp_millis() - vigie::silence::KEPT_AFTER_END_MS);
             for s in store.silences(now.timestamp_millis(), since)? {
                 writeln!(out, "{}", s.describe(now, &ids))?;
             }

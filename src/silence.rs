@@ -33,6 +33,10 @@ use crate::config::parse_span;
 /// silence does not mute a rule for good (delete the rule for that).
 pub const MAX_SPAN_SECS: i64 = 90 * 86_400;
 
+/// How long an ended silence stays listed (`?expired=true`, `--expired`) before the
+/// housekeeping deletes it.
+pub const KEPT_AFTER_END_MS: i64 = 30 * 86_400_000;
+
 /// Rules a silence's description names; `*` over 10,000 rules would otherwise list them
 /// all in every answer.
 pub const LISTED_RULES: usize = 100;

@@ -771,7 +771,7 @@ impl Store {
         )?;
         n += self.conn.execute(
             "DELETE FROM silences WHERE ends_ms < ?1",
-            [now_ms() - 30 * 86_400_000],
+            [now_ms() - crate::silence::KEPT_AFTER_END_MS],
         )?;
         Ok(n)
     }
