@@ -300,11 +300,13 @@ fn alerts_report(
     since: i64,
     limit: usize,
 ) -> Result<AlertsReport, crate::state::StateError> {
-    let mut events = Vec::new();
-    for e in st.alerts_at_since(since, limit)? {
-        let deliveries = st.deliveries_of(&e.event_id)?;
-        let mut v = serde_json::to_value(&e)?;
-        v["deliveries"] = serde_json::to_value(deliveries)?;
+    let alerts = st.alerts_at_since(since, limit)?;
+    let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
+    let mut deliveries = st.deliveries_of(&ids)?;
+    let mut events = Vec::with_capacity(alerts.len());
+    for e in &alerts {
+        let mut v = serde_json::to_value(e)?;
+        v["deliveries"] = serde_json::to_value(deliveries.remove(&e.event_id).unwrap_or_default())?;
         events.push(v);
     }
     Ok((events, st.outbox_stats()?, st.dead_deliveries(50)?))

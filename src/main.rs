@@ -682,12 +682,22 @@ fn backtest(
 fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
     use vigie::silence::NewSilence;
     use vigie::state::Store;
-    let open = |config: &PathBuf| -> anyhow::Result<(Config, Store, Vec<String>)> {
-        let (cfg, matcher) = load(config)?;
+    let open = |config: &PathBuf| -> anyhow::Result<(Config, Store)> {
+        let cfg = Config::load(config)?;
         let store = Store::open(&cfg.state.path)
             .with_context(|| format!("opening state file {}", cfg.state.path.display()))?;
-        let ids = matcher.rules.iter().map(|r| r.id.clone()).collect();
-        Ok((cfg, store, ids))
+        Ok((cfg, store))
+    };
+    // The rule ids a silence is shown against: the rule files read, no matcher built.
+    let rule_ids = |config: &PathBuf, cfg: &Config| -> anyhow::Result<Vec<String>> {
+        let set = vigie::rules::RuleSet::load(config, &cfg.channel_names()).map_err(|errs| {
+            anyhow::anyhow!(errs
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"))
+        })?;
+        Ok(set.rules.into_iter().map(|r| r.id).collect())
     };
     let now = Utc::now();
     let mut out = std::io::stdout().lock();
@@ -702,7 +712,8 @@ fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
             comment,
             by,
         } => {
-            let (cfg, store, ids) = open(&config)?;
+            let (cfg, store) = open(&config)?;
+            let ids = rule_ids(&config, &cfg)?;
             let asked = NewSilence {
                 rule,
                 channel,
@@ -723,14 +734,15 @@ fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", s.describe(now, &ids))?;
         }
         SilenceAction::List { config, expired } => {
-            let (_, store, ids) = open(&config)?;
+            let (cfg, store) = open(&config)?;
+            let ids = rule_ids(&config, &cfg)?;
             let since = expired.then(|| now.timestamp_millis() - vigie::silence::KEPT_AFTER_END_MS);
             for s in store.silences(now.timestamp_millis(), since)? {
                 writeln!(out, "{}", s.describe(now, &ids))?;
             }
         }
         SilenceAction::Expire { config, id } => {
-            let (_, store, _) = open(&config)?;
+            let (_, store) = open(&config)?;
             if !store.expire_silence(id)? {
                 eprintln!("error: no silence {id} still in force");
                 return Ok(ExitCode::from(2));

@@ -985,21 +985,21 @@ impl Hits {
         if self.surnames.is_empty() {
             return;
         }
-        let dropped: Vec<(usize, u8, u32, u32)> = (self.place_votes.iter())
+        let dropped: Vec<&(u32, usize, u8, u32, u32)> = (self.place_votes.iter())
             .filter(|v| self.surnames.contains(&v.0))
-            .map(|&(_, i, field, s, e)| (i, field, s, e))
             .collect();
         if dropped.is_empty() {
             return;
         }
-        let mut i = 0;
-        self.votes.retain(|_| {
-            i += 1;
-            !dropped.iter().any(|d| d.0 == i - 1)
-        });
+        let mut gone = vec![false; self.votes.len()];
+        for d in &dropped {
+            gone[d.1] = true;
+        }
+        let mut gone = gone.into_iter();
+        self.votes.retain(|_| !gone.next().unwrap_or(false));
         self.evidence.retain(|(t, field, s, e)| {
             !matches!(t, Target::Country { .. })
-                || !dropped.iter().any(|d| (d.1, d.2, d.3) == (*field, *s, *e))
+                || !dropped.iter().any(|d| (d.2, d.3, d.4) == (*field, *s, *e))
         });
     }
 

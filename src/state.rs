@@ -555,20 +555,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Where each channel's delivery of event `event_id` stands, by channel name.
-    pub fn deliveries_of(&self, event_id: &str) -> Result<Vec<DeliveryStatus>, StateError> {
+    /// Where each channel's delivery of each of `event_ids` stands, by event id, each
+    /// event's channels by name. One query for the lot.
+    pub fn deliveries_of(
+        &self,
+        event_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<DeliveryStatus>>, StateError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT channel, status, attempts, last_error FROM outbox WHERE event_id = ?1 ORDER BY channel",
+            "SELECT event_id, channel, status, attempts, last_error FROM outbox \
+             WHERE event_id IN (SELECT value FROM json_each(?1)) ORDER BY event_id, channel",
         )?;
-        let rows = st.query_map([event_id], |r| {
-            Ok(DeliveryStatus {
-                channel: r.get(0)?,
-                status: r.get(1)?,
-                attempts: r.get(2)?,
-                last_error: r.get(3)?,
-            })
+        let ids = serde_json::to_string(event_ids)?;
+        let rows = st.query_map([ids], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                DeliveryStatus {
+                    channel: r.get(1)?,
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    last_error: r.get(4)?,
+                },
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut out: HashMap<String, Vec<DeliveryStatus>> = HashMap::new();
+        for row in rows {
+            let (event, d) = row?;
+            out.entry(event).or_default().push(d);
+        }
+        Ok(out)
     }
 
     /// Outbox rows due now, oldest first, leaving out the rows `busy` (being sent) and the
