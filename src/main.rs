@@ -442,14 +442,17 @@ fn check(dir: &std::path::Path) -> ExitCode {
 /// The config and the matcher of a config directory; every rule error on its own line.
 fn load(dir: &std::path::Path) -> anyhow::Result<(Config, vigie::matcher::Matcher)> {
     let cfg = Config::load(dir)?;
-    let matcher = vigie::service::load_matcher(dir, &cfg).map_err(|errs| {
-        anyhow::anyhow!(errs
-            .iter()
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-            .join("\n"))
-    })?;
+    let matcher = vigie::service::load_matcher(dir, &cfg).map_err(rule_errors)?;
     Ok((cfg, matcher))
+}
+
+/// Rule and entity errors as one error, each on its own line.
+fn rule_errors<E: std::fmt::Display>(errs: Vec<E>) -> anyhow::Error {
+    anyhow::anyhow!(errs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 fn evaluate(
@@ -690,13 +693,7 @@ fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
     };
     // The rule ids a silence is shown against: the rule files read, no matcher built.
     let rule_ids = |config: &PathBuf, cfg: &Config| -> anyhow::Result<Vec<String>> {
-        let set = vigie::rules::RuleSet::load(config, &cfg.channel_names()).map_err(|errs| {
-            anyhow::anyhow!(errs
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"))
-        })?;
+        let set = vigie::rules::RuleSet::load(config, &cfg.channel_names()).map_err(rule_errors)?;
         Ok(set.rules.into_iter().map(|r| r.id).collect())
     };
     let now = Utc::now();
