@@ -163,8 +163,12 @@ fn sample_article() -> article::Article {
 
 /// A silence request (`POST /api/silences`, `vigie silence add`): refused with a reason or
 /// accepted as a silence that ends after it starts, in the future, within the longest span.
+/// The same bytes as a window of quiet hours (`quiet_hours`): refused, or written back as
+/// a window that reads the same, and a quiet period that ends after the time asked about.
 pub fn silence(data: &[u8]) {
-    let _ = vigie::config::parse_span(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let _ = vigie::config::parse_span(&text);
+    quiet_window(&text);
     let Ok(asked) = serde_json::from_slice::<vigie::silence::NewSilence>(data) else {
         return;
     };
@@ -181,5 +185,37 @@ pub fn silence(data: &[u8]) {
         };
         let _ = s.describe(now, &["kazakhstan".to_string()]);
         let _ = s.mutes("kazakhstan", "log", now);
+    }
+}
+
+fn quiet_window(text: &str) {
+    let Ok(w) = text.parse::<vigie::quiet::QuietWindow>() else {
+        return;
+    };
+    let shown = w.to_string();
+    assert_eq!(shown.parse::<vigie::quiet::QuietWindow>(), Ok(w), "{shown}");
+    for tz in [
+        chrono_tz::UTC,
+        chrono_tz::Europe::Paris,
+        chrono_tz::Pacific::Chatham,
+    ] {
+        let q = vigie::quiet::QuietHours {
+            windows: vec![w],
+            tz,
+            action: Default::default(),
+        };
+        let whole_week = q.check().is_err();
+        // Around Paris's clock changes of 2026 (Chatham's end of summer time is on
+        // 2026-04-05 at 14:45 UTC), and an ordinary day.
+        for t in [1_774_744_200, 1_792_888_200, 1_775_309_400, 1_768_478_400] {
+            let now = chrono::DateTime::from_timestamp(t, 0).unwrap();
+            if let Some(end) = q.until(now) {
+                assert!(end > now, "{shown} at {now}: {end}");
+                assert!(
+                    whole_week || q.until(end).is_none(),
+                    "{shown} at {now}: still quiet at {end}"
+                );
+            }
+        }
     }
 }

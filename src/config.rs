@@ -400,6 +400,26 @@ pub struct ChannelConfig {
     /// message (Alertmanager's `send_resolved = false`).
     #[serde(default = "all_event_kinds")]
     pub events: Vec<EventKind>,
+    /// Recurring times when this channel is not notified (`crate::quiet`): deliveries
+    /// falling due then wait for the end (`quiet_action = "hold"`) or are dropped.
+    #[serde(default)]
+    pub quiet_hours: Vec<crate::quiet::QuietWindow>,
+    /// The time zone `quiet_hours` are read in (IANA name, e.g. `Europe/Paris`).
+    #[serde(default)]
+    pub timezone: Option<chrono_tz::Tz>,
+    #[serde(default)]
+    pub quiet_action: crate::quiet::QuietAction,
+}
+
+impl ChannelConfig {
+    /// The channel's quiet hours, when it has any.
+    pub fn quiet(&self) -> Option<crate::quiet::QuietHours> {
+        (!self.quiet_hours.is_empty()).then(|| crate::quiet::QuietHours {
+            windows: self.quiet_hours.clone(),
+            tz: self.timezone.unwrap_or(chrono_tz::UTC),
+            action: self.quiet_action,
+        })
+    }
 }
 
 fn all_event_kinds() -> Vec<EventKind> {
@@ -496,6 +516,9 @@ impl Config {
                 return err(format!(
                     "channel `{name}`: `events` is empty, so it would never be told anything (started, updated, resolved)"
                 ));
+            }
+            if let Some(Err(e)) = ch.quiet().map(|q| q.check()) {
+                return err(format!("channel `{name}`: {e}"));
             }
             if let Some(p) = &ch.preset {
                 if !matches!(p.as_str(), "vigie" | "slack" | "teams") {
@@ -626,6 +649,55 @@ mod tests {
         assert!(e.message.contains("begun"), "{e}");
         let e = channel("events = []\n").unwrap_err();
         assert!(e.message.contains("never be told anything"), "{e}");
+    }
+
+    #[test]
+    fn quiet_hours_are_read_in_the_channels_zone_and_errors_name_their_line() {
+        let channel = |quiet: &str| {
+            let d = dir_with(&format!(
+                "[channels.desk]\ntype = \"webhook\"\nurl = \"http://x\"\n{quiet}"
+            ));
+            Config::load_with_env(d.path(), &[])
+        };
+        assert_eq!(channel("").unwrap().channels["desk"].quiet(), None);
+        let c = channel(
+            "timezone = \"Asia/Almaty\"\nquiet_hours = [\"22:00-07:00\", \"sat,sun\"]\nquiet_action = \"drop\"\n",
+        )
+        .unwrap();
+        let q = c.channels["desk"].quiet().unwrap();
+        assert_eq!(q.describe(), "22:00-07:00, sat,sun (Asia/Almaty)");
+        assert_eq!(q.action, crate::quiet::QuietAction::Drop);
+        // Without a zone, UTC.
+        let q = channel("quiet_hours = [\"22:00-07:00\"]\n")
+            .unwrap()
+            .channels["desk"]
+            .quiet()
+            .unwrap();
+        assert_eq!(
+            (q.tz, q.action),
+            (chrono_tz::UTC, crate::quiet::QuietAction::Hold)
+        );
+        for (bad, line, says) in [
+            ("quiet_hours = [\"22h-7h\"]\n", Some(4), "not a time"),
+            (
+                "\nquiet_hours = [\"sat\", \"dimanche\"]\n",
+                Some(5),
+                "`dimanche` is not a day",
+            ),
+            ("timezone = \"Europe/Pariss\"\n", Some(4), "Pariss"),
+            ("quiet_action = \"later\"\n", Some(4), "later"),
+            (
+                "quiet_hours = [\"mon-fri\", \"sat,sun\"]\n",
+                None,
+                "never deliver",
+            ),
+        ] {
+            let e = channel(bad).unwrap_err();
+            assert!(e.message.contains(says), "{bad}: {e}");
+            if line.is_some() {
+                assert_eq!(e.line, line, "{bad}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@
 //! * [`source`]    — where records come from (Kafka, files, memory).
 //! * [`sink`]      — where alerts go (email, webhook, log) and the outbox worker that sends them.
 //! * [`silence`]   — silences: a rule's notifications muted for a while, rule untouched.
+//! * [`quiet`]     — quiet hours: a channel's recurring times to hold (or drop) notifications.
 //! * [`http`]      — health, readiness, Prometheus metrics and the JSON API.
 //! * [`telemetry`] — metric names and logging setup.
 //! * [`generate`]  — synthetic scenario feeds for demos, tests and benchmarks.
@@ -49,6 +50,7 @@ pub mod matcher;
 pub mod normalize;
 pub mod phrase;
 pub mod pipeline;
+pub mod quiet;
 pub mod rawtext;
 pub mod rules;
 pub mod service;

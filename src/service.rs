@@ -259,6 +259,9 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             .iter()
             .map(|(name, c)| (name.clone(), Duration::from_secs(c.group_wait_secs)))
             .collect(),
+        quiet: (config.channels.iter())
+            .filter_map(|(name, c)| Some((name.clone(), c.quiet()?)))
+            .collect(),
     };
     let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
     let worker_task = tokio::spawn(worker.run(worker_shutdown));

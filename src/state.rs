@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::engine::{
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, channel TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, done_ms INTEGER,
-    last_error TEXT, UNIQUE (event_id, channel));
+    last_error TEXT, held_ms INTEGER, UNIQUE (event_id, channel));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
 CREATE TABLE IF NOT EXISTS silences (
     id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL, channel TEXT,
@@ -88,7 +89,19 @@ pub struct Delivery {
     pub channel: String,
     pub attempts: u32,
     pub created_ms: i64,
+    /// Until when quiet hours held it back (ms since the epoch), if they did
+    /// ([`crate::quiet`]): released rows go out together, and retry from then.
+    pub held_ms: Option<i64>,
     pub event: AlertEvent,
+}
+
+impl Delivery {
+    /// Since when the row has been trying to go out: the retry policy's age counts from
+    /// here, so a night's hold does not use up the time to keep trying.
+    pub fn trying_since_ms(&self) -> i64 {
+        self.held_ms
+            .map_or(self.created_ms, |h| h.max(self.created_ms))
+    }
 }
 
 /// One channel's delivery of one event, as `GET /api/alerts` shows it.
@@ -100,6 +113,9 @@ pub struct DeliveryStatus {
     pub attempts: u32,
     /// The last failure, or which silence held it back.
     pub last_error: Option<String>,
+    /// When the channel's quiet hours held it until, if they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until: Option<DateTime<Utc>>,
 }
 
 /// Outbox counts by status.
@@ -108,8 +124,11 @@ pub struct OutboxStats {
     pub pending: i64,
     pub sent: i64,
     pub dead: i64,
-    /// Not sent because a silence covered them when they fell due (`crate::silence`).
+    /// Not sent because a silence covered them when they fell due (`crate::silence`), or
+    /// quiet hours with `quiet_action = "drop"` (`crate::quiet`).
     pub silenced: i64,
+    /// Of the pending rows, those waiting for their channel's quiet hours to end.
+    pub held: i64,
 }
 
 fn now_ms() -> i64 {
@@ -237,6 +256,13 @@ impl Store {
             .exists([])?;
         if !has_story_rules {
             conn.execute_batch("ALTER TABLE stories ADD COLUMN rules BLOB")?;
+        }
+        // Files from before quiet hours: add the column (NULL: never held).
+        let has_held: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name = 'held_ms'")?
+            .exists([])?;
+        if !has_held {
+            conn.execute_batch("ALTER TABLE outbox ADD COLUMN held_ms INTEGER")?;
         }
         Ok(Store { conn })
     }
@@ -562,7 +588,7 @@ impl Store {
         event_ids: &[&str],
     ) -> Result<HashMap<String, Vec<DeliveryStatus>>, StateError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT event_id, channel, status, attempts, last_error FROM outbox \
+            "SELECT event_id, channel, status, attempts, last_error, held_ms FROM outbox \
              WHERE event_id IN (SELECT value FROM json_each(?1)) ORDER BY event_id, channel",
         )?;
         let ids = serde_json::to_string(event_ids)?;
@@ -574,6 +600,8 @@ impl Store {
                     status: r.get(2)?,
                     attempts: r.get(3)?,
                     last_error: r.get(4)?,
+                    held_until: (r.get::<_, Option<i64>>(5)?)
+                        .and_then(DateTime::<Utc>::from_timestamp_millis),
                 },
             ))
         })?;
@@ -596,7 +624,7 @@ impl Store {
         full: &[String],
     ) -> Result<Vec<Delivery>, StateError> {
         let mut sql = String::from(
-            "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
+            "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload, o.held_ms FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into(), (limit as i64).into()];
@@ -611,17 +639,19 @@ impl Store {
                 r.get::<_, u32>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
+                r.get::<_, Option<i64>>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, event_id, channel, attempts, created_ms, payload) = row?;
+            let (id, event_id, channel, attempts, created_ms, payload, held_ms) = row?;
             out.push(Delivery {
                 id,
                 event_id,
                 channel,
                 attempts,
                 created_ms,
+                held_ms,
                 event: serde_json::from_str(&payload)?,
             });
         }
@@ -647,6 +677,18 @@ impl Store {
 
     pub fn mark_retry(&self, id: i64, next_ms: i64, error: &str) -> Result<(), StateError> {
         self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1", params![id, next_ms, error])?;
+        Ok(())
+    }
+
+    /// Holds a due row back until `until_ms`, when its channel's quiet hours end.
+    pub fn hold(&self, id: i64, until_ms: i64) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET next_attempt_ms = ?2, held_ms = ?2 WHERE id = ?1 AND status = 'pending'", params![id, until_ms])?;
+        Ok(())
+    }
+
+    /// Marks a due row as not sent, for `why` (quiet hours that drop).
+    pub fn mark_dropped(&self, id: i64, why: &str) -> Result<(), StateError> {
+        self.conn.execute("UPDATE outbox SET status = 'silenced', done_ms = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'", params![id, now_ms(), why])?;
         Ok(())
     }
 
@@ -742,6 +784,11 @@ impl Store {
                 _ => s.dead += n,
             }
         }
+        s.held = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND held_ms > ?1",
+            [now_ms()],
+            |r| r.get(0),
+        )?;
         Ok(s)
     }
 

@@ -18,6 +18,13 @@ async fn a_kazakhstan_surge_alerts_by_webhook_and_email() {
     let topic = unique("surge");
     create_topic(&brokers, &topic, 4).await;
     let hook = receiver::start("s3cret", 0, 200).await;
+    // A channel in its quiet hours for the whole test (today and tomorrow, UTC).
+    let night = receiver::start("s3cret", 0, 200).await;
+    let quiet_days = {
+        use chrono::Datelike;
+        let today = Utc::now().weekday();
+        format!("{},{}", today, today.succ()).to_lowercase()
+    };
     let smtp_port = free_port();
     let tmp = tempfile::tempdir().unwrap();
 
@@ -27,7 +34,7 @@ async fn a_kazakhstan_surge_alerts_by_webhook_and_email() {
 warmup_hours = 24
 
 [alerts]
-default_notify = ["mail", "hook"]
+default_notify = ["mail", "hook", "night"]
 retry_max_secs = 2
 
 [smtp]
@@ -45,8 +52,16 @@ events = ["started", "resolved"]
 type = "webhook"
 url = "{}"
 secret = "s3cret"
+
+[channels.night]
+type = "webhook"
+url = "{}"
+secret = "s3cret"
+timezone = "Asia/Almaty"
+quiet_hours = ["{quiet_days}"]
 "#,
-        hook.url()
+        hook.url(),
+        night.url()
     );
     let rules = "[[rule]]\nid = \"kazakhstan\"\nname = \"Kazakhstan\"\ncountries = [\"KZ\"]\n";
     let cfg = TestConfig::new(&brokers, &topic, &extra, rules, "");
@@ -194,9 +209,22 @@ secret = "s3cret"
         channels("started"),
         [
             ("hook".into(), "sent".into()),
-            ("mail".into(), "sent".into())
+            ("mail".into(), "sent".into()),
+            ("night".into(), "pending".into())
         ]
     );
-    assert_eq!(channels("updated")[0].0, "hook");
-    assert!(channels("updated").iter().all(|(c, _)| c == "hook"));
+    // The quiet channel was told nothing; its rows wait for the end of its quiet hours.
+    assert_eq!(night.attempts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(
+        api["outbox"]["held"].as_i64().unwrap() >= 2,
+        "{}",
+        api["outbox"]
+    );
+    let held = (api["alerts"].as_array().unwrap().iter())
+        .flat_map(|a| a["deliveries"].as_array().unwrap())
+        .filter(|d| d["channel"] == "night")
+        .map(|d| d["held_until"].as_str().unwrap_or("none").to_string())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(held.len(), 1, "one end for the quiet period: {held:?}");
+    assert!(channels("updated").iter().all(|(c, _)| c != "mail"));
 }

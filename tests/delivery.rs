@@ -104,6 +104,7 @@ fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>)
         },
         wake: Arc::new(Notify::new()),
         group_wait: HashMap::new(),
+        quiet: HashMap::new(),
     }
 }
 
@@ -561,4 +562,171 @@ async fn a_silence_stops_the_retries_of_a_pending_delivery() {
     w.drain_once().await;
     assert_eq!(hook.attempts.load(Ordering::SeqCst), tried);
     assert!(hook.accepted.lock().unwrap().is_empty());
+}
+
+/// Quiet hours (UTC) that hold now and the whole of tomorrow: today's and tomorrow's
+/// weekdays, whole days. Gives them with the instant they end.
+fn quiet_now(
+    action: vigie::quiet::QuietAction,
+) -> (vigie::quiet::QuietHours, chrono::DateTime<Utc>) {
+    use chrono::Datelike;
+    let today = Utc::now().date_naive();
+    let days = format!(
+        "{},{}",
+        today.weekday().to_string().to_lowercase(),
+        today.weekday().succ().to_string().to_lowercase()
+    );
+    let end = (today + chrono::Duration::days(2))
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let q = vigie::quiet::QuietHours {
+        windows: vec![days.parse().unwrap()],
+        tz: chrono_tz::UTC,
+        action,
+    };
+    (q, end)
+}
+
+/// Moves the clock of the outbox past a hold: what happens when the quiet period ends,
+/// without waiting for it. Returns how many rows were held.
+fn end_the_night(path: &std::path::Path) -> usize {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute(
+        "UPDATE outbox SET next_attempt_ms = ?1, held_ms = ?1 WHERE held_ms IS NOT NULL",
+        [Utc::now().timestamp_millis()],
+    )
+    .unwrap()
+}
+
+/// Quiet hours hold a channel's deliveries, and only that channel's, until the quiet
+/// period ends; then the night's events go out as one notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_hold_a_channel_and_release_the_night_as_one_notification() {
+    let (desk, ops) = (
+        receiver::start("s3cret", 0, 200).await,
+        receiver::start("s3cret", 0, 200).await,
+    );
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with_all(d.path(), &[event("kz"), event("ua")], &["desk", "ops"]);
+    let (quiet, end) = quiet_now(vigie::quiet::QuietAction::Hold);
+    let notifiers = || {
+        HashMap::from([
+            ("desk".to_string(), webhook(desk.url())),
+            ("ops".to_string(), webhook(ops.url())),
+        ])
+    };
+    let mut w = worker(&path, notifiers());
+    w.quiet = HashMap::from([("desk".to_string(), quiet)]);
+    let stats = drain_until(&w, &path, |s| s.sent == 2).await;
+    assert_eq!((stats.pending, stats.held, stats.silenced), (2, 2, 0));
+    assert_eq!(keys(&ops), ["kz:1:started", "ua:1:started"]);
+    assert_eq!(
+        desk.attempts.load(Ordering::SeqCst),
+        0,
+        "sent in quiet hours"
+    );
+    // Held until the end of the quiet period, which the API shows.
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.next_due_ms(&[], &[]).unwrap(),
+        Some(end.timestamp_millis())
+    );
+    let shown = s.deliveries_of(&["kz:1:started"]).unwrap();
+    let desk_row = shown["kz:1:started"]
+        .iter()
+        .find(|r| r.channel == "desk")
+        .unwrap();
+    assert_eq!(
+        (desk_row.status.as_str(), desk_row.held_until),
+        ("pending", Some(end))
+    );
+    w.drain_once().await;
+    assert_eq!(
+        desk.attempts.load(Ordering::SeqCst),
+        0,
+        "sent before the end"
+    );
+
+    // The night is over: both events in one notification.
+    assert_eq!(end_the_night(&path), 2);
+    let mut w = worker(&path, notifiers());
+    w.quiet = HashMap::new();
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.held), (4, 0));
+    let accepted = desk.accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), 1, "one notification for the night");
+    assert!(accepted[0].signature_ok);
+    assert_eq!(accepted[0].body["events"].as_array().unwrap().len(), 2);
+}
+
+/// With `quiet_action = "drop"` the deliveries falling due in quiet hours are marked
+/// silenced, with the reason, and never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_that_drop_mark_the_delivery_silenced() {
+    let (desk, ops) = (
+        receiver::start("s3cret", 0, 200).await,
+        receiver::start("s3cret", 0, 200).await,
+    );
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["desk", "ops"]);
+    let mut w = worker(
+        &path,
+        HashMap::from([
+            ("desk".to_string(), webhook(desk.url())),
+            ("ops".to_string(), webhook(ops.url())),
+        ]),
+    );
+    w.quiet = HashMap::from([(
+        "desk".to_string(),
+        quiet_now(vigie::quiet::QuietAction::Drop).0,
+    )]);
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced, stats.held), (1, 1, 0));
+    assert_eq!(keys(&ops), ["kz:1:started"]);
+    assert_eq!(desk.attempts.load(Ordering::SeqCst), 0);
+    let shown = Store::open(&path)
+        .unwrap()
+        .deliveries_of(&["kz:1:started"])
+        .unwrap();
+    let desk_row = shown["kz:1:started"]
+        .iter()
+        .find(|r| r.channel == "desk")
+        .unwrap();
+    assert_eq!(desk_row.status, "silenced");
+    let why = desk_row.last_error.as_deref().unwrap();
+    assert!(
+        why.contains("quiet hours") && why.contains("(UTC)"),
+        "{why}"
+    );
+}
+
+/// A delivery held all night retries from its release, not from its event: with the
+/// receiver down at release, it is tried again instead of given up as too old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_delivery_keeps_trying_from_its_release() {
+    let desk = receiver::start("s3cret", 1, 503).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["desk"]);
+    let mut w = worker(
+        &path,
+        HashMap::from([("desk".to_string(), webhook(desk.url()))]),
+    );
+    w.quiet = HashMap::from([(
+        "desk".to_string(),
+        quiet_now(vigie::quiet::QuietAction::Hold).0,
+    )]);
+    drain_until(&w, &path, |s| s.held == 1).await;
+    // Released now, made two minutes ago: older than the worker's 60 s to keep trying.
+    assert_eq!(end_the_night(&path), 1);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute(
+        "UPDATE outbox SET created_ms = ?1",
+        [Utc::now().timestamp_millis() - 120_000],
+    )
+    .unwrap();
+    w.quiet = HashMap::new();
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.dead), (1, 0), "{stats:?}");
+    assert_eq!(desk.attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(keys(&desk), ["kz:1:started"]);
 }

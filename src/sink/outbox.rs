@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use super::retry::RetryPolicy;
 use super::{Notifier, SendError};
 use crate::engine::AlertEvent;
+use crate::quiet::{QuietAction, QuietHours};
 use crate::shutdown::Shutdown;
 use crate::silence::{self, Silence};
 use crate::state::{Delivery, Store};
@@ -31,6 +32,8 @@ pub struct OutboxWorker {
     pub wake: Arc<Notify>,
     /// Channels that group events arriving within this long into one notification.
     pub group_wait: HashMap<String, Duration>,
+    /// Channels with quiet hours ([`crate::quiet`]).
+    pub quiet: HashMap<String, QuietHours>,
 }
 
 /// Most sends in flight to one channel at once.
@@ -159,14 +162,23 @@ impl OutboxWorker {
             None => return round,
         };
         let due = self.silence(due, &silences).await;
+        let due = self.quiet(due).await;
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+        // Rows that quiet hours held back go out together when released, whatever the
+        // channel's `group_wait`: they have waited long enough.
+        let mut released: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
         for d in due {
+            if d.held_ms.is_some() {
+                released.entry(d.channel.clone()).or_default().push(d);
+                continue;
+            }
             match self.group_wait.get(&d.channel) {
                 Some(w) if !w.is_zero() => grouped.entry(d.channel.clone()).or_default().push(d),
                 _ => batches.push(vec![d]),
             }
         }
+        batches.extend(released.into_values());
         for (channel, rows) in grouped {
             let wait = self.group_wait.get(&channel).copied().unwrap_or_default();
             let oldest = rows.iter().map(|d| d.created_ms).min().unwrap_or(0);
@@ -214,6 +226,41 @@ impl OutboxWorker {
         keep
     }
 
+    /// Holds back (or drops) the rows of channels in their quiet hours and gives back the
+    /// others. Taken when a row falls due, like [`OutboxWorker::silence`].
+    async fn quiet(&self, due: Vec<Delivery>) -> Vec<Delivery> {
+        if self.quiet.is_empty() {
+            return due;
+        }
+        let now = chrono::Utc::now();
+        let mut keep = Vec::with_capacity(due.len());
+        for d in due {
+            let Some((q, until)) =
+                (self.quiet.get(&d.channel)).and_then(|q| Some((q, q.until(now)?)))
+            else {
+                keep.push(d);
+                continue;
+            };
+            let (id, until_ms) = (d.id, until.timestamp_millis());
+            let outcome = match q.action {
+                QuietAction::Hold => {
+                    tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, until = %until.to_rfc3339(), "alert delivery held for quiet hours");
+                    let _ = self.with_store(move |s| s.hold(id, until_ms)).await;
+                    "held"
+                }
+                QuietAction::Drop => {
+                    tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, "alert delivery dropped in quiet hours");
+                    let why = format!("dropped in quiet hours {}", q.describe());
+                    let _ = self.with_store(move |s| s.mark_dropped(id, &why)).await;
+                    "silenced"
+                }
+            };
+            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => outcome)
+                .increment(1);
+        }
+        keep
+    }
+
     /// Sends one notification; gives back its rows with the outcome.
     async fn send(&self, rows: Vec<Delivery>) -> (Vec<Delivery>, Result<(), SendError>) {
         let channel = rows[0].channel.clone();
@@ -256,7 +303,7 @@ impl OutboxWorker {
                 message,
                 retry_after,
             }) => {
-                let age = Duration::from_millis((now_ms() - d.created_ms).max(0) as u64);
+                let age = Duration::from_millis((now_ms() - d.trying_since_ms()).max(0) as u64);
                 if self.policy.keep_trying(age) {
                     let delay = self.policy.delay(d.attempts, retry_after);
                     tracing::warn!(channel = %channel, event = %event_id, attempts = d.attempts + 1, retry_in_ms = delay.as_millis() as u64, error = %message, "alert delivery failed, will retry");
