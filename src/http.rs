@@ -12,6 +12,8 @@
 //! | `GET /api/silences`                 | silences not yet ended (`?expired=true`: 30 days) |
 //! | `POST /api/silences`                | mute rules' notifications for a while (201)       |
 //! | `DELETE /api/silences/{id}`         | end a silence now                                 |
+//! | `GET /api/channels`                 | channels: settings, quiet hours, outbox counts    |
+//! | `POST /api/channels/{name}/test`    | send a test notification through a channel now    |
 //!
 //! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
 
@@ -64,6 +66,15 @@ pub struct AppState {
     pub reload: ReloadFn,
     /// Channel names a silence may name (the configured ones and `log`).
     pub channels: Arc<Vec<String>>,
+    /// The channels' settings and senders, for `GET /api/channels` and test sends.
+    pub outputs: Arc<Outputs>,
+}
+
+/// The configured channels: what `GET /api/channels` shows and what a test send goes
+/// through (the same senders the outbox worker uses).
+pub struct Outputs {
+    pub config: std::collections::BTreeMap<String, crate::config::ChannelConfig>,
+    pub notifiers: std::collections::HashMap<String, Arc<dyn crate::sink::Notifier>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/reload", post(reload))
         .route("/api/silences", get(silences).post(add_silence))
         .route("/api/silences/{id}", delete(expire_silence))
+        .route("/api/channels", get(channels))
+        .route("/api/channels/{name}/test", post(test_channel))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -310,6 +323,69 @@ fn alerts_report(
         events.push(v);
     }
     Ok((events, st.outbox_stats()?, st.dead_deliveries(50)?))
+}
+
+/// Each channel: its type, the events it takes, its grouping and quiet hours (with the end
+/// of the quiet period it is in now, if any), and its outbox rows by status.
+async fn channels(State(s): State<AppState>) -> Response {
+    let stats = match with_store(&s, |st| st.outbox_stats_by_channel()).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now = chrono::Utc::now();
+    let mut names: Vec<&String> = s.outputs.notifiers.keys().collect();
+    names.sort();
+    let list: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|name| {
+            let outbox = stats.get(name).cloned().unwrap_or_default();
+            let Some(c) = s.outputs.config.get(name) else {
+                return json!({"name": name, "type": "log", "outbox": outbox});
+            };
+            let quiet = c.quiet();
+            json!({
+                "name": name,
+                "type": c.kind,
+                "events": c.events,
+                "group_wait_secs": c.group_wait_secs,
+                "quiet_hours": c.quiet_hours,
+                "timezone": quiet.as_ref().map(|q| q.tz.name()),
+                "quiet_action": quiet.as_ref().map(|q| q.action),
+                "quiet_until": quiet.and_then(|q| q.until(now)),
+                "outbox": outbox,
+            })
+        })
+        .collect();
+    Json(json!({ "channels": list })).into_response()
+}
+
+/// Sends a test notification (`crate::sink::test_event`) through one channel now, past
+/// the outbox, its silences and its quiet hours: 200 with how long the receiver took, 502
+/// with its error, 404 for an unknown channel.
+async fn test_channel(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    let Some(n) = s.outputs.notifiers.get(&name).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no channel `{name}`")})),
+        )
+            .into_response();
+    };
+    match crate::sink::send_test(n.as_ref(), chrono::Utc::now()).await {
+        Ok(took) => {
+            tracing::info!(channel = %name, took_ms = took.as_millis() as u64, "test notification accepted");
+            Json(json!({"channel": name, "ok": true, "took_ms": took.as_millis() as u64}))
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(channel = %name, error = %e, "test notification failed");
+            let retryable = matches!(e, crate::sink::SendError::Retryable { .. });
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"channel": name, "ok": false, "error": e.to_string(), "retryable": retryable})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn reload(State(s): State<AppState>) -> Response {

@@ -138,6 +138,15 @@ enum Command {
         timeout_ms: u64,
         inputs: Vec<PathBuf>,
     },
+    /// Send a test notification through channels now, to check their settings and
+    /// receivers (past the outbox, silences and quiet hours); exit 1 if any fails.
+    NotifyTest {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        /// The channel to test (repeatable); default every configured channel.
+        #[arg(long)]
+        channel: Vec<String>,
+    },
     /// Mute rules' notifications for a while, list silences, end one (docs/alerts.md).
     /// Works on the state file, beside a running service or not.
     Silence {
@@ -237,6 +246,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Silence { action } => silence(action),
+        Command::NotifyTest { config, channel } => notify_test(&config, channel),
         Command::Match { config, inputs } => {
             let (_, matcher) = load(&config)?;
             let inputs = if inputs.is_empty() {
@@ -437,6 +447,48 @@ fn check(dir: &std::path::Path) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// `vigie notify-test`: one line per channel, `ok` with the time the receiver took or
+/// `failed` with its error.
+fn notify_test(dir: &std::path::Path, mut channels: Vec<String>) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(dir)?;
+    if channels.is_empty() {
+        channels = cfg.channels.keys().cloned().collect();
+    }
+    anyhow::ensure!(
+        !channels.is_empty(),
+        "no channels in {}: nothing to test",
+        dir.join("vigie.toml").display()
+    );
+    runtime()?.block_on(async {
+        let senders = vigie::service::notifiers(&cfg).map_err(|e| anyhow::anyhow!(e))?;
+        let mut failed = 0;
+        for name in &channels {
+            let Some(n) = senders.get(name) else {
+                anyhow::bail!(
+                    "no channel `{name}` (configured: {})",
+                    cfg.channel_names().join(", ")
+                );
+            };
+            match vigie::sink::send_test(n.as_ref(), Utc::now()).await {
+                Ok(took) => println!("ok: {name}: accepted in {} ms", took.as_millis()),
+                Err(e) => {
+                    failed += 1;
+                    let again = match e {
+                        vigie::sink::SendError::Retryable { .. } => "an outage, would be retried",
+                        vigie::sink::SendError::Permanent(_) => "refused, would not be retried",
+                    };
+                    println!("failed: {name}: {e} ({again})");
+                }
+            }
+        }
+        Ok(if failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
 }
 
 /// The config and the matcher of a config directory; every rule error on its own line.

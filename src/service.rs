@@ -245,9 +245,10 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
 
     // Outbox worker with its own state connection.
     let wake = Arc::new(Notify::new());
+    let senders = notifiers(&config).map_err(|e| anyhow::anyhow!(e))?;
     let worker = OutboxWorker {
         store: Arc::new(Mutex::new(Store::open(&config.state.path)?)),
-        notifiers: notifiers(&config).map_err(|e| anyhow::anyhow!(e))?,
+        notifiers: senders.clone(),
         policy: RetryPolicy {
             give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600),
             max: Duration::from_secs(config.alerts.retry_max_secs.max(1)),
@@ -333,6 +334,10 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             api_token,
             reload: reload.clone(),
             channels: Arc::new(config.channel_names()),
+            outputs: Arc::new(crate::http::Outputs {
+                config: config.channels.clone(),
+                notifiers: senders.clone(),
+            }),
         };
         Some(tokio::spawn(crate::http::serve(
             listener,

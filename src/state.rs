@@ -770,26 +770,46 @@ impl Store {
     }
 
     pub fn outbox_stats(&self) -> Result<OutboxStats, StateError> {
-        let mut s = OutboxStats::default();
-        let mut st = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut total = OutboxStats::default();
+        for s in self.outbox_stats_by_channel()?.values() {
+            total.pending += s.pending;
+            total.sent += s.sent;
+            total.dead += s.dead;
+            total.silenced += s.silenced;
+            total.held += s.held;
+        }
+        Ok(total)
+    }
+
+    /// Outbox counts by status, per channel (`GET /api/channels`).
+    pub fn outbox_stats_by_channel(&self) -> Result<HashMap<String, OutboxStats>, StateError> {
+        let mut out: HashMap<String, OutboxStats> = HashMap::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT channel, status, COUNT(*), COUNT(CASE WHEN held_ms > ?1 THEN 1 END) \
+             FROM outbox GROUP BY channel, status",
+        )?;
+        let rows = st.query_map([now_ms()], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
         for row in rows {
-            let (status, n) = row?;
+            let (channel, status, n, held) = row?;
+            let s = out.entry(channel).or_default();
             match status.as_str() {
-                "pending" => s.pending = n,
+                "pending" => {
+                    s.pending = n;
+                    s.held = held;
+                }
                 "sent" => s.sent = n,
                 "silenced" => s.silenced = n,
                 _ => s.dead += n,
             }
         }
-        s.held = self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND held_ms > ?1",
-            [now_ms()],
-            |r| r.get(0),
-        )?;
-        Ok(s)
+        Ok(out)
     }
 
     /// Dead-lettered deliveries with their last error, newest first.

@@ -1,4 +1,10 @@
-//! The command line as users run it: `check`, `match`, `generate`, `backtest`.
+//! The command line as users run it: `check`, `match`, `generate`, `backtest`, `silence`,
+//! `notify-test`.
+
+#[path = "support/receiver.rs"]
+mod receiver;
+#[path = "support/smtp.rs"]
+mod smtp;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -271,4 +277,119 @@ fn silence_adds_lists_and_ends_silences_in_the_state_file() {
             .code(),
         Some(2)
     );
+}
+
+/// `vigie notify-test` sends one test event through each channel, past the outbox, to a
+/// real webhook receiver and a real SMTP server, and names the channel whose receiver is
+/// down or refuses, with exit code 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_test_reaches_real_receivers_and_names_the_failures() {
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let refusing = receiver::start("s3cret", usize::MAX, 403).await;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (smtp_port, closed_port) = (free_port(), free_port());
+    let d = tempfile::tempdir().unwrap();
+    let smtp = smtp::Smtp::start(smtp_port, &d.path().join("maildir"));
+    std::fs::write(
+        d.path().join("vigie.toml"),
+        format!(
+            r#"
+[state]
+path = "{state}"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+from = "vigie <vigie@example.org>"
+
+[channels.desk]
+type = "email"
+to = ["desk@example.org"]
+quiet_hours = ["mon-sun 00:00-23:59"]
+
+[channels.hook]
+type = "webhook"
+url = "{hook}"
+secret = "s3cret"
+
+[channels.down]
+type = "webhook"
+url = "http://127.0.0.1:{closed_port}/"
+
+[channels.refusing]
+type = "webhook"
+url = "{refusing}"
+"#,
+            state = d.path().join("state.db").display(),
+            hook = hook.url(),
+            refusing = refusing.url(),
+        ),
+    )
+    .unwrap();
+    let run = |channels: &[&str]| {
+        let mut c = vigie();
+        c.arg("notify-test").arg("--config").arg(d.path());
+        for ch in channels {
+            c.args(["--channel", ch]);
+        }
+        c
+    };
+    // The receivers run on this test's runtime: wait for the command off it.
+    let output = |mut c: Command| async move {
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let out = output(run(&["desk", "hook"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok: desk: accepted in"), "{stdout}");
+    assert!(stdout.contains("ok: hook: accepted in"), "{stdout}");
+    // Quiet hours do not hold a test back: it is a probe, sent now.
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("vigie test notification"), "{}", mail[0]);
+    let got = hook.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_ok);
+    assert_eq!(got[0].body["rule"], vigie::sink::TEST_RULE);
+    assert_eq!(
+        got[0].idempotency_key,
+        got[0].body["event_id"].as_str().unwrap()
+    );
+
+    // Every channel: the two that fail are named with what went wrong.
+    let out = output(run(&[])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("failed: down: ") && stdout.contains("would be retried"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed: refusing: ") && stdout.contains("403"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would not be retried"), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok: ")).count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(hook.accepted.lock().unwrap().len(), 2);
+
+    let out = run(&["nowhere"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no channel `nowhere`"));
 }

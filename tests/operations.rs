@@ -2,6 +2,8 @@
 //! the API token, and hot reloads (broken file, edited rule, POST /api/reload).
 
 mod common;
+#[path = "support/receiver.rs"]
+mod receiver;
 
 use std::time::Duration;
 
@@ -45,7 +47,18 @@ async fn endpoints_token_and_hot_reload() {
     let brokers = broker();
     let topic = unique("ops");
     create_topic(&brokers, &topic, 2).await;
-    let cfg = TestConfig::new(&brokers, &topic, "", RULES, "");
+    // A channel in its quiet hours (today and tomorrow, UTC), for the channels API.
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let quiet_days = {
+        use chrono::Datelike;
+        let today = Utc::now().weekday();
+        format!("{},{}", today, today.succ()).to_lowercase()
+    };
+    let channels = format!(
+        "[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"s3cret\"\nquiet_hours = [\"{quiet_days}\"]\n",
+        hook.url()
+    );
+    let cfg = TestConfig::new(&brokers, &topic, &channels, RULES, "");
     let toml = std::fs::read_to_string(cfg.path().join("vigie.toml"))
         .unwrap()
         .replace("[http]\n", "[http]\napi_token = \"t0ken\"\n");
@@ -243,6 +256,50 @@ async fn endpoints_token_and_hot_reload() {
     assert!(list["silences"].as_array().unwrap().is_empty(), "{list}");
     let (_, list) = get(&cfg, "/api/silences?expired=true", Some("t0ken")).await;
     assert_eq!(list["silences"][0]["state"], "expired", "{list}");
+
+    // Channels: their settings, quiet hours and outbox counts; a test notification goes
+    // through one now, quiet hours or not.
+    let (status, list) = get(&cfg, "/api/channels", Some("t0ken")).await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> = (list["channels"].as_array().unwrap().iter())
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["hook", "log"]);
+    let ch = &list["channels"][0];
+    assert_eq!(ch["type"], "webhook");
+    assert_eq!(ch["quiet_hours"][0], quiet_days.as_str());
+    assert_eq!(ch["timezone"], "UTC");
+    assert_eq!(ch["quiet_action"], "hold");
+    let until = vigie::article::parse_date(ch["quiet_until"].as_str().unwrap()).unwrap();
+    assert!(until > Utc::now() + chrono::Duration::hours(24), "{ch}");
+    assert_eq!(ch["outbox"]["pending"], 0);
+    assert_eq!(get(&cfg, "/api/channels", None).await.0, 401);
+    let test = |name: &str, token: Option<&'static str>| {
+        let mut req = reqwest::Client::new().post(cfg.url(&format!("/api/channels/{name}/test")));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    assert_eq!(test("hook", None).await.0, 401);
+    assert!(hook.accepted.lock().unwrap().is_empty());
+    let (status, sent) = test("hook", Some("t0ken")).await;
+    assert_eq!(
+        (status, &sent["ok"]),
+        (200, &serde_json::json!(true)),
+        "{sent}"
+    );
+    let got = hook.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].signature_ok);
+    assert_eq!(got[0].body["rule"], vigie::sink::TEST_RULE);
+    assert_eq!(test("nowhere", Some("t0ken")).await.0, 404);
 
     // A broken rule file: the old rules stay live, the error is counted and reported.
     let baseline_before = rule_field(&rules, "kazakhstan", "baseline_buckets")

@@ -13,11 +13,13 @@ pub mod render;
 pub mod retry;
 pub mod webhook;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::engine::AlertEvent;
+use crate::detect::{DetectorKind, EventKind};
+use crate::engine::{AlertEvent, ArticleRef, ChartSeries};
 
 /// Why a delivery failed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -47,4 +49,80 @@ pub trait Notifier: Send + Sync {
             Ok(())
         })
     }
+}
+
+/// The rule id of test notifications (`vigie notify-test`, `POST /api/channels/{name}/test`),
+/// so that a receiver can tell them from alerts and drop them.
+pub const TEST_RULE: &str = "vigie-test";
+
+/// A made-up `started` event that looks like a real one (numbers, top article, chart), for
+/// checking a channel end to end: its rule is [`TEST_RULE`], its name and its one article
+/// say it is a test, and its id (the Idempotency-Key) is new at each call.
+pub fn test_event(now: DateTime<Utc>) -> AlertEvent {
+    let alert_id = format!("{TEST_RULE}:{}", now.timestamp_millis());
+    let bucket_secs = 300;
+    let buckets = 48 * 3600 / bucket_secs;
+    // A quiet day-and-night rhythm, then a surge over the last hour.
+    let expected: Vec<f32> = (0..buckets)
+        .map(|i| 1.0 + 0.8 * ((i as f32 / 288.0) * std::f32::consts::TAU).sin())
+        .collect();
+    let stories = (expected.iter().enumerate())
+        .map(|(i, e)| {
+            if i >= buckets as usize - 12 {
+                6
+            } else {
+                e.round() as u32
+            }
+        })
+        .collect();
+    AlertEvent {
+        event_id: format!("{alert_id}:started"),
+        alert_id,
+        rule: TEST_RULE.into(),
+        rule_name: "vigie test notification (not an alert)".into(),
+        kind: EventKind::Started,
+        at: now,
+        started_at: now,
+        window_start: now - chrono::Duration::hours(1),
+        window_end: now,
+        detector: DetectorKind::Threshold,
+        observed: 72,
+        expected: 14.0,
+        ratio: 72.0 / 14.0,
+        p_value: f64::NAN,
+        feed_factor: 1.0,
+        articles: 90,
+        sources: 17,
+        top_articles: vec![ArticleRef {
+            id: "vigie-test".into(),
+            title: "Test notification: this channel receives vigie's alerts".into(),
+            url: None,
+            source: Some("vigie".into()),
+            published_at: now,
+            entities: vec![],
+            countries: vec![],
+            terms: vec![],
+            new_story: true,
+        }],
+        top_entities: vec![],
+        top_countries: vec![],
+        top_keywords: vec![],
+        notify: vec![],
+        chart: ChartSeries {
+            start: now.timestamp() - buckets * bucket_secs,
+            bucket_secs,
+            stories,
+            expected,
+        },
+        templates: Default::default(),
+    }
+}
+
+/// Sends [`test_event`] once through `notifier`, without the outbox (no retry: this is a
+/// probe). Gives how long the receiver took to accept it, or why it did not.
+pub async fn send_test(notifier: &dyn Notifier, now: DateTime<Utc>) -> Result<Duration, SendError> {
+    let event = test_event(now);
+    let started = Instant::now();
+    notifier.send(&event).await?;
+    Ok(started.elapsed())
 }
