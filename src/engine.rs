@@ -224,6 +224,12 @@ pub struct AlertEvent {
         skip_serializing_if = "crate::sink::render::Templates::is_empty"
     )]
     pub templates: crate::sink::render::Templates,
+    /// Set per channel as the event goes out, never stored: an `updated` or `resolved`
+    /// event whose channel was not told of the alert's start (its `started` was silenced,
+    /// dropped in quiet hours, given up on, or is not among the channel's `events`). The
+    /// bodies then say when the alert started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unannounced: bool,
 }
 
 fn one() -> f64 {
@@ -1871,6 +1877,7 @@ impl Learner<'_> {
             notify: rule.notify.clone(),
             chart,
             templates: rule.templates.clone(),
+            unannounced: false,
         };
         Some(event)
     }

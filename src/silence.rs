@@ -15,8 +15,9 @@
 //!   goes out.
 //! * Nothing upstream changes: the rule keeps counting, its detector keeps its lifecycle,
 //!   events are stored and listed by `/api/alerts` as ever. When the silence ends, the
-//!   rule's next event (an `updated`, or the `resolved`) is delivered as usual; it carries
-//!   the alert id, so a receiver can tell it belongs to an alert it was not told about.
+//!   rule's next event (an `updated`, or the `resolved`) is delivered as usual, marked
+//!   `unannounced` (see [`crate::engine::AlertEvent::unannounced`]) so the receiver knows
+//!   it belongs to an alert it was not told about.
 //! * Silences live in the state file: they survive restarts, and `vigie silence` can add
 //!   one from another process while the service runs (the worker reads the active ones at
 //!   every round, at least once a second).

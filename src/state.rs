@@ -624,7 +624,9 @@ impl Store {
         full: &[String],
     ) -> Result<Vec<Delivery>, StateError> {
         let mut sql = String::from(
-            "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload, o.held_ms FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
+            "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload, o.held_ms, \
+             (SELECT s.status FROM outbox s WHERE s.event_id = e.alert_id || ':started' AND s.channel = o.channel) \
+             FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
         );
         let mut args: Vec<rusqlite::types::Value> = vec![now_ms.into(), (limit as i64).into()];
@@ -640,11 +642,17 @@ impl Store {
                 r.get::<_, i64>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<i64>>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, event_id, channel, attempts, created_ms, payload, held_ms) = row?;
+            let (id, event_id, channel, attempts, created_ms, payload, held_ms, start) = row?;
+            let mut event: AlertEvent = serde_json::from_str(&payload)?;
+            // Told of the start: it went out, or it is still to go (in this round, or
+            // held with this row for the same release).
+            event.unannounced = event.kind != crate::detect::EventKind::Started
+                && !matches!(start.as_deref(), Some("sent" | "pending"));
             out.push(Delivery {
                 id,
                 event_id,
@@ -652,7 +660,7 @@ impl Store {
                 attempts,
                 created_ms,
                 held_ms,
-                event: serde_json::from_str(&payload)?,
+                event,
             });
         }
         Ok(out)

@@ -64,6 +64,7 @@ fn event(rule: &str) -> AlertEvent {
             expected: vec![1.0; 576],
         },
         templates: Default::default(),
+        unannounced: false,
     }
 }
 
@@ -540,6 +541,31 @@ async fn a_silence_mutes_its_rules_on_its_channel_only() {
     let stats = drain_until(&w, &path, |s| s.pending == 0).await;
     assert_eq!((stats.sent, stats.silenced), (4, 1));
     assert_eq!(keys(&hook), ["kz:1:resolved", "ua:1:started"]);
+    // The hook was never told that kz's alert started: the resolved event says so.
+    let resolved = (hook.accepted.lock().unwrap().iter())
+        .find(|r| r.idempotency_key == "kz:1:resolved")
+        .map(|r| r.body.clone())
+        .unwrap();
+    assert_eq!(resolved["unannounced"], true, "{resolved}");
+}
+
+/// An update whose start goes out in the same round (or went out before) is not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_flagged_only_when_its_channel_missed_the_start() {
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let mut update = event("kz");
+    update.event_id = "kz:1:updated".into();
+    update.kind = EventKind::Updated;
+    let path = store_with_all(d.path(), &[event("kz"), update], &["hook"]);
+    let w = worker(
+        &path,
+        HashMap::from([("hook".to_string(), webhook(hook.url()))]),
+    );
+    drain_until(&w, &path, |s| s.sent == 2).await;
+    let got = hook.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.body.get("unannounced").is_none()));
 }
 
 /// A silence made while a delivery is being retried stops the retries: the row is marked

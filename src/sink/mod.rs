@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use crate::detect::{DetectorKind, EventKind};
 use crate::engine::{AlertEvent, ArticleRef, ChartSeries};
 
 /// Why a delivery failed, and whether trying again may help.
@@ -75,47 +74,34 @@ pub fn test_event(now: DateTime<Utc>) -> AlertEvent {
             }
         })
         .collect();
-    AlertEvent {
-        event_id: format!("{alert_id}:started"),
-        alert_id,
-        rule: TEST_RULE.into(),
-        rule_name: "vigie test notification (not an alert)".into(),
-        kind: EventKind::Started,
-        at: now,
-        started_at: now,
-        window_start: now - chrono::Duration::hours(1),
-        window_end: now,
-        detector: DetectorKind::Threshold,
-        observed: 72,
-        expected: 14.0,
-        ratio: 72.0 / 14.0,
-        p_value: f64::NAN,
-        feed_factor: 1.0,
-        articles: 90,
-        sources: 17,
-        top_articles: vec![ArticleRef {
-            id: "vigie-test".into(),
-            title: "Test notification: this channel receives vigie's alerts".into(),
-            url: None,
-            source: Some("vigie".into()),
-            published_at: now,
-            entities: vec![],
-            countries: vec![],
-            terms: vec![],
-            new_story: true,
-        }],
-        top_entities: vec![],
-        top_countries: vec![],
-        top_keywords: vec![],
-        notify: vec![],
-        chart: ChartSeries {
-            start: now.timestamp() - buckets * bucket_secs,
-            bucket_secs,
-            stories,
-            expected,
-        },
-        templates: Default::default(),
-    }
+    let mut e = render::sample_event();
+    e.event_id = format!("{alert_id}:started");
+    e.alert_id = alert_id;
+    e.rule = TEST_RULE.into();
+    e.rule_name = "vigie test notification (not an alert)".into();
+    (e.at, e.started_at, e.window_end) = (now, now, now);
+    e.window_start = now - chrono::Duration::hours(1);
+    // No real topic: nothing co-mentioned.
+    e.top_entities.clear();
+    e.top_countries.clear();
+    e.top_articles = vec![ArticleRef {
+        id: TEST_RULE.into(),
+        title: "Test notification: this channel receives vigie's alerts".into(),
+        url: None,
+        source: Some("vigie".into()),
+        published_at: now,
+        entities: vec![],
+        countries: vec![],
+        terms: vec![],
+        new_story: true,
+    }];
+    e.chart = ChartSeries {
+        start: now.timestamp() - buckets * bucket_secs,
+        bucket_secs,
+        stories,
+        expected,
+    };
+    e
 }
 
 /// Sends [`test_event`] once through `notifier`, without the outbox (no retry: this is a

@@ -13,7 +13,9 @@ use crate::engine::AlertEvent;
 pub const WEBHOOK_SCHEMA: u32 = 1;
 
 pub const DEFAULT_TEXT: &str = r#"{{ headline }}
-
+{% if e.unannounced %}
+This alert started at {{ e.started_at }}; this channel was not told of its start.
+{% endif %}
 Rule:      {{ e.rule_name }} ({{ e.rule }})
 Window:    {{ e.window_start }} to {{ e.window_end }}
 Observed:  {{ e.observed }} stories ({{ e.articles }} articles from {{ e.sources }} sources)
@@ -35,7 +37,8 @@ Alert {{ e.alert_id }} / event {{ e.event_id }}
 
 pub const DEFAULT_HTML: &str = r#"<html><body style="font-family: sans-serif">
 <h2>{{ headline }}</h2>
-<table>
+{% if e.unannounced %}<p><b>This alert started at {{ e.started_at }}</b>; this channel was not told of its start.</p>
+{% endif %}<table>
 <tr><td>Rule</td><td><b>{{ e.rule_name }}</b> ({{ e.rule }})</td></tr>
 <tr><td>Window</td><td>{{ e.window_start }} &ndash; {{ e.window_end }}</td></tr>
 <tr><td>Observed</td><td>{{ e.observed }} stories ({{ e.articles }} articles, {{ e.sources }} sources)</td></tr>
@@ -219,13 +222,22 @@ pub fn webhook_body(
     })
 }
 
+/// The chat presets' lines: the start of an alert the channel was not told of, then the
+/// top articles.
 fn top_lines(e: &AlertEvent) -> String {
-    e.top_articles
-        .iter()
-        .map(|a| match &a.url {
+    let start = (e.unannounced).then(|| {
+        format!(
+            "(started {}; this channel was not told of its start)",
+            e.started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    });
+    start
+        .into_iter()
+        .chain(e.top_articles.iter().map(|a| match &a.url {
             Some(u) => format!("• {} — {}", a.title, u),
             None => format!("• {}", a.title),
-        })
+        }))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -273,6 +285,39 @@ pub fn group_webhook_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_whose_start_the_channel_missed_says_when_it_started() {
+        let mut e = sample_event();
+        e.kind = crate::detect::EventKind::Updated;
+        let said = "this channel was not told of its start";
+        assert!(!text_body(&e, &[]).contains(said));
+        assert!(!html_body(&e, &[]).contains(said));
+        assert!(!webhook_body(&e, Some("slack"), &[]).unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .contains(said));
+        assert!(webhook_body(&e, None, &[])
+            .unwrap()
+            .get("unannounced")
+            .is_none());
+        e.unannounced = true;
+        let text = text_body(&e, &[]);
+        assert!(
+            text.contains("This alert started at 2022-01-05T12:00:00Z;"),
+            "{text}"
+        );
+        assert!(html_body(&e, &[]).contains(said));
+        let slack = webhook_body(&e, Some("slack"), &[]).unwrap();
+        assert!(
+            slack["text"]
+                .as_str()
+                .unwrap()
+                .contains("(started 2022-01-05T12:00:00Z; this channel"),
+            "{slack}"
+        );
+        assert_eq!(webhook_body(&e, None, &[]).unwrap()["unannounced"], true);
+    }
 
     #[test]
     fn overrides_win_in_order_and_are_validated() {
