@@ -37,6 +37,7 @@
 //! * [`generate`]  — synthetic scenario feeds for demos, tests and benchmarks.
 //! * [`evaluation`] — labelled synthetic streams and a NAB-style scorer for the detectors.
 //! * [`shutdown`]  — the shutdown signal passed into every long-running task.
+//! * [`transfer`]  — a rule's state exported from one state file and imported into another.
 
 pub mod article;
 pub mod config;
@@ -60,3 +61,4 @@ pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod transfer;

@@ -147,11 +147,45 @@ enum Command {
         #[arg(long)]
         channel: Vec<String>,
     },
+    /// Move rules' learned state between state files: export from one vigie, import into
+    /// another (stopped) one (docs/operations.md, "Moving a rule").
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Mute rules' notifications for a while, list silences, end one (docs/alerts.md).
     /// Works on the state file, beside a running service or not.
     Silence {
         #[command(subcommand)]
         action: SilenceAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Write the state of the rules matching a pattern as JSON lines.
+    Export {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        /// Rule id or pattern (`*` any run of characters, `?` one).
+        #[arg(long)]
+        rule: String,
+        /// Output file (default stdout).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Read an export (file, or - for stdin) into this config's state file, all or nothing.
+    Import {
+        #[arg(long, short, default_value = "config")]
+        config: PathBuf,
+        /// Overwrite the state of rules this state file already has.
+        #[arg(long)]
+        replace: bool,
+        /// Import a state that has learned more than 6 hours less than this file's watermark.
+        #[arg(long)]
+        force: bool,
+        #[arg(default_value = "-")]
+        input: PathBuf,
     },
 }
 
@@ -246,6 +280,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => Ok(check(&config)),
         Command::Silence { action } => silence(action),
+        Command::State { action } => state(action),
         Command::NotifyTest { config, channel } => notify_test(&config, channel),
         Command::Match { config, inputs } => {
             let (_, matcher) = load(&config)?;
@@ -734,6 +769,78 @@ fn backtest(
 
 /// `vigie silence`: the same checks and store as `POST /api/silences`, on the state file
 /// named by the config.
+/// `vigie state export|import` ([`vigie::transfer`]). A refused import is exit code 2.
+fn state(action: StateAction) -> anyhow::Result<ExitCode> {
+    use vigie::transfer::{self, ImportOptions, TransferError};
+    let open = |config: &PathBuf| -> anyhow::Result<vigie::state::Store> {
+        let cfg = Config::load(config)?;
+        vigie::state::Store::open(&cfg.state.path)
+            .with_context(|| format!("opening state file {}", cfg.state.path.display()))
+    };
+    match action {
+        StateAction::Export {
+            config,
+            rule,
+            output,
+        } => {
+            let settings = vigie::engine::EngineSettings::from_config(&Config::load(&config)?);
+            let store = open(&config)?;
+            let story_secs = settings.story_window_secs + settings.lateness_secs;
+            let exports = transfer::export(&store, &rule, settings.memory_secs, story_secs)?;
+            let mut text = String::new();
+            for e in &exports {
+                text.push_str(&serde_json::to_string(e)?);
+                text.push('\n');
+            }
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => std::io::stdout().lock().write_all(text.as_bytes())?,
+            }
+            for e in &exports {
+                eprintln!(
+                    "exported {}: {} buckets, {} stories, {} evidence articles",
+                    e.rule,
+                    e.buckets.len(),
+                    e.stories.len(),
+                    e.evidence.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateAction::Import {
+            config,
+            replace,
+            force,
+            input,
+        } => {
+            let text = if input.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin().lock())?
+            } else {
+                std::fs::read_to_string(&input)
+                    .with_context(|| format!("reading {}", input.display()))?
+            };
+            let mut store = open(&config)?;
+            let done = transfer::read(&text).and_then(|exports| {
+                transfer::import(&mut store, &exports, ImportOptions { replace, force })
+            });
+            match done {
+                Ok(ids) => {
+                    for id in ids {
+                        println!("imported {id}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ TransferError::State(_)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {}: {e}", input.display());
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
 fn silence(action: SilenceAction) -> anyhow::Result<ExitCode> {
     use vigie::silence::NewSilence;
     use vigie::state::Store;

@@ -286,113 +286,153 @@ impl Store {
         deliveries: &[(String, String)],
     ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
-        {
-            write_rows(
-                &tx,
-                "OR REPLACE INTO buckets (rule, bucket, articles, stories, sources)",
-                5,
-                &c.latest_buckets(),
-                |st, at, (rule, b, bucket)| {
-                    st.raw_bind_parameter(at, &**rule)?;
-                    st.raw_bind_parameter(at + 1, b)?;
-                    st.raw_bind_parameter(at + 2, bucket.articles)?;
-                    st.raw_bind_parameter(at + 3, bucket.stories)?;
-                    st.raw_bind_parameter(at + 4, encode_hashes(&bucket.sources))?;
-                    Ok(())
-                },
-            )?;
-            let mut put_rule = tx.prepare_cached(
-                "INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)",
-            )?;
-            for (rule, st) in c.latest_rules() {
-                put_rule.execute(params![rule, serde_json::to_string(st)?])?;
-            }
-            write_rows(
-                &tx,
-                "INTO stories (hash, title, at, rules)",
-                4,
-                &c.stories,
-                |st, at, row| {
-                    let k = &row.key;
-                    let rules =
-                        (!row.counted_by.is_empty()).then(|| encode_hashes(&row.counted_by));
-                    st.raw_bind_parameter(at, k.simhash as i64)?;
-                    st.raw_bind_parameter(at + 1, k.title.map(|t| t as i64))?;
-                    st.raw_bind_parameter(at + 2, k.at)?;
-                    st.raw_bind_parameter(at + 3, rules)?;
-                    Ok(())
-                },
-            )?;
-            // Evidence: one row per article, naming the rules that keep it. (One row per
-            // rule with the article's JSON made the evidence most of what a batch wrote:
-            // an article matched by 35 rules was serialized and stored 35 times. A row per
-            // rule referring to the article was still a million rows per 100,000 articles
-            // at 10,000 rules, more than the buckets.)
-            let mut order: Vec<(i64, &Arc<ArticleRef>, Vec<&str>)> = Vec::new();
-            let mut seen: HashMap<*const ArticleRef, usize> = HashMap::new();
-            for (rule, b, a) in &c.evidence {
-                let i = *seen.entry(Arc::as_ptr(a)).or_insert_with(|| {
-                    order.push((*b, a, Vec::new()));
-                    order.len() - 1
-                });
-                order[i].2.push(&**rule);
-            }
-            write_rows(
-                &tx,
-                "INTO evidence_articles (bucket, article, rules)",
-                3,
-                &order,
-                |st, at, (b, a, rules)| {
-                    st.raw_bind_parameter(at, b)?;
-                    st.raw_bind_parameter(at + 1, serde_json::to_string(&***a)?)?;
-                    st.raw_bind_parameter(at + 2, serde_json::to_string(rules)?)?;
-                    Ok(())
-                },
-            )?;
-            let mut put_volume = tx.prepare_cached(
-                "INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)",
-            )?;
-            for (b, n) in c.latest_volume() {
-                put_volume.execute(params![b, *n as i64])?;
-            }
-            let now = now_ms();
-            let mut put_event = tx.prepare_cached("INSERT OR IGNORE INTO alert_events (event_id, alert_id, rule, kind, at, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-            for e in &c.events {
-                put_event.execute(params![
-                    e.event_id,
-                    e.alert_id,
-                    e.rule,
-                    e.kind.as_str(),
-                    e.at.timestamp(),
-                    now,
-                    serde_json::to_string(e)?
-                ])?;
-            }
-            let mut put_outbox = tx.prepare_cached("INSERT OR IGNORE INTO outbox (event_id, channel, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?3)")?;
-            for (event, channel) in deliveries {
-                put_outbox.execute(params![event, channel, now])?;
-            }
-            let mut put_offset = tx.prepare_cached("INSERT INTO offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3) ON CONFLICT (topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)")?;
-            for (topic, partition, next) in offsets {
-                put_offset.execute(params![topic, partition, next])?;
-            }
-            if let Some(feed) = &c.feed {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed', ?1)",
-                    params![serde_json::to_string(feed)?],
-                )?;
-            }
-            if c.watermark != i64::MIN {
-                tx.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)",
-                    params![c.watermark.to_string()],
-                )?;
-            }
-        }
+        write_changes(&tx, c, offsets, deliveries)?;
         tx.commit()?;
         Ok(())
     }
 
+    /// Replaces everything stored of rules `ids` (state and buckets) by `c`'s rows, in one
+    /// transaction (`vigie state import`, [`crate::transfer`]).
+    pub fn replace_rules(&mut self, ids: &[String], c: &Changes) -> Result<(), StateError> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.execute("DELETE FROM buckets WHERE rule = ?1", [id])?;
+            tx.execute("DELETE FROM rule_state WHERE rule = ?1", [id])?;
+        }
+        write_changes(&tx, c, &[], &[])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One rule's buckets from `since` on, oldest first, with their sources.
+    pub fn rule_buckets(&self, rule: &str, since: i64) -> Result<Vec<(i64, Bucket)>, StateError> {
+        let mut st = self.conn.prepare(
+            "SELECT bucket, articles, stories, sources FROM buckets \
+             WHERE rule = ?1 AND bucket >= ?2 ORDER BY bucket",
+        )?;
+        let rows = st.query_map(params![rule, since], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Bucket {
+                    articles: r.get(1)?,
+                    stories: r.get(2)?,
+                    sources: decode_hashes(&r.get::<_, Vec<u8>>(3)?),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Writes one batch's (or fold's) changes, its offsets and its outbox rows in `tx`.
+fn write_changes(
+    tx: &rusqlite::Transaction,
+    c: &Changes,
+    offsets: &[(String, i32, i64)],
+    deliveries: &[(String, String)],
+) -> Result<(), StateError> {
+    write_rows(
+        tx,
+        "OR REPLACE INTO buckets (rule, bucket, articles, stories, sources)",
+        5,
+        &c.latest_buckets(),
+        |st, at, (rule, b, bucket)| {
+            st.raw_bind_parameter(at, &**rule)?;
+            st.raw_bind_parameter(at + 1, b)?;
+            st.raw_bind_parameter(at + 2, bucket.articles)?;
+            st.raw_bind_parameter(at + 3, bucket.stories)?;
+            st.raw_bind_parameter(at + 4, encode_hashes(&bucket.sources))?;
+            Ok(())
+        },
+    )?;
+    let mut put_rule =
+        tx.prepare_cached("INSERT OR REPLACE INTO rule_state (rule, state) VALUES (?1, ?2)")?;
+    for (rule, st) in c.latest_rules() {
+        put_rule.execute(params![rule, serde_json::to_string(st)?])?;
+    }
+    write_rows(
+        tx,
+        "INTO stories (hash, title, at, rules)",
+        4,
+        &c.stories,
+        |st, at, row| {
+            let k = &row.key;
+            let rules = (!row.counted_by.is_empty()).then(|| encode_hashes(&row.counted_by));
+            st.raw_bind_parameter(at, k.simhash as i64)?;
+            st.raw_bind_parameter(at + 1, k.title.map(|t| t as i64))?;
+            st.raw_bind_parameter(at + 2, k.at)?;
+            st.raw_bind_parameter(at + 3, rules)?;
+            Ok(())
+        },
+    )?;
+    // Evidence: one row per article, naming the rules that keep it. (One row per
+    // rule with the article's JSON made the evidence most of what a batch wrote:
+    // an article matched by 35 rules was serialized and stored 35 times. A row per
+    // rule referring to the article was still a million rows per 100,000 articles
+    // at 10,000 rules, more than the buckets.)
+    let mut order: Vec<(i64, &Arc<ArticleRef>, Vec<&str>)> = Vec::new();
+    let mut seen: HashMap<*const ArticleRef, usize> = HashMap::new();
+    for (rule, b, a) in &c.evidence {
+        let i = *seen.entry(Arc::as_ptr(a)).or_insert_with(|| {
+            order.push((*b, a, Vec::new()));
+            order.len() - 1
+        });
+        order[i].2.push(&**rule);
+    }
+    write_rows(
+        tx,
+        "INTO evidence_articles (bucket, article, rules)",
+        3,
+        &order,
+        |st, at, (b, a, rules)| {
+            st.raw_bind_parameter(at, b)?;
+            st.raw_bind_parameter(at + 1, serde_json::to_string(&***a)?)?;
+            st.raw_bind_parameter(at + 2, serde_json::to_string(rules)?)?;
+            Ok(())
+        },
+    )?;
+    let mut put_volume =
+        tx.prepare_cached("INSERT OR REPLACE INTO volume (bucket, articles) VALUES (?1, ?2)")?;
+    for (b, n) in c.latest_volume() {
+        put_volume.execute(params![b, *n as i64])?;
+    }
+    let now = now_ms();
+    let mut put_event = tx.prepare_cached("INSERT OR IGNORE INTO alert_events (event_id, alert_id, rule, kind, at, created_at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for e in &c.events {
+        put_event.execute(params![
+            e.event_id,
+            e.alert_id,
+            e.rule,
+            e.kind.as_str(),
+            e.at.timestamp(),
+            now,
+            serde_json::to_string(e)?
+        ])?;
+    }
+    let mut put_outbox = tx.prepare_cached("INSERT OR IGNORE INTO outbox (event_id, channel, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?3)")?;
+    for (event, channel) in deliveries {
+        put_outbox.execute(params![event, channel, now])?;
+    }
+    let mut put_offset = tx.prepare_cached("INSERT INTO offsets (topic, partition, next_offset) VALUES (?1, ?2, ?3) ON CONFLICT (topic, partition) DO UPDATE SET next_offset = max(next_offset, excluded.next_offset)")?;
+    for (topic, partition, next) in offsets {
+        put_offset.execute(params![topic, partition, next])?;
+    }
+    if let Some(feed) = &c.feed {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('feed', ?1)",
+            params![serde_json::to_string(feed)?],
+        )?;
+    }
+    if c.watermark != i64::MIN {
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('watermark', ?1)",
+            params![c.watermark.to_string()],
+        )?;
+    }
+    Ok(())
+}
+
+impl Store {
     /// Stored next offsets by (topic, partition).
     pub fn offsets(&self) -> Result<HashMap<(String, i32), i64>, StateError> {
         let mut st = self
