@@ -477,6 +477,26 @@ fn check(dir: &std::path::Path) -> ExitCode {
         eprintln!("error: {e}");
         failed = true;
     }
+    // What each channel will be told and when: the settings easiest to get wrong unseen.
+    let now = Utc::now();
+    for (name, ch) in &cfg.channels {
+        let kinds: Vec<&str> = ch.events.iter().map(|k| k.as_str()).collect();
+        let mut line = format!("channel {name}: {}", kinds.join(", "));
+        if ch.group_wait_secs > 0 {
+            line.push_str(&format!("; grouped within {} s", ch.group_wait_secs));
+        }
+        if let Some(q) = ch.quiet() {
+            let action = match q.action {
+                vigie::quiet::QuietAction::Hold => "held",
+                vigie::quiet::QuietAction::Drop => "dropped",
+            };
+            line.push_str(&format!("; quiet {} ({action})", q.describe()));
+            if let Some(until) = q.until(now) {
+                line.push_str(&format!(", quiet now until {}", until.to_rfc3339()));
+            }
+        }
+        println!("{line}");
+    }
     if failed {
         ExitCode::FAILURE
     } else {

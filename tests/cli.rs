@@ -55,6 +55,34 @@ fn check_accepts_the_example_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("rules"));
 }
 
+#[test]
+fn check_says_what_each_channel_is_told_and_when() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("vigie.toml"),
+        "[channels.pager]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nevents = [\"started\"]\n\
+         timezone = \"Europe/Paris\"\nquiet_hours = [\"22:00-07:00\", \"sat,sun\"]\nquiet_action = \"drop\"\n",
+    )
+    .unwrap();
+    let out = vigie()
+        .args(["check", "--config"])
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "channel pager: started; quiet 22:00-07:00, sat,sun (Europe/Paris) (dropped)"
+        ),
+        "{stdout}"
+    );
+}
+
 fn config_with_rule(rule: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("rules")).unwrap();
