@@ -8,7 +8,7 @@
 //! | `GET /api/rules`                    | rules: window count, expected, state, silences    |
 //! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
 //! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
-//! | `POST /api/reload`                  | reload rules and entities now                     |
+//! | `POST /api/reload`                  | reload rules, entities and channels now           |
 //! | `GET /api/silences`                 | silences not yet ended (`?expired=true`: 30 days) |
 //! | `POST /api/silences`                | mute rules' notifications for a while (201)       |
 //! | `DELETE /api/silences/{id}`         | end a silence now                                 |
@@ -64,10 +64,9 @@ pub struct AppState {
     pub prometheus: PrometheusHandle,
     pub api_token: Option<Secret>,
     pub reload: ReloadFn,
-    /// Channel names a silence may name (the configured ones and `log`).
-    pub channels: Arc<Vec<String>>,
-    /// The channels' settings and senders, for `GET /api/channels` and test sends.
-    pub outputs: Arc<Outputs>,
+    /// The channels' settings and senders, for `GET /api/channels`, test sends and the
+    /// channel names a silence may name. Swapped by a reload that changes them.
+    pub outputs: Arc<arc_swap::ArcSwap<Outputs>>,
 }
 
 /// The configured channels: what `GET /api/channels` shows and what a test send goes
@@ -75,6 +74,15 @@ pub struct AppState {
 pub struct Outputs {
     pub config: std::collections::BTreeMap<String, crate::config::ChannelConfig>,
     pub notifiers: std::collections::HashMap<String, Arc<dyn crate::sink::Notifier>>,
+}
+
+impl Outputs {
+    /// Every channel name, `log` included, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.notifiers.keys().cloned().collect();
+        names.sort();
+        names
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -333,13 +341,11 @@ async fn channels(State(s): State<AppState>) -> Response {
         Err(r) => return r,
     };
     let now = chrono::Utc::now();
-    let mut names: Vec<&String> = s.outputs.notifiers.keys().collect();
-    names.sort();
-    let list: Vec<serde_json::Value> = names
-        .into_iter()
+    let outputs = s.outputs.load();
+    let list: Vec<serde_json::Value> = (outputs.names().iter())
         .map(|name| {
             let outbox = stats.get(name).cloned().unwrap_or_default();
-            let Some(c) = s.outputs.config.get(name) else {
+            let Some(c) = outputs.config.get(name) else {
                 return json!({"name": name, "type": "log", "outbox": outbox});
             };
             let quiet = c.quiet();
@@ -363,7 +369,7 @@ async fn channels(State(s): State<AppState>) -> Response {
 /// the outbox, its silences and its quiet hours: 200 with how long the receiver took, 502
 /// with its error, 404 for an unknown channel.
 async fn test_channel(State(s): State<AppState>, Path(name): Path<String>) -> Response {
-    let Some(n) = s.outputs.notifiers.get(&name).cloned() else {
+    let Some(n) = s.outputs.load().notifiers.get(&name).cloned() else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no channel `{name}`")})),
@@ -474,7 +480,7 @@ async fn add_silence(State(s): State<AppState>, body: axum::body::Bytes) -> Resp
         Err(e) => return bad(format!("silence: {e}")),
     };
     let now = chrono::Utc::now();
-    let spec = match asked.check(now, &s.channels) {
+    let spec = match asked.check(now, &s.outputs.load().names()) {
         Ok(spec) => spec,
         Err(e) => return bad(e.to_string()),
     };

@@ -215,6 +215,17 @@ impl Processor {
         }
     }
 
+    /// Sets where events go: the channels of rules that name none, and the event kinds
+    /// each channel takes (a reload that changed the channels).
+    pub fn set_notify(
+        &mut self,
+        default_notify: Vec<String>,
+        channel_events: HashMap<String, Vec<EventKind>>,
+    ) {
+        self.default_notify = default_notify;
+        self.channel_events = channel_events;
+    }
+
     /// Parses records; returns per record the article or the reason it was refused.
     pub fn parse(&self, records: &[Record], now: DateTime<Utc>) -> Vec<Result<Article, Reject>> {
         parse_records(records, self.max_bytes, now)

@@ -246,67 +246,47 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
     // Outbox worker with its own state connection.
     let wake = Arc::new(Notify::new());
     let senders = notifiers(&config).map_err(|e| anyhow::anyhow!(e))?;
-    let worker = OutboxWorker {
-        store: Arc::new(Mutex::new(Store::open(&config.state.path)?)),
+    let outbox_store = Arc::new(Mutex::new(Store::open(&config.state.path)?));
+    let outputs = Arc::new(arc_swap::ArcSwap::from_pointee(crate::http::Outputs {
+        config: config.channels.clone(),
         notifiers: senders.clone(),
-        policy: RetryPolicy {
-            give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600),
-            max: Duration::from_secs(config.alerts.retry_max_secs.max(1)),
-            ..Default::default()
-        },
-        wake: wake.clone(),
-        group_wait: config
-            .channels
-            .iter()
-            .map(|(name, c)| (name.clone(), Duration::from_secs(c.group_wait_secs)))
-            .collect(),
-        quiet: (config.channels.iter())
-            .filter_map(|(name, c)| Some((name.clone(), c.quiet()?)))
-            .collect(),
-    };
-    let (worker_trigger, worker_shutdown) = crate::shutdown::channel();
-    let worker_task = tokio::spawn(worker.run(worker_shutdown));
+    }));
+    let live = Arc::new(tokio::sync::Mutex::new(Live {
+        worker: RunningWorker::start(outbox_worker(
+            &config,
+            outbox_store.clone(),
+            wake.clone(),
+            senders,
+        )),
+        config: config.clone(),
+    }));
 
-    // Rule reloads: file changes, SIGHUP and the API all come here.
+    // Reloads: file changes, SIGHUP and the API all come here.
     let reload: ReloadFn = {
-        let dir = dir.clone();
-        let config = config.clone();
-        let processor = processor.clone();
+        let (dir, processor, outputs, live) = (
+            dir.clone(),
+            processor.clone(),
+            outputs.clone(),
+            live.clone(),
+        );
+        let (store, wake) = (outbox_store.clone(), wake.clone());
         Arc::new(move || {
-            let dir = dir.clone();
-            let config = config.clone();
-            let processor = processor.clone();
+            let (dir, processor, outputs, live) = (
+                dir.clone(),
+                processor.clone(),
+                outputs.clone(),
+                live.clone(),
+            );
+            let (store, wake) = (store.clone(), wake.clone());
             Box::pin(async move {
-                let built = tokio::task::spawn_blocking(move || load_matcher(&dir, &config))
-                    .await
-                    .map_err(|e| vec![e.to_string()])?;
-                match built {
-                    Ok(matcher) => {
-                        let n = matcher.rules.len();
-                        let matcher = Arc::new(matcher);
-                        let p = processor.clone();
-                        tokio::task::spawn_blocking(move || {
-                            if let Ok(mut p) = p.lock() {
-                                p.engine.set_matcher(matcher);
-                            }
-                            // The old matcher is gone now (the lock excluded any batch
-                            // still using it).
-                            release_freed_memory();
-                        })
-                        .await
-                        .map_err(|e| vec![e.to_string()])?;
-                        metrics::gauge!(m::RULES_LOADED).set(n as f64);
-                        tracing::info!(rules = n, "rules reloaded");
-                        Ok(n)
-                    }
-                    Err(errs) => {
-                        metrics::counter!(m::RELOAD_FAILURES).increment(1);
-                        for e in &errs {
-                            tracing::error!(error = %e, "rule reload refused, keeping the previous rules");
-                        }
-                        Err(errs.iter().map(|e| e.to_string()).collect())
+                let result = reload(&dir, &processor, &outputs, &live, store, wake).await;
+                if let Err(errs) = &result {
+                    metrics::counter!(m::RELOAD_FAILURES).increment(1);
+                    for e in errs {
+                        tracing::error!(error = %e, "reload refused, keeping the previous rules and channels");
                     }
                 }
+                result
             })
         })
     };
@@ -333,11 +313,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             prometheus,
             api_token,
             reload: reload.clone(),
-            channels: Arc::new(config.channel_names()),
-            outputs: Arc::new(crate::http::Outputs {
-                config: config.channels.clone(),
-                notifiers: senders.clone(),
-            }),
+            outputs: outputs.clone(),
         };
         Some(tokio::spawn(crate::http::serve(
             listener,
@@ -444,16 +420,169 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
         source.close();
     });
     let _ = tokio::time::timeout(Duration::from_secs(5), final_commit).await;
-    worker_trigger.fire();
-    let _ = tokio::time::timeout(Duration::from_secs(5), worker_task).await;
+    reloader.abort();
+    let worker = std::mem::replace(&mut live.lock().await.worker, RunningWorker::none());
+    worker.stop().await;
     if let Some(h) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), h).await;
     }
     lag_task.abort();
     prune_task.abort();
-    reloader.abort();
     tracing::info!("stopped");
     result.map(|_| ()).map_err(Into::into)
+}
+
+/// The outbox worker that runs, so that a reload that changes the channels can replace it.
+struct RunningWorker {
+    trigger: Option<ShutdownTrigger>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    fn start(worker: OutboxWorker) -> RunningWorker {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        RunningWorker {
+            trigger: Some(trigger),
+            task: Some(tokio::spawn(worker.run(shutdown))),
+        }
+    }
+
+    fn none() -> RunningWorker {
+        RunningWorker {
+            trigger: None,
+            task: None,
+        }
+    }
+
+    /// Stops it: sends in flight get the worker's grace to end; rows not settled stay
+    /// pending in the state file and go again, under the same Idempotency-Key.
+    async fn stop(self) {
+        if let (Some(trigger), Some(task)) = (self.trigger, self.task) {
+            trigger.fire();
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// What a reload works from: the settings in force and the worker built from them.
+struct Live {
+    config: Config,
+    worker: RunningWorker,
+}
+
+/// The outbox worker for `config`'s channels.
+fn outbox_worker(
+    config: &Config,
+    store: Arc<Mutex<Store>>,
+    wake: Arc<Notify>,
+    notifiers: HashMap<String, Arc<dyn Notifier>>,
+) -> OutboxWorker {
+    OutboxWorker {
+        store,
+        notifiers,
+        policy: RetryPolicy {
+            give_up_after: Duration::from_secs(config.alerts.give_up_after_hours as u64 * 3600),
+            max: Duration::from_secs(config.alerts.retry_max_secs.max(1)),
+            ..Default::default()
+        },
+        wake,
+        group_wait: (config.channels.iter())
+            .map(|(name, c)| (name.clone(), Duration::from_secs(c.group_wait_secs)))
+            .collect(),
+        quiet: (config.channels.iter())
+            .filter_map(|(name, c)| Some((name.clone(), c.quiet()?)))
+            .collect(),
+    }
+}
+
+/// The parts of vigie.toml a reload applies: who is told of what, and how. Compared as
+/// values (secrets included, in memory only).
+fn delivery_settings(c: &Config) -> serde_json::Value {
+    serde_json::json!({ "alerts": c.alerts, "smtp": c.smtp, "channels": c.channels })
+}
+
+/// The sections of vigie.toml read at start only, by name, that differ between `a` and `b`.
+fn start_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let sections = |c: &Config| {
+        let mut kafka = c.kafka.clone();
+        kafka.warmup_from = None; // a command-line option, not the file's
+        [
+            ("kafka", serde_json::to_value(kafka).ok()),
+            ("http", serde_json::to_value(&c.http).ok()),
+            ("state", serde_json::to_value(&c.state).ok()),
+            ("engine", serde_json::to_value(&c.engine).ok()),
+            ("detector", serde_json::to_value(&c.detector).ok()),
+            ("matching", serde_json::to_value(&c.matching).ok()),
+        ]
+    };
+    (sections(a).into_iter().zip(sections(b)))
+        .filter(|((_, x), (_, y))| x != y)
+        .map(|((name, _), _)| name)
+        .collect()
+}
+
+/// Reloads rules, entities and the delivery settings of vigie.toml (`[alerts]`, `[smtp]`,
+/// `[channels]`), all or nothing: any error keeps everything as it was. Changed channels
+/// get a new outbox worker (the old one stops as at shutdown; nothing pending is lost).
+/// Other sections take effect at the next start, which the log says.
+async fn reload(
+    dir: &Path,
+    processor: &Arc<Mutex<Processor>>,
+    outputs: &arc_swap::ArcSwap<crate::http::Outputs>,
+    live: &tokio::sync::Mutex<Live>,
+    store: Arc<Mutex<Store>>,
+    wake: Arc<Notify>,
+) -> Result<usize, Vec<String>> {
+    let mut live = live.lock().await; // one reload at a time
+    let d = dir.to_path_buf();
+    let fresh = tokio::task::spawn_blocking(move || Config::load(&d))
+        .await
+        .map_err(|e| vec![e.to_string()])?
+        .map_err(|e| vec![e.to_string()])?;
+    for section in start_only_changes(&live.config, &fresh) {
+        tracing::warn!(section, "config change not applied until the next start");
+    }
+    let mut next = live.config.clone();
+    (next.alerts, next.smtp, next.channels) = (fresh.alerts, fresh.smtp, fresh.channels);
+    let changed = delivery_settings(&next) != delivery_settings(&live.config);
+    let senders = match changed {
+        true => Some(notifiers(&next).map_err(|e| vec![e])?),
+        false => None,
+    };
+    let (d, cfg) = (dir.to_path_buf(), next.clone());
+    let matcher = tokio::task::spawn_blocking(move || load_matcher(&d, &cfg))
+        .await
+        .map_err(|e| vec![e.to_string()])?
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let n = matcher.rules.len();
+    let matcher = Arc::new(matcher);
+    let (p, cfg) = (processor.clone(), next.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Ok(mut p) = p.lock() {
+            p.engine.set_matcher(matcher);
+            if changed {
+                p.set_notify(cfg.alerts.default_notify.clone(), channel_events(&cfg));
+            }
+        }
+        // The old matcher is gone now (the lock excluded any batch still using it).
+        release_freed_memory();
+    })
+    .await
+    .map_err(|e| vec![e.to_string()])?;
+    metrics::gauge!(m::RULES_LOADED).set(n as f64);
+    tracing::info!(rules = n, "rules reloaded");
+    if let Some(senders) = senders {
+        outputs.store(Arc::new(crate::http::Outputs {
+            config: next.channels.clone(),
+            notifiers: senders.clone(),
+        }));
+        let old = std::mem::replace(&mut live.worker, RunningWorker::none());
+        old.stop().await;
+        live.worker = RunningWorker::start(outbox_worker(&next, store, wake, senders));
+        tracing::info!(channels = next.channels.len(), "channels reloaded");
+    }
+    live.config = next;
+    Ok(n)
 }
 
 /// Index of `mi_option_purge_delay` in mimalloc 3's `mi_option_e` (include/mimalloc.h):
@@ -549,7 +678,8 @@ fn release_freed_memory() {
     }
 }
 
-/// Reloads rules on changes under `rules/` and `entities/` (debounced) and on SIGHUP.
+/// Reloads rules and channels on changes under `rules/` and `entities/` (debounced) and
+/// on SIGHUP (vigie.toml is read again at each reload, see [`reload`]).
 async fn watch_rules(dir: PathBuf, reload: ReloadFn, mut shutdown: Shutdown) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -592,7 +722,7 @@ async fn watch_rules(dir: PathBuf, reload: ReloadFn, mut shutdown: Shutdown) {
         };
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = hup_fut => { tracing::info!("SIGHUP: reloading rules"); }
+            _ = hup_fut => { tracing::info!("SIGHUP: reloading rules and channels"); }
             Some(()) = rx.recv() => {
                 // Debounce: editors write files in several steps.
                 tokio::time::sleep(Duration::from_millis(300)).await;

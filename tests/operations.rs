@@ -391,4 +391,83 @@ async fn endpoints_token_and_hot_reload() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+
+    // Channels reload with the rules. A broken vigie.toml is refused with its line, and
+    // the channels stay as they were.
+    let reload = || async {
+        let r = reqwest::Client::new()
+            .post(cfg.url("/api/reload"))
+            .bearer_auth("t0ken")
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let channel_names = || async {
+        let (_, list) = get(&cfg, "/api/channels", Some("t0ken")).await;
+        (list["channels"].as_array().unwrap().iter())
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let toml_path = cfg.path().join("vigie.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        format!("{toml}\n[channels.bad]\ntype = \"webhook\"\nurl = \"http://x\"\nretries = 3\n"),
+    )
+    .unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 422, "{body}");
+    let err = body["errors"][0].as_str().unwrap();
+    assert!(
+        err.contains("vigie.toml:") && err.contains("retries"),
+        "{err}"
+    );
+    assert_eq!(channel_names().await, ["hook", "log"]);
+    // A new channel, and `hook`'s quiet hours lifted.
+    let late = receiver::start("s3cret", 0, 200).await;
+    let toml = toml.replace(&format!("quiet_hours = [\"{quiet_days}\"]\n"), "");
+    std::fs::write(
+        &toml_path,
+        format!(
+            "{toml}\n[channels.late]\ntype = \"webhook\"\nurl = \"{}\"\nsecret = \"s3cret\"\n",
+            late.url()
+        ),
+    )
+    .unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(channel_names().await, ["hook", "late", "log"]);
+    let (_, list) = get(&cfg, "/api/channels", Some("t0ken")).await;
+    assert!(list["channels"][0]["quiet_until"].is_null(), "{list}");
+    // The outbox worker was replaced too: an event for the new channel, written to the
+    // state file as the pipeline writes them, goes out to it (the old worker, which did
+    // not know the channel, would have given it up as not configured).
+    let event = vigie::sink::test_event(Utc::now());
+    let changes = vigie::engine::Changes {
+        events: vec![event.clone()],
+        watermark: i64::MIN,
+        ..Default::default()
+    };
+    let state = cfg.path().join("state/vigie.db");
+    vigie::state::Store::open(&state)
+        .unwrap()
+        .commit(&changes, &[], &[(event.event_id.clone(), "late".into())])
+        .unwrap();
+    wait_for(
+        "the new channel's delivery",
+        Duration::from_secs(10),
+        async || {
+            let got = late.accepted.lock().unwrap().clone();
+            got.first().map(|r| r.body["event_id"].clone())
+        },
+    )
+    .await;
+    assert_eq!(
+        late.accepted.lock().unwrap()[0].body["event_id"],
+        event.event_id.as_str()
+    );
 }
