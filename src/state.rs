@@ -1190,6 +1190,42 @@ mod tests {
         Store::open(&path).unwrap(); // opening again finds the column and leaves it
     }
 
+    /// An outbox from before quiet hours gains `held_ms` on open; its rows read as never
+    /// held, and can be held.
+    #[test]
+    fn an_old_outbox_is_upgraded_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE outbox (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, channel TEXT NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, done_ms INTEGER,
+                    last_error TEXT, UNIQUE (event_id, channel))",
+            )
+            .unwrap();
+        let mut s = Store::open(&path).unwrap();
+        let e = crate::sink::test_event(Utc::now());
+        let c = Changes {
+            events: vec![e.clone()],
+            watermark: i64::MIN,
+            ..Default::default()
+        };
+        s.commit(&c, &[], &[(e.event_id.clone(), "desk".into())])
+            .unwrap();
+        let due = s.due(now_ms(), 10, &[], &[]).unwrap();
+        assert_eq!((due.len(), due[0].held_ms), (1, None));
+        let later = now_ms() + 60_000;
+        s.hold(due[0].id, later).unwrap();
+        assert!(s.due(now_ms(), 10, &[], &[]).unwrap().is_empty());
+        assert_eq!(s.outbox_stats().unwrap().held, 1);
+        assert_eq!(s.due(later, 10, &[], &[]).unwrap()[0].held_ms, Some(later));
+        drop(s);
+        Store::open(&path).unwrap();
+    }
+
     fn of_rule(back: &[(String, i64, Arc<ArticleRef>)], rule: &str, id: &str) -> Arc<ArticleRef> {
         back.iter()
             .find(|(r, _, a)| r == rule && a.id == id)
