@@ -279,7 +279,14 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             );
             let (store, wake) = (store.clone(), wake.clone());
             Box::pin(async move {
-                let result = reload(&dir, &processor, &outputs, &live, store, wake).await;
+                // On a task of its own: a caller that goes away (an HTTP client hanging up)
+                // must not cut a reload off between stopping the old worker and starting
+                // the new one.
+                let result = tokio::spawn(async move {
+                    reload(&dir, &processor, &outputs, &live, store, wake).await
+                })
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
                 if let Err(errs) = &result {
                     metrics::counter!(m::RELOAD_FAILURES).increment(1);
                     for e in errs {
