@@ -8,6 +8,7 @@
 //! | `GET /api/rules`                    | rules: window count, expected, state, silences    |
 //! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
 //! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
+//! | `GET /api/alerts/{alert_id}`        | one alert: its events, deliveries, open or ended  |
 //! | `POST /api/reload`                  | reload rules, entities and channels now           |
 //! | `GET /api/silences`                 | silences not yet ended (`?expired=true`: 30 days) |
 //! | `POST /api/silences`                | mute rules' notifications for a while (201)       |
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::Secret;
+use crate::detect::EventKind;
 use crate::pipeline::Processor;
 use crate::shutdown::Shutdown;
 use crate::silence::NewSilence;
@@ -90,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rules", get(rules))
         .route("/api/rules/{id}/series", get(series))
         .route("/api/alerts", get(alerts))
+        .route("/api/alerts/{id}", get(alert))
         .route("/api/reload", post(reload))
         .route("/api/silences", get(silences).post(add_silence))
         .route("/api/silences/{id}", delete(expire_silence))
@@ -307,6 +310,47 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
         }
         Err(r) => r,
     }
+}
+
+/// One alert (`<rule>:<onset>`, as in each event's `alert_id` and in the alert emails):
+/// its events in order, each with its deliveries, and whether it is still open. 404 when
+/// no event of it is stored (or it is older than the retention).
+async fn alert(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let found = with_store(&s, move |st| {
+        let events = st.alert_events_of(&id)?;
+        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+        let deliveries = st.deliveries_of(&ids)?;
+        Ok::<_, crate::state::StateError>((id, events, deliveries))
+    })
+    .await;
+    let (id, events, mut deliveries) = match found {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(first) = events.first() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no alert `{id}`")})),
+        )
+            .into_response();
+    };
+    let resolved = events.iter().rev().find(|e| e.kind == EventKind::Resolved);
+    let body = json!({
+        "alert_id": id,
+        "rule": first.rule,
+        "rule_name": first.rule_name,
+        "started_at": first.started_at,
+        "open": resolved.is_none(),
+        "resolved_at": resolved.map(|e| e.at),
+        "peak_observed": events.iter().map(|e| e.observed).max(),
+        "events": events.iter().map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            v["deliveries"] = serde_json::to_value(deliveries.remove(&e.event_id).unwrap_or_default())
+                .unwrap_or_default();
+            v
+        }).collect::<Vec<_>>(),
+    });
+    Json(body).into_response()
 }
 
 type AlertsReport = (

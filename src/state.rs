@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS alert_events (
     event_id TEXT PRIMARY KEY, alert_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,
     at INTEGER NOT NULL, created_at INTEGER NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alert_events_created ON alert_events (created_at);
+CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, channel TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
@@ -614,6 +615,19 @@ impl Store {
             "SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at, created_at LIMIT ?2",
         )?;
         let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// The events of one alert (its onset, growth and end), in the order decided.
+    pub fn alert_events_of(&self, alert_id: &str) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT payload FROM alert_events WHERE alert_id = ?1 ORDER BY at, created_at",
+        )?;
+        let rows = st.query_map([alert_id], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(serde_json::from_str(&row?)?);

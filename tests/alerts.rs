@@ -227,4 +227,27 @@ quiet_hours = ["{quiet_days}"]
         .collect::<std::collections::BTreeSet<_>>();
     assert_eq!(held.len(), 1, "one end for the quiet period: {held:?}");
     assert!(channels("updated").iter().all(|(c, _)| c != "mail"));
+
+    // One alert by the id the email names: its events in order, with their deliveries.
+    let alert_id = started.body["alert_id"].as_str().unwrap();
+    let one: serde_json::Value = reqwest::get(cfg.url(&format!("/api/alerts/{alert_id}")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["rule"], "kazakhstan");
+    assert_eq!(one["started_at"], started.body["started_at"]);
+    let kinds: Vec<&str> = (one["events"].as_array().unwrap().iter())
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[0], "started", "{kinds:?}");
+    assert!(kinds.contains(&"updated"), "{kinds:?}");
+    assert_eq!(one["open"], !kinds.contains(&"resolved"));
+    assert!(one["peak_observed"].as_u64().unwrap() >= started.body["observed"].as_u64().unwrap());
+    assert_eq!(one["events"][0]["deliveries"].as_array().unwrap().len(), 3);
+    let missing = reqwest::get(cfg.url("/api/alerts/kazakhstan:0"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }
