@@ -409,9 +409,26 @@ pub struct ChannelConfig {
     pub timezone: Option<chrono_tz::Tz>,
     #[serde(default)]
     pub quiet_action: crate::quiet::QuietAction,
+    /// Only alerts at least this many times their expectation (`ratio`) reach this
+    /// channel: a director told of the big surges only, beside an analyst told of all.
+    #[serde(default)]
+    pub min_ratio: Option<f64>,
+    /// Only alerts with at least this many stories in their window reach this channel.
+    #[serde(default)]
+    pub min_stories: Option<u64>,
 }
 
 impl ChannelConfig {
+    /// The channel's floor, when it has one.
+    pub fn floor(&self) -> Option<crate::sink::outbox::Floor> {
+        (self.min_ratio.is_some() || self.min_stories.is_some()).then_some(
+            crate::sink::outbox::Floor {
+                min_ratio: self.min_ratio,
+                min_stories: self.min_stories,
+            },
+        )
+    }
+
     /// The channel's quiet hours, when it has any.
     pub fn quiet(&self) -> Option<crate::quiet::QuietHours> {
         (!self.quiet_hours.is_empty()).then(|| crate::quiet::QuietHours {
@@ -515,6 +532,11 @@ impl Config {
             if ch.events.is_empty() {
                 return err(format!(
                     "channel `{name}`: `events` is empty, so it would never be told anything (started, updated, resolved)"
+                ));
+            }
+            if ch.min_ratio.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return err(format!(
+                    "channel `{name}`: min_ratio must be a positive number"
                 ));
             }
             if let Some(Err(e)) = ch.quiet().map(|q| q.check()) {
@@ -677,7 +699,25 @@ mod tests {
             (q.tz, q.action),
             (chrono_tz::UTC, crate::quiet::QuietAction::Hold)
         );
+        let floor = channel("min_ratio = 5\nmin_stories = 10\n")
+            .unwrap()
+            .channels["desk"]
+            .floor();
+        assert_eq!(
+            floor,
+            Some(crate::sink::outbox::Floor {
+                min_ratio: Some(5.0),
+                min_stories: Some(10)
+            })
+        );
+        assert_eq!(channel("").unwrap().channels["desk"].floor(), None);
         for (bad, line, says) in [
+            (
+                "min_ratio = 0\n",
+                None,
+                "min_ratio must be a positive number",
+            ),
+            ("min_stories = -1\n", Some(4), "expected u64"),
             ("quiet_hours = [\"22h-7h\"]\n", Some(4), "not a time"),
             (
                 "\nquiet_hours = [\"sat\", \"dimanche\"]\n",

@@ -402,6 +402,8 @@ async fn channels(State(s): State<AppState>) -> Response {
                 "timezone": quiet.as_ref().map(|q| q.tz.name()),
                 "quiet_action": quiet.as_ref().map(|q| q.action),
                 "quiet_until": quiet.and_then(|q| q.until(now)),
+                "min_ratio": c.min_ratio,
+                "min_stories": c.min_stories,
                 "outbox": outbox,
             })
         })

@@ -485,6 +485,12 @@ fn check(dir: &std::path::Path) -> ExitCode {
         if ch.group_wait_secs > 0 {
             line.push_str(&format!("; grouped within {} s", ch.group_wait_secs));
         }
+        if let Some(r) = ch.min_ratio {
+            line.push_str(&format!("; alerts of {r}× their expectation or more"));
+        }
+        if let Some(n) = ch.min_stories {
+            line.push_str(&format!("; alerts of {n} stories or more"));
+        }
         if let Some(q) = ch.quiet() {
             let action = match q.action {
                 vigie::quiet::QuietAction::Hold => "held",

@@ -499,6 +499,9 @@ fn outbox_worker(
         quiet: (config.channels.iter())
             .filter_map(|(name, c)| Some((name.clone(), c.quiet()?)))
             .collect(),
+        floors: (config.channels.iter())
+            .filter_map(|(name, c)| Some((name.clone(), c.floor()?)))
+            .collect(),
     }
 }
 

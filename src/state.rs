@@ -93,6 +93,10 @@ pub struct Delivery {
     /// Until when quiet hours held it back (ms since the epoch), if they did
     /// ([`crate::quiet`]): released rows go out together, and retry from then.
     pub held_ms: Option<i64>,
+    /// Whether another event of the same alert went, or is to go, to this channel: a
+    /// channel with a floor (`min_ratio`, `min_stories`) is told an alert ended only if
+    /// it was told of it.
+    pub told_of_alert: bool,
     pub event: AlertEvent,
 }
 
@@ -679,7 +683,10 @@ impl Store {
     ) -> Result<Vec<Delivery>, StateError> {
         let mut sql = String::from(
             "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload, o.held_ms, \
-             (SELECT s.status FROM outbox s WHERE s.event_id = e.alert_id || ':started' AND s.channel = o.channel) \
+             (SELECT s.status FROM outbox s WHERE s.event_id = e.alert_id || ':started' AND s.channel = o.channel), \
+             EXISTS (SELECT 1 FROM outbox s JOIN alert_events ae ON ae.event_id = s.event_id \
+                     WHERE ae.alert_id = e.alert_id AND s.channel = o.channel AND s.id <> o.id \
+                     AND s.status IN ('sent', 'pending')) \
              FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
         );
@@ -697,11 +704,12 @@ impl Store {
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, bool>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, event_id, channel, attempts, created_ms, payload, held_ms, start) = row?;
+            let (id, event_id, channel, attempts, created_ms, payload, held_ms, start, told) = row?;
             let mut event: AlertEvent = serde_json::from_str(&payload)?;
             // Told of the start: it went out, or it is still to go (in this round, or
             // held with this row for the same release).
@@ -714,6 +722,7 @@ impl Store {
                 attempts,
                 created_ms,
                 held_ms,
+                told_of_alert: told,
                 event,
             });
         }
@@ -748,7 +757,7 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a due row as not sent, for `why` (quiet hours that drop).
+    /// Marks a due row as not sent, for `why` (quiet hours that drop, a channel's floor).
     pub fn mark_dropped(&self, id: i64, why: &str) -> Result<(), StateError> {
         self.conn.execute("UPDATE outbox SET status = 'silenced', done_ms = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'", params![id, now_ms(), why])?;
         Ok(())

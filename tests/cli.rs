@@ -60,7 +60,7 @@ fn check_says_what_each_channel_is_told_and_when() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(
         d.path().join("vigie.toml"),
-        "[channels.pager]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nevents = [\"started\"]\n\
+        "[channels.pager]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\nevents = [\"started\"]\nmin_ratio = 5\n\
          timezone = \"Europe/Paris\"\nquiet_hours = [\"22:00-07:00\", \"sat,sun\"]\nquiet_action = \"drop\"\n",
     )
     .unwrap();
@@ -77,7 +77,7 @@ fn check_says_what_each_channel_is_told_and_when() {
     );
     assert!(
         stdout.contains(
-            "channel pager: started; quiet 22:00-07:00, sat,sun (Europe/Paris) (dropped)"
+            "channel pager: started; alerts of 5× their expectation or more; quiet 22:00-07:00, sat,sun (Europe/Paris) (dropped)"
         ),
         "{stdout}"
     );

@@ -106,6 +106,7 @@ fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>)
         wake: Arc::new(Notify::new()),
         group_wait: HashMap::new(),
         quiet: HashMap::new(),
+        floors: HashMap::new(),
     }
 }
 
@@ -755,4 +756,93 @@ async fn a_held_delivery_keeps_trying_from_its_release() {
     assert_eq!((stats.sent, stats.dead), (1, 0), "{stats:?}");
     assert_eq!(desk.attempts.load(Ordering::SeqCst), 2);
     assert_eq!(keys(&desk), ["kz:1:started"]);
+}
+
+/// An event of `rule`'s first alert, of `kind`, with `ratio` and `observed` stories.
+fn event_of(rule: &str, kind: EventKind, ratio: f64, observed: u64) -> AlertEvent {
+    let mut e = event(rule);
+    e.event_id = format!("{rule}:1:{}", kind.as_str());
+    (e.kind, e.ratio, e.observed) = (kind, ratio, observed);
+    e
+}
+
+/// A channel with a floor is told of the large alerts only: a small start stays under it,
+/// the growth past it goes out marked unannounced, and the end goes where the alert was
+/// told; a small alert's end does not. A channel without a floor is told everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_with_a_floor_is_told_of_large_alerts_only() {
+    let (director, analyst) = (
+        receiver::start("s3cret", 0, 200).await,
+        receiver::start("s3cret", 0, 200).await,
+    );
+    let d = tempfile::tempdir().unwrap();
+    let channels = ["director", "analyst"];
+    let path = store_with_all(
+        d.path(),
+        &[
+            event_of("kz", EventKind::Started, 2.5, 6),
+            event_of("ua", EventKind::Started, 2.2, 5),
+        ],
+        &channels,
+    );
+    let mut w = worker(
+        &path,
+        HashMap::from([
+            ("director".to_string(), webhook(director.url())),
+            ("analyst".to_string(), webhook(analyst.url())),
+        ]),
+    );
+    w.floors = HashMap::from([(
+        "director".to_string(),
+        vigie::sink::outbox::Floor {
+            min_ratio: Some(5.0),
+            min_stories: Some(10),
+        },
+    )]);
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced), (2, 2));
+    assert!(director.accepted.lock().unwrap().is_empty());
+    let shown = Store::open(&path)
+        .unwrap()
+        .deliveries_of(&["kz:1:started"])
+        .unwrap();
+    let why = (shown["kz:1:started"].iter())
+        .find(|r| r.channel == "director")
+        .and_then(|r| r.last_error.clone())
+        .unwrap();
+    assert!(
+        why.contains("ratio 2.5 under the channel's min_ratio 5"),
+        "{why}"
+    );
+
+    // kz grows past the floor, then ends; ua ends small.
+    let later = |events: Vec<AlertEvent>| {
+        let mut s = Store::open(&path).unwrap();
+        let rows: Vec<(String, String)> = (events.iter())
+            .flat_map(|e| channels.map(|c| (e.event_id.clone(), c.to_string())))
+            .collect();
+        let changes = Changes {
+            events,
+            watermark: i64::MIN,
+            ..Default::default()
+        };
+        s.commit(&changes, &[], &rows).unwrap();
+    };
+    later(vec![event_of("kz", EventKind::Updated, 6.0, 20)]);
+    drain_until(&w, &path, |s| s.pending == 0).await;
+    later(vec![
+        event_of("kz", EventKind::Resolved, 1.1, 3),
+        event_of("ua", EventKind::Resolved, 1.0, 2),
+    ]);
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.silenced), (7, 3), "{stats:?}");
+    assert_eq!(keys(&director), ["kz:1:resolved", "kz:1:updated"]);
+    let told = director.accepted.lock().unwrap().clone();
+    let updated = told.iter().find(|r| r.body["kind"] == "updated").unwrap();
+    assert_eq!(updated.body["unannounced"], true);
+    assert_eq!(keys(&analyst).len(), 5);
+    let analyst_got = analyst.accepted.lock().unwrap().clone();
+    assert!(analyst_got
+        .iter()
+        .all(|r| r.body.get("unannounced").is_none()));
 }

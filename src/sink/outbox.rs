@@ -34,6 +34,43 @@ pub struct OutboxWorker {
     pub group_wait: HashMap<String, Duration>,
     /// Channels with quiet hours ([`crate::quiet`]).
     pub quiet: HashMap<String, QuietHours>,
+    /// Channels told of large alerts only ([`Floor`]).
+    pub floors: HashMap<String, Floor>,
+}
+
+/// A channel's floor (`min_ratio`, `min_stories`): which alerts are large enough for it.
+///
+/// Decided when a delivery falls due, after silences and before quiet hours: a `started`
+/// or `updated` event under the floor is marked `silenced` with the reason; an alert that
+/// grows past it later reaches the channel then, marked `unannounced`. A `resolved` event
+/// goes only to a channel that was told of the alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Floor {
+    pub min_ratio: Option<f64>,
+    pub min_stories: Option<u64>,
+}
+
+impl Floor {
+    /// Why the event stays under the floor, or None when it reaches the channel.
+    pub fn holds_back(&self, d: &Delivery) -> Option<String> {
+        let e = &d.event;
+        if e.kind == crate::detect::EventKind::Resolved {
+            return (!d.told_of_alert).then(|| "the channel was not told of this alert".into());
+        }
+        if let Some(r) = self.min_ratio.filter(|r| e.ratio < *r) {
+            return Some(format!(
+                "ratio {:.1} under the channel's min_ratio {r}",
+                e.ratio
+            ));
+        }
+        if let Some(n) = self.min_stories.filter(|n| e.observed < *n) {
+            return Some(format!(
+                "{} stories under the channel's min_stories {n}",
+                e.observed
+            ));
+        }
+        None
+    }
 }
 
 /// Most sends in flight to one channel at once.
@@ -162,6 +199,7 @@ impl OutboxWorker {
             None => return round,
         };
         let due = self.silence(due, &silences).await;
+        let due = self.floor(due).await;
         let due = self.quiet(due).await;
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
@@ -220,6 +258,26 @@ impl OutboxWorker {
             tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, silence, "alert delivery silenced");
             let id = d.id;
             let _ = self.with_store(move |s| s.mark_silenced(id, silence)).await;
+            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
+                .increment(1);
+        }
+        keep
+    }
+
+    /// Marks the rows under their channel's [`Floor`] as silenced and gives back the others.
+    async fn floor(&self, due: Vec<Delivery>) -> Vec<Delivery> {
+        if self.floors.is_empty() {
+            return due;
+        }
+        let mut keep = Vec::with_capacity(due.len());
+        for d in due {
+            let Some(why) = self.floors.get(&d.channel).and_then(|f| f.holds_back(&d)) else {
+                keep.push(d);
+                continue;
+            };
+            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, reason = %why, "alert delivery under the channel's floor");
+            let id = d.id;
+            let _ = self.with_store(move |s| s.mark_dropped(id, &why)).await;
             metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
                 .increment(1);
         }
