@@ -93,10 +93,6 @@ pub struct Delivery {
     /// Until when quiet hours held it back (ms since the epoch), if they did
     /// ([`crate::quiet`]): released rows go out together, and retry from then.
     pub held_ms: Option<i64>,
-    /// Whether another event of the same alert went, or is to go, to this channel: a
-    /// channel with a floor (`min_ratio`, `min_stories`) is told an alert ended only if
-    /// it was told of it.
-    pub told_of_alert: bool,
     pub event: AlertEvent,
 }
 
@@ -683,10 +679,7 @@ impl Store {
     ) -> Result<Vec<Delivery>, StateError> {
         let mut sql = String::from(
             "SELECT o.id, o.event_id, o.channel, o.attempts, o.created_ms, e.payload, o.held_ms, \
-             (SELECT s.status FROM outbox s WHERE s.event_id = e.alert_id || ':started' AND s.channel = o.channel), \
-             EXISTS (SELECT 1 FROM outbox s JOIN alert_events ae ON ae.event_id = s.event_id \
-                     WHERE ae.alert_id = e.alert_id AND s.channel = o.channel AND s.id <> o.id \
-                     AND s.status IN ('sent', 'pending')) \
+             (SELECT s.status FROM outbox s WHERE s.event_id = e.alert_id || ':started' AND s.channel = o.channel) \
              FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
              WHERE o.status = 'pending' AND o.next_attempt_ms <= ?1",
         );
@@ -704,12 +697,11 @@ impl Store {
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<i64>>(6)?,
                 r.get::<_, Option<String>>(7)?,
-                r.get::<_, bool>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, event_id, channel, attempts, created_ms, payload, held_ms, start, told) = row?;
+            let (id, event_id, channel, attempts, created_ms, payload, held_ms, start) = row?;
             let mut event: AlertEvent = serde_json::from_str(&payload)?;
             // Told of the start: it went out, or it is still to go (in this round, or
             // held with this row for the same release).
@@ -722,7 +714,6 @@ impl Store {
                 attempts,
                 created_ms,
                 held_ms,
-                told_of_alert: told,
                 event,
             });
         }
@@ -749,6 +740,22 @@ impl Store {
     pub fn mark_retry(&self, id: i64, next_ms: i64, error: &str) -> Result<(), StateError> {
         self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3 WHERE id = ?1", params![id, next_ms, error])?;
         Ok(())
+    }
+
+    /// Whether another event of alert `alert_id` than row `except` went, or is still to
+    /// go, to `channel`: a channel with a floor is told an alert ended only if it was told
+    /// of the alert.
+    pub fn told_of_alert(
+        &self,
+        alert_id: &str,
+        channel: &str,
+        except: i64,
+    ) -> Result<bool, StateError> {
+        Ok(self.conn.prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox o JOIN alert_events e ON e.event_id = o.event_id \
+             WHERE e.alert_id = ?1 AND o.channel = ?2 AND o.id <> ?3 AND o.status IN ('sent', 'pending'))",
+        )?
+        .query_row(params![alert_id, channel, except], |r| r.get(0))?)
     }
 
     /// Holds a due row back until `until_ms`, when its channel's quiet hours end.

@@ -51,12 +51,9 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Why the event stays under the floor, or None when it reaches the channel.
-    pub fn holds_back(&self, d: &Delivery) -> Option<String> {
-        let e = &d.event;
-        if e.kind == crate::detect::EventKind::Resolved {
-            return (!d.told_of_alert).then(|| "the channel was not told of this alert".into());
-        }
+    /// Why a `started` or `updated` event stays under the floor, or None when it reaches
+    /// the channel. (A `resolved` event depends on what the channel was told instead.)
+    pub fn holds_back(&self, e: &AlertEvent) -> Option<String> {
         if let Some(r) = self.min_ratio.filter(|r| e.ratio < *r) {
             return Some(format!(
                 "ratio {:.1} under the channel's min_ratio {r}",
@@ -271,7 +268,21 @@ impl OutboxWorker {
         }
         let mut keep = Vec::with_capacity(due.len());
         for d in due {
-            let Some(why) = self.floors.get(&d.channel).and_then(|f| f.holds_back(&d)) else {
+            let Some(floor) = self.floors.get(&d.channel) else {
+                keep.push(d);
+                continue;
+            };
+            let why = if d.event.kind == crate::detect::EventKind::Resolved {
+                // Asked now, row by row: an earlier row of this round (the start, after an
+                // outage) may just have been held back.
+                let (alert, channel, id) = (d.event.alert_id.clone(), d.channel.clone(), d.id);
+                let told = self.with_store(move |s| s.told_of_alert(&alert, &channel, id));
+                let told = told.await.and_then(Result::ok).unwrap_or(true);
+                (!told).then(|| "the channel was not told of this alert".to_string())
+            } else {
+                floor.holds_back(&d.event)
+            };
+            let Some(why) = why else {
                 keep.push(d);
                 continue;
             };
