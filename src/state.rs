@@ -203,6 +203,15 @@ fn write_rows<T>(
     Ok(())
 }
 
+/// A bucket's counts from the columns `articles, stories, sources` starting at `at`.
+fn bucket_at(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        articles: r.get(at)?,
+        stories: r.get(at + 1)?,
+        sources: decode_hashes(&r.get::<_, Vec<u8>>(at + 2)?),
+    })
+}
+
 /// A list of 64-bit hashes (sources of a bucket, rules of a story row) as a blob.
 fn encode_hashes(s: &[u64]) -> Vec<u8> {
     s.iter().flat_map(|h| h.to_le_bytes()).collect()
@@ -311,16 +320,7 @@ impl Store {
             "SELECT bucket, articles, stories, sources FROM buckets \
              WHERE rule = ?1 AND bucket >= ?2 ORDER BY bucket",
         )?;
-        let rows = st.query_map(params![rule, since], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                Bucket {
-                    articles: r.get(1)?,
-                    stories: r.get(2)?,
-                    sources: decode_hashes(&r.get::<_, Vec<u8>>(3)?),
-                },
-            ))
-        })?;
+        let rows = st.query_map(params![rule, since], |r| Ok((r.get(0)?, bucket_at(r, 1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -489,17 +489,7 @@ impl Store {
         let mut st = self.conn.prepare(
             "SELECT rule, bucket, articles, stories, sources FROM buckets WHERE bucket >= ?1",
         )?;
-        let rows = st.query_map([since], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                Bucket {
-                    articles: r.get(2)?,
-                    stories: r.get(3)?,
-                    sources: decode_hashes(&r.get::<_, Vec<u8>>(4)?),
-                },
-            ))
-        })?;
+        let rows = st.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, bucket_at(r, 2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
