@@ -318,12 +318,11 @@ async fn alerts(State(s): State<AppState>, Query(q): Query<AlertsQuery>) -> Resp
 async fn alert(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let found = with_store(&s, move |st| {
         let events = st.alert_events_of(&id)?;
-        let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-        let deliveries = st.deliveries_of(&ids)?;
-        Ok::<_, crate::state::StateError>((id, events, deliveries))
+        let shown = with_deliveries(st, &events)?;
+        Ok::<_, crate::state::StateError>((id, events, shown))
     })
     .await;
-    let (id, events, mut deliveries) = match found {
+    let (id, events, shown) = match found {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -343,12 +342,7 @@ async fn alert(State(s): State<AppState>, Path(id): Path<String>) -> Response {
         "open": resolved.is_none(),
         "resolved_at": resolved.map(|e| e.at),
         "peak_observed": events.iter().map(|e| e.observed).max(),
-        "events": events.iter().map(|e| {
-            let mut v = serde_json::to_value(e).unwrap_or_default();
-            v["deliveries"] = serde_json::to_value(deliveries.remove(&e.event_id).unwrap_or_default())
-                .unwrap_or_default();
-            v
-        }).collect::<Vec<_>>(),
+        "events": shown,
     });
     Json(body).into_response()
 }
@@ -366,15 +360,24 @@ fn alerts_report(
     limit: usize,
 ) -> Result<AlertsReport, crate::state::StateError> {
     let alerts = st.alerts_at_since(since, limit)?;
-    let ids: Vec<&str> = alerts.iter().map(|e| e.event_id.as_str()).collect();
+    let events = with_deliveries(st, &alerts)?;
+    Ok((events, st.outbox_stats()?, st.dead_deliveries(50)?))
+}
+
+/// Events as the API shows them: each with where its deliveries stand (one query for all).
+fn with_deliveries(
+    st: &Store,
+    events: &[crate::engine::AlertEvent],
+) -> Result<Vec<serde_json::Value>, crate::state::StateError> {
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let mut deliveries = st.deliveries_of(&ids)?;
-    let mut events = Vec::with_capacity(alerts.len());
-    for e in &alerts {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
         let mut v = serde_json::to_value(e)?;
         v["deliveries"] = serde_json::to_value(deliveries.remove(&e.event_id).unwrap_or_default())?;
-        events.push(v);
+        out.push(v);
     }
-    Ok((events, st.outbox_stats()?, st.dead_deliveries(50)?))
+    Ok(out)
 }
 
 /// Each channel: its type, the events it takes, its grouping and quiet hours (with the end

@@ -754,15 +754,10 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a due row as not sent, for `why` (quiet hours that drop, a channel's floor).
-    pub fn mark_dropped(&self, id: i64, why: &str) -> Result<(), StateError> {
+    /// Marks a due row `silenced`, not to be sent, for `why` (a silence, a channel's floor,
+    /// quiet hours that drop), kept as its last error.
+    pub fn mark_silenced(&self, id: i64, why: &str) -> Result<(), StateError> {
         self.conn.execute("UPDATE outbox SET status = 'silenced', done_ms = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'", params![id, now_ms(), why])?;
-        Ok(())
-    }
-
-    /// Marks a due row as not sent because silence `silence` covers it.
-    pub fn mark_silenced(&self, id: i64, silence: i64) -> Result<(), StateError> {
-        self.conn.execute("UPDATE outbox SET status = 'silenced', done_ms = ?2, last_error = ?3 WHERE id = ?1 AND status = 'pending'", params![id, now_ms(), format!("silenced by silence {silence}")])?;
         Ok(())
     }
 

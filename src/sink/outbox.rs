@@ -252,13 +252,20 @@ impl OutboxWorker {
             }
         }
         for (d, silence) in muted {
-            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, silence, "alert delivery silenced");
-            let id = d.id;
-            let _ = self.with_store(move |s| s.mark_silenced(id, silence)).await;
-            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
-                .increment(1);
+            self.set_aside(d, format!("silenced by silence {silence}"))
+                .await;
         }
         keep
+    }
+
+    /// Marks a due row `silenced`, not to be sent, for `why`: a silence, a channel's floor,
+    /// quiet hours that drop.
+    async fn set_aside(&self, d: Delivery, why: String) {
+        tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, reason = %why, "alert delivery silenced");
+        let id = d.id;
+        let _ = self.with_store(move |s| s.mark_silenced(id, &why)).await;
+        metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
+            .increment(1);
     }
 
     /// Marks the rows under their channel's [`Floor`] as silenced and gives back the others.
@@ -282,15 +289,10 @@ impl OutboxWorker {
             } else {
                 floor.holds_back(&d.event)
             };
-            let Some(why) = why else {
-                keep.push(d);
-                continue;
-            };
-            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, reason = %why, "alert delivery under the channel's floor");
-            let id = d.id;
-            let _ = self.with_store(move |s| s.mark_dropped(id, &why)).await;
-            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "silenced")
-                .increment(1);
+            match why {
+                Some(why) => self.set_aside(d, why).await,
+                None => keep.push(d),
+            }
         }
         keep
     }
@@ -310,21 +312,15 @@ impl OutboxWorker {
                 keep.push(d);
                 continue;
             };
+            if q.action == QuietAction::Drop {
+                let why = format!("dropped in quiet hours {}", q.describe());
+                self.set_aside(d, why).await;
+                continue;
+            }
             let (id, until_ms) = (d.id, until.timestamp_millis());
-            let outcome = match q.action {
-                QuietAction::Hold => {
-                    tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, until = %until.to_rfc3339(), "alert delivery held for quiet hours");
-                    let _ = self.with_store(move |s| s.hold(id, until_ms)).await;
-                    "held"
-                }
-                QuietAction::Drop => {
-                    tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, "alert delivery dropped in quiet hours");
-                    let why = format!("dropped in quiet hours {}", q.describe());
-                    let _ = self.with_store(move |s| s.mark_dropped(id, &why)).await;
-                    "silenced"
-                }
-            };
-            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => outcome)
+            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, until = %until.to_rfc3339(), "alert delivery held for quiet hours");
+            let _ = self.with_store(move |s| s.hold(id, until_ms)).await;
+            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "held")
                 .increment(1);
         }
         keep
