@@ -308,7 +308,19 @@ impl Store {
         for id in ids {
             tx.execute("DELETE FROM buckets WHERE rule = ?1", [id])?;
             tx.execute("DELETE FROM rule_state WHERE rule = ?1", [id])?;
+            // The rule's evidence goes too, or its alerts would list each top article
+            // twice: once as counted here, once as imported. An article other rules
+            // keep stays, without this rule in its list.
+            tx.execute("DELETE FROM evidence WHERE rule = ?1", [id])?;
+            tx.execute("DELETE FROM evidence_refs WHERE rule = ?1", [id])?;
+            tx.execute(
+                "UPDATE evidence_articles SET rules = \
+                 (SELECT json_group_array(value) FROM json_each(rules) WHERE value <> ?1) \
+                 WHERE rules IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(rules) WHERE value = ?1)",
+                [id],
+            )?;
         }
+        tx.execute("DELETE FROM evidence_articles WHERE rules = '[]'", [])?;
         write_changes(&tx, c, &[], &[])?;
         tx.commit()?;
         Ok(())
@@ -961,6 +973,44 @@ mod tests {
             s.watermark().unwrap(),
             s.feed_state().unwrap().map(|f| f.learned_until),
         )
+    }
+
+    #[test]
+    fn replacing_a_rule_drops_its_evidence_and_keeps_the_others() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&d.path().join("s.db")).unwrap();
+        let shared = article("shared", "both rules keep it");
+        let own = article("own", "only kz keeps it");
+        let here = Changes {
+            evidence: vec![
+                ("kz".into(), 300, shared.clone()),
+                ("almaty".into(), 300, shared),
+                ("kz".into(), 300, own),
+            ],
+            ..Default::default()
+        };
+        s.commit(&here, &[], &[]).unwrap();
+        let imported = Changes {
+            evidence: vec![("kz".into(), 300, article("moved", "from the old owner"))],
+            ..Default::default()
+        };
+        s.replace_rules(&["kz".into()], &imported).unwrap();
+        let mut kept: Vec<(String, String)> = (s.evidence_since(i64::MIN).unwrap())
+            .into_iter()
+            .map(|(r, _, a)| (r, a.id.clone()))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                ("almaty".into(), "shared".into()),
+                ("kz".into(), "moved".into())
+            ]
+        );
+        let rows: i64 = (s.conn)
+            .query_row("SELECT count(*) FROM evidence_articles", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2, "the article no rule keeps is deleted");
     }
 
     #[test]
