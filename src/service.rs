@@ -258,6 +258,7 @@ pub async fn run(dir: PathBuf, config: Config, trigger: ShutdownTrigger) -> anyh
             wake.clone(),
             senders,
         )),
+        delivery: delivery_settings(&config),
         config: config.clone(),
     }));
 
@@ -474,6 +475,9 @@ impl RunningWorker {
 /// What a reload works from: the settings in force and the worker built from them.
 struct Live {
     config: Config,
+    /// `delivery_settings` of `config` when its senders were built: compared with the
+    /// file's on reload. Kept, not recomputed, since a secret file may have changed since.
+    delivery: serde_json::Value,
     worker: RunningWorker,
 }
 
@@ -507,8 +511,23 @@ fn outbox_worker(
 
 /// The parts of vigie.toml a reload applies: who is told of what, and how. Compared as
 /// values (secrets included, in memory only).
+///
+/// The contents of the secret files they name count too (as digests, never in the clear):
+/// a secret rotated in place, same path, new contents, must rebuild the senders on the
+/// next reload. Reads files: call it off the async threads.
 fn delivery_settings(c: &Config) -> serde_json::Value {
-    serde_json::json!({ "alerts": c.alerts, "smtp": c.smtp, "channels": c.channels })
+    use sha2::Digest;
+    let files = (c.smtp.iter().filter_map(|s| s.password_file.as_ref()))
+        .chain(c.channels.values().filter_map(|ch| ch.secret_file.as_ref()));
+    let secrets: Vec<String> = files
+        .map(|path| match std::fs::read(path) {
+            Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+            Err(e) => format!("unreadable: {e}"),
+        })
+        .collect();
+    serde_json::json!({
+        "alerts": c.alerts, "smtp": c.smtp, "channels": c.channels, "secret_files": secrets,
+    })
 }
 
 /// The sections of vigie.toml read at start only, by name, that differ between `a` and `b`.
@@ -554,7 +573,11 @@ async fn reload(
     }
     let mut next = live.config.clone();
     (next.alerts, next.smtp, next.channels) = (fresh.alerts, fresh.smtp, fresh.channels);
-    let changed = delivery_settings(&next) != delivery_settings(&live.config);
+    let cfg = next.clone();
+    let delivery = tokio::task::spawn_blocking(move || delivery_settings(&cfg))
+        .await
+        .map_err(|e| vec![e.to_string()])?;
+    let changed = delivery != live.delivery;
     let senders = match changed {
         true => Some(notifiers(&next).map_err(|e| vec![e])?),
         false => None,
@@ -592,6 +615,7 @@ async fn reload(
         tracing::info!(channels = next.channels.len(), "channels reloaded");
     }
     live.config = next;
+    live.delivery = delivery;
     Ok(n)
 }
 

@@ -470,4 +470,31 @@ async fn endpoints_token_and_hot_reload() {
         late.accepted.lock().unwrap()[0].body["event_id"],
         event.event_id.as_str()
     );
+
+    // A secret rotated in place (same file, new contents; vigie.toml untouched) is read
+    // again by the next reload: the receiver, which knows only the new key, then accepts
+    // the signature.
+    let key_file = cfg.path().join("rot.key");
+    std::fs::write(&key_file, "old-key\n").unwrap();
+    let rot = receiver::start("new-key", 0, 200).await;
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    std::fs::write(
+        &toml_path,
+        format!(
+            "{toml}\n[channels.rot]\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"{}\"\n",
+            rot.url(),
+            key_file.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(reload().await.0, 200);
+    let signed = async || {
+        assert_eq!(test("rot", Some("t0ken")).await.0, 200);
+        let got = rot.accepted.lock().unwrap().clone();
+        got.last().unwrap().signature_ok
+    };
+    assert!(!signed().await, "signed with the old key");
+    std::fs::write(&key_file, "new-key\n").unwrap();
+    assert_eq!(reload().await.0, 200);
+    assert!(signed().await, "the rotated key was not read again");
 }
