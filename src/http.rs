@@ -16,7 +16,10 @@
 //! | `GET /api/channels`                 | channels: settings, quiet hours, outbox counts    |
 //! | `POST /api/channels/{name}/test`    | send a test notification through a channel now    |
 //!
-//! When `http.api_token` is set, `/api/*` needs `Authorization: Bearer <token>`.
+//! The dashboard's pages (`GET /`, `GET /rules/{id}`, its chart) are in `crate::dashboard`.
+//!
+//! When `http.api_token` is set, `/api/*` and the dashboard need `Authorization: Bearer
+//! <token>`, or the token as the password of basic authentication (for browsers).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +101,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/silences/{id}", delete(expire_silence))
         .route("/api/channels", get(channels))
         .route("/api/channels/{name}/test", post(test_channel))
+        .route("/", get(crate::dashboard::overview))
+        .route("/rules/{id}", get(crate::dashboard::rule))
+        .route("/rules/{id}/chart.png", get(crate::dashboard::chart))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -118,23 +124,46 @@ pub async fn serve(
         .await
 }
 
+/// The API token as a bearer token, or as the password of HTTP basic authentication (any
+/// user name), which is what a browser can send for the dashboard. A 401 asks for basic
+/// authentication, so a browser prompts for it.
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &s.api_token {
-        let ok = req
+        let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
+            .and_then(presented_token);
+        let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
         if !ok {
             return (
                 StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    r#"Basic realm="vigie", charset="UTF-8""#,
+                )],
                 Json(json!({"error": "missing or wrong bearer token"})),
             )
                 .into_response();
         }
     }
     next.run(req).await
+}
+
+/// The token in an `Authorization` header: `Bearer <token>`, or `Basic` with the token as
+/// the password.
+fn presented_token(header: &str) -> Option<String> {
+    if let Some(t) = header.strip_prefix("Bearer ") {
+        return Some(t.to_string());
+    }
+    use base64::Engine;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_string())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -174,32 +203,57 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 async fn rules(State(s): State<AppState>) -> Response {
+    match rule_views(&s).await {
+        Ok((rules, watermark)) => {
+            Json(json!({ "rules": rules, "watermark": watermark })).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Every rule as the API and the dashboard show it, in the rule files' order: its window
+/// count against the expectation, whether it is alerting, warming up or silenced; and the
+/// engine's watermark.
+pub(crate) async fn rule_views(
+    s: &AppState,
+) -> Result<
+    (
+        Vec<serde_json::Value>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ),
+    Response,
+> {
     let now = chrono::Utc::now();
-    let silences = match with_store(&s, move |st| st.silences(now.timestamp_millis(), None)).await {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
+    let silences = with_store(s, move |st| st.silences(now.timestamp_millis(), None)).await?;
     let p = s.processor.clone();
     let out = tokio::task::spawn_blocking(move || {
         let p = p.lock().ok()?;
         let e = &p.engine;
+        let bs = e.settings.bucket_secs.max(1) as f64;
         let rules: Vec<_> = e
             .matcher()
             .rules
             .iter()
             .map(|r| {
-                let window = e.settings.detector.with(&r.spike).window_minutes;
+                let detector = e.settings.detector.with(&r.spike);
+                let window = detector.window_minutes;
                 let (observed, expected) = e.window_figures(&r.id, window).unwrap_or((0, 0.0));
                 let st = e.rules.get(&r.id);
                 let active = st.and_then(|s| s.lifecycle.active.as_ref());
+                let seen = st.map(|s| s.baseline.buckets_seen).unwrap_or(0);
                 json!({
                     "id": r.id, "name": r.name, "notify": r.notify,
                     "file": r.file, "line": r.line,
                     "window_minutes": window,
                     "window_count": observed, "expected": (expected * 1000.0).round() / 1000.0,
+                    // Smoothed as the detector smooths it (tiny expectations give no
+                    // huge ratios).
+                    "ratio": ((observed as f64 + detector.smoothing) / (expected + detector.smoothing)
+                        * 100.0).round() / 100.0,
                     "state": if active.is_some() { "alerting" } else { "quiet" },
                     "alert_id": active.map(|a| a.alert_id.clone()),
-                    "baseline_buckets": st.map(|s| s.baseline.buckets_seen).unwrap_or(0),
+                    "baseline_buckets": seen,
+                    "warming_up": (seen as f64) < detector.warmup_hours as f64 * 3600.0 / bs,
                     // Silences in force over this rule (on every channel or on one).
                     "silenced_by": silences.iter()
                         .filter(|sl| sl.state(now) == crate::silence::SilenceState::Active
@@ -209,15 +263,12 @@ async fn rules(State(s): State<AppState>) -> Response {
                 })
             })
             .collect();
-        Some(json!({ "rules": rules, "watermark": e.watermark() }))
+        Some((rules, e.watermark()))
     })
     .await
     .ok()
     .flatten();
-    match out {
-        Some(v) => Json(v).into_response(),
-        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    out.ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[derive(Deserialize)]
@@ -230,51 +281,106 @@ async fn series(
     Path(id): Path<String>,
     Query(q): Query<SeriesQuery>,
 ) -> Response {
-    let hours = q.hours.unwrap_or(48).clamp(1, 24 * 35) as i64;
+    match series_of(&s, id.clone(), q.hours.unwrap_or(48)).await {
+        Ok(r) => {
+            let buckets: Vec<_> = (r.chart.stories.iter().zip(&r.chart.expected).zip(&r.articles))
+                .enumerate()
+                .map(|(i, ((stories, expected), articles))| {
+                    let start = r.chart.start + i as i64 * r.chart.bucket_secs;
+                    json!({ "start": crate::engine::ts(start), "articles": articles, "stories": stories, "expected": (*expected as f64 * 1000.0).round() / 1000.0 })
+                })
+                .collect();
+            Json(json!({ "rule": id, "bucket_seconds": r.chart.bucket_secs, "buckets": buckets }))
+                .into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// A rule's recent buckets, for the series API and the dashboard's charts.
+pub(crate) struct RuleSeries {
+    /// Stories and the baseline's expectation per bucket (what the charts draw).
+    pub chart: crate::engine::ChartSeries,
+    /// Articles per bucket, syndicated copies included.
+    pub articles: Vec<u32>,
+}
+
+/// The last `hours` (1 to 35 days' worth) of a rule's buckets up to the one after the
+/// watermark's, as in the alert window: partitions run a few seconds apart, so it may
+/// already hold articles. 404 for a rule not loaded.
+pub(crate) async fn series_of(
+    s: &AppState,
+    id: String,
+    hours: u32,
+) -> Result<RuleSeries, Response> {
+    let hours = hours.clamp(1, 24 * 35) as i64;
     let p = s.processor.clone();
     let store = s.store.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<Option<serde_json::Value>, String> {
+    let out = tokio::task::spawn_blocking(move || -> Result<Option<RuleSeries>, String> {
         let (known, bs, end, baseline) = {
             let p = p.lock().map_err(|_| "poisoned".to_string())?;
             let e = &p.engine;
             let known = e.rules.contains_key(&id);
             let bs = e.settings.bucket_secs;
-            let end = e.watermark().map(|w| w.timestamp()).unwrap_or_else(|| chrono::Utc::now().timestamp());
-            (known, bs, end.div_euclid(bs) * bs, e.rules.get(&id).map(|st| st.baseline.clone()))
+            let end = e
+                .watermark()
+                .map(|w| w.timestamp())
+                .unwrap_or_else(|| chrono::Utc::now().timestamp());
+            (
+                known,
+                bs,
+                end.div_euclid(bs) * bs,
+                e.rules.get(&id).map(|st| st.baseline.clone()),
+            )
         };
         if !known {
             return Ok(None);
         }
-        // The newest bucket shown is the one after the watermark's, as in the alert window:
-        // partitions run a few seconds apart, so it may already hold articles.
         let end = end + bs;
         let since = end - hours * 3600 + bs;
-        let rows = store.lock().unwrap_or_else(|p| p.into_inner()).rule_series(&id, since).map_err(|e| e.to_string())?;
-        let mut by_start: std::collections::HashMap<i64, (u32, u32)> = rows.into_iter().map(|(b, a, st)| (b, (a, st))).collect();
-        let mut buckets = Vec::new();
+        let rows = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rule_series(&id, since)
+            .map_err(|e| e.to_string())?;
+        let mut by_start: std::collections::HashMap<i64, (u32, u32)> =
+            rows.into_iter().map(|(b, a, st)| (b, (a, st))).collect();
+        let mut out = RuleSeries {
+            chart: crate::engine::ChartSeries {
+                start: since,
+                bucket_secs: bs,
+                stories: Vec::new(),
+                expected: Vec::new(),
+            },
+            articles: Vec::new(),
+        };
         let mut b = since;
         while b <= end {
             let (articles, stories) = by_start.remove(&b).unwrap_or((0, 0));
-            let expected = baseline.as_ref().map_or(0.0, |bl| bl.expected(crate::detect::Season::of(b)));
-            buckets.push(json!({ "start": crate::engine::ts(b), "articles": articles, "stories": stories, "expected": (expected * 1000.0).round() / 1000.0 }));
+            let expected = baseline
+                .as_ref()
+                .map_or(0.0, |bl| bl.expected(crate::detect::Season::of(b)));
+            out.articles.push(articles);
+            out.chart.stories.push(stories);
+            out.chart.expected.push(expected as f32);
             b += bs;
         }
-        Ok(Some(json!({ "rule": id, "bucket_seconds": bs, "buckets": buckets })))
+        Ok(Some(out))
     })
     .await;
     match out {
-        Ok(Ok(Some(v))) => Json(v).into_response(),
-        Ok(Ok(None)) => (
+        Ok(Ok(Some(v))) => Ok(v),
+        Ok(Ok(None)) => Err((
             StatusCode::NOT_FOUND,
             Json(json!({"error": "unknown rule"})),
         )
-            .into_response(),
-        Ok(Err(e)) => (
+            .into_response()),
+        Ok(Err(e)) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({ "error": e })),
         )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            .into_response()),
+        Err(_) => Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()),
     }
 }
 
@@ -461,7 +567,7 @@ struct SilencesQuery {
 }
 
 /// Runs `f` on the server's state connection off the reactor; a state error is a 500.
-async fn with_store<T: Send + 'static>(
+pub(crate) async fn with_store<T: Send + 'static>(
     s: &AppState,
     f: impl FnOnce(&Store) -> Result<T, crate::state::StateError> + Send + 'static,
 ) -> Result<T, Response> {

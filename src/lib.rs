@@ -33,6 +33,7 @@
 //! * [`silence`]   — silences: a rule's notifications muted for a while, rule untouched.
 //! * [`quiet`]     — quiet hours: a channel's recurring times to hold (or drop) notifications.
 //! * [`http`]      — health, readiness, Prometheus metrics and the JSON API.
+//! * [`dashboard`] — HTML pages over the same state: what is alerting, charts, alerts.
 //! * [`telemetry`] — metric names and logging setup.
 //! * [`generate`]  — synthetic scenario feeds for demos, tests and benchmarks.
 //! * [`evaluation`] — labelled synthetic streams and a NAB-style scorer for the detectors.
@@ -41,6 +42,7 @@
 
 pub mod article;
 pub mod config;
+pub mod dashboard;
 pub mod detect;
 pub mod engine;
 pub mod evaluation;

@@ -624,6 +624,30 @@ impl Store {
         Ok(out)
     }
 
+    /// A rule's alert events decided at or after `since` (event time, unix seconds), in the
+    /// order decided, at most `limit` of the newest. Alerts are rare, so no index: the
+    /// table holds the retention's events.
+    pub fn alert_events_of_rule(
+        &self,
+        rule: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT payload FROM (SELECT payload, at, created_at FROM alert_events \
+             WHERE rule = ?1 AND at >= ?2 ORDER BY at DESC, created_at DESC LIMIT ?3) \
+             ORDER BY at, created_at",
+        )?;
+        let rows = st.query_map(params![rule, since, limit as i64], |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
     /// The events of one alert (its onset, growth and end), in the order decided.
     pub fn alert_events_of(&self, alert_id: &str) -> Result<Vec<AlertEvent>, StateError> {
         let mut st = self.conn.prepare_cached(

@@ -250,4 +250,61 @@ quiet_hours = ["{quiet_days}"]
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+
+    // The dashboard shows the same alert: on the overview (open, or among the week's
+    // events), on the rule's page with its top articles, and shaded on its chart.
+    let page = |path: &str| {
+        let url = cfg.url(path);
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, home) = page("/").await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("href=\"/rules/kazakhstan\">Kazakhstan</a>"),
+        "{home}"
+    );
+    assert!(
+        home.contains("<span class=\"tag started\">started</span>"),
+        "{home}"
+    );
+    let (status, rule_page) = page("/rules/kazakhstan?hours=72").await;
+    assert_eq!(status, 200);
+    // The page shows the alert's latest event's top articles, escaped as HTML.
+    let escape = |t: &str| {
+        (t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;"))
+        .replace('"', "&quot;")
+        .replace('\'', "&#x27;")
+        .replace('/', "&#x2f;")
+    };
+    let titles: Vec<String> = (one["events"].as_array().unwrap().iter())
+        .flat_map(|e| e["top_articles"].as_array().unwrap())
+        .map(|a| escape(a["title"].as_str().unwrap()))
+        .collect();
+    assert!(
+        titles.iter().any(|t| rule_page.contains(t)),
+        "none of {titles:?} in {rule_page}"
+    );
+    assert!(
+        rule_page.contains(&format!("/api/alerts/{alert_id}")),
+        "{rule_page}"
+    );
+    assert!(rule_page.contains("/rules/kazakhstan/chart.png?hours=72"));
+    assert_eq!(page("/rules/nope").await.0, 404);
+    let chart = reqwest::get(cfg.url("/rules/kazakhstan/chart.png?hours=72"))
+        .await
+        .unwrap();
+    assert_eq!(chart.headers()["content-type"], "image/png");
+    let bytes = chart.bytes().await.unwrap();
+    let mut reader = png::Decoder::new(&bytes[..]).read_info().unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!((info.width, info.height), (960, 240));
+    // The alert's span is shaded in the chart's light red.
+    let shaded = rgb.chunks(3).filter(|p| *p == [255, 220, 220]).count();
+    assert!(shaded > 1000, "{shaded} shaded pixels");
 }

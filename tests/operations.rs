@@ -274,6 +274,41 @@ async fn endpoints_token_and_hot_reload() {
     assert!(until > Utc::now() + chrono::Duration::hours(24), "{ch}");
     assert_eq!(ch["outbox"]["pending"], 0);
     assert_eq!(get(&cfg, "/api/channels", None).await.0, 401);
+    // The dashboard is behind the same token. A browser is asked for it by basic
+    // authentication and gives it as the password.
+    let html = |path: &str, auth: Option<(&str, &str)>| {
+        let mut req = reqwest::Client::new().get(cfg.url(path));
+        if let Some((user, password)) = auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let challenge =
+                (r.headers().get("www-authenticate")).map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), challenge, r.text().await.unwrap())
+        }
+    };
+    let (status, challenge, _) = html("/", None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.unwrap().starts_with("Basic realm=\"vigie\""));
+    assert_eq!(html("/", Some(("desk", "wrong"))).await.0, 401);
+    let (status, _, home) = html("/", Some(("desk", "t0ken"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        home.contains("href=\"/rules/kazakhstan\">Kazakhstan</a>"),
+        "{home}"
+    );
+    assert!(home.contains("href=\"/rules/sport\">Sport</a>"), "{home}");
+    let (_, _, filtered) = html("/?q=SPO", Some(("desk", "t0ken"))).await;
+    assert!(filtered.contains("href=\"/rules/sport\""), "{filtered}");
+    assert!(
+        !filtered.contains("href=\"/rules/kazakhstan\""),
+        "{filtered}"
+    );
+    let (status, _, page) = html("/rules/sport", Some(("", "t0ken"))).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("&quot;window_minutes&quot;: 60"), "{page}");
+    assert_eq!(html("/rules/sport/chart.png", None).await.0, 401);
     let test = |name: &str, token: Option<&'static str>| {
         let mut req = reqwest::Client::new().post(cfg.url(&format!("/api/channels/{name}/test")));
         if let Some(t) = token {

@@ -1,0 +1,389 @@
+//! The dashboard: server-rendered HTML pages over the same state the JSON API reads, for
+//! the people who watch the rules rather than the machines that call the API.
+//!
+//! | route                              | what                                                  |
+//! |------------------------------------|-------------------------------------------------------|
+//! | `GET /`                            | alerting now, the week's alert events, rules by surge |
+//! | `GET /rules/{id}`                  | one rule: chart, figures, settings, its alerts        |
+//! | `GET /rules/{id}/chart.png?hours=N`| stories per bucket, expected band, alerts shaded      |
+//!
+//! No script and no external asset: the pages refresh themselves every minute and work
+//! behind any proxy. They sit behind the same `http.api_token` as `/api/*`; a browser
+//! gives it as the password of HTTP basic authentication (any user name).
+
+use std::sync::OnceLock;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use minijinja::Environment;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::engine::AlertEvent;
+use crate::http::{rule_views, series_of, with_store, AppState};
+
+/// Open alerts shown in full on the overview; the rules table lists the others.
+const OPEN_SHOWN: usize = 20;
+/// Alert events listed on the overview, newest first, from the last week of event time.
+const RECENT_SHOWN: usize = 50;
+/// Rules listed on the overview unless `?limit=` says otherwise.
+const RULES_SHOWN: usize = 100;
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        // Names ending in .html are auto-escaped: rule names and article titles come
+        // from users and from the feed.
+        let mut env = Environment::new();
+        for (name, text) in [
+            ("base.html", include_str!("dashboard/base.html")),
+            ("overview.html", include_str!("dashboard/overview.html")),
+            ("rule.html", include_str!("dashboard/rule.html")),
+        ] {
+            env.add_template(name, text)
+                .expect("the dashboard's templates are checked by its tests");
+        }
+        env
+    })
+}
+
+fn page(name: &str, ctx: Value) -> Response {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "dashboard page failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page failed to render\n").into_response()
+        }
+    }
+}
+
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// "Tokayev (12), Almaty (8)".
+fn counted(list: &[(String, u32)]) -> String {
+    let parts: Vec<String> = list.iter().map(|(k, n)| format!("{k} ({n})")).collect();
+    parts.join(", ")
+}
+
+/// One alert event as the pages show it, numbers formatted.
+fn event_view(e: &AlertEvent) -> Value {
+    let articles: Vec<Value> = (e.top_articles.iter())
+        .map(|a| {
+            // Only web links: a `javascript:` URL from the feed would run in the page.
+            let url = (a.url.as_deref()).filter(|u| {
+                let u = u.trim_start().to_ascii_lowercase();
+                u.starts_with("https://") || u.starts_with("http://")
+            });
+            json!({
+                "title": a.title, "url": url, "source": a.source,
+                "at": when(a.published_at),
+            })
+        })
+        .collect();
+    json!({
+        "alert_id": e.alert_id, "rule": e.rule, "rule_name": e.rule_name,
+        "kind": e.kind.as_str(), "at": when(e.at), "started_at": when(e.started_at),
+        "window": format!("{} – {}", when(e.window_start), e.window_end.format("%H:%M")),
+        "observed": e.observed, "expected": format!("{:.1}", e.expected),
+        "ratio": format!("{:.1}×", e.ratio),
+        "p_value": if e.p_value.is_finite() { format!("{:.1e}", e.p_value) } else { "—".into() },
+        "articles": e.articles, "sources": e.sources,
+        "feed_factor": format!("{:.2}", e.feed_factor),
+        "top_articles": articles,
+        "entities": counted(&e.top_entities), "countries": counted(&e.top_countries),
+        "keywords": counted(&e.top_keywords),
+    })
+}
+
+/// A rule's alerts, newest first, from its events in the order decided: each with its
+/// onset, its end (if resolved), its peak and its latest event.
+fn alerts_of(events: &[AlertEvent]) -> Vec<Value> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_id: std::collections::HashMap<&str, Vec<&AlertEvent>> = Default::default();
+    for e in events {
+        let list = by_id.entry(&e.alert_id).or_default();
+        if list.is_empty() {
+            order.push(&e.alert_id);
+        }
+        list.push(e);
+    }
+    (order.iter().rev())
+        .map(|id| {
+            let list = &by_id[id];
+            let last = list[list.len() - 1];
+            let peak = (list.iter())
+                .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
+                .unwrap_or(&last);
+            let ended = (list.iter()).find(|e| e.kind == crate::detect::EventKind::Resolved);
+            json!({
+                "alert_id": id, "started_at": when(list[0].started_at),
+                "ended_at": ended.map(|e| when(e.at)), "events": list.len(),
+                "peak_ratio": format!("{:.1}×", peak.ratio), "peak_observed": peak.observed,
+                "latest": event_view(last),
+            })
+        })
+        .collect()
+}
+
+/// Spans of `events`' alerts for a chart: onset to end, or to `now` while open.
+fn spans(events: &[AlertEvent], now: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(String, i64, i64)> = Vec::new();
+    for e in events {
+        let end = match e.kind {
+            crate::detect::EventKind::Resolved => e.at.timestamp(),
+            _ => now,
+        };
+        match out.iter_mut().find(|(id, _, _)| *id == e.alert_id) {
+            Some(span) => span.2 = end,
+            None => out.push((e.alert_id.clone(), e.started_at.timestamp(), end)),
+        }
+    }
+    out.into_iter().map(|(_, a, b)| (a, b)).collect()
+}
+
+#[derive(Deserialize)]
+pub struct OverviewQuery {
+    /// Only rules whose id or name contains this (case-insensitive).
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /`: what is alerting now, the week's alert events, and the rules by how far each
+/// is above its expectation.
+pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>) -> Response {
+    let (mut rules, watermark) = match rule_views(&s).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let total = rules.len();
+    let ratio = |r: &Value| r["ratio"].as_f64().unwrap_or(0.0);
+    let alerting = |r: &Value| r["state"] == "alerting";
+    // Alerting rules first, then the most surging.
+    rules.sort_by(|a, b| (alerting(b).cmp(&alerting(a))).then(ratio(b).total_cmp(&ratio(a))));
+    let open_ids: Vec<String> = (rules.iter())
+        .filter(|r| alerting(r))
+        .filter_map(|r| r["alert_id"].as_str().map(String::from))
+        .collect();
+    let open_count = open_ids.len();
+    let since = watermark.unwrap_or_else(Utc::now).timestamp() - 7 * 86_400;
+    let found = with_store(&s, move |st| {
+        let mut open = Vec::new();
+        for id in open_ids.iter().take(OPEN_SHOWN) {
+            open.extend(alerts_of(&st.alert_events_of(id)?));
+        }
+        let recent = st.alerts_at_since(since, 100_000)?;
+        Ok::<_, crate::state::StateError>((open, recent))
+    })
+    .await;
+    let (open, recent) = match found {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let recent: Vec<Value> = recent
+        .iter()
+        .rev()
+        .take(RECENT_SHOWN)
+        .map(event_view)
+        .collect();
+    let needle = q.q.as_deref().map(str::trim).unwrap_or("").to_lowercase();
+    if !needle.is_empty() {
+        rules.retain(|r| {
+            [&r["id"], &r["name"]].iter().any(|v| {
+                v.as_str()
+                    .is_some_and(|t| t.to_lowercase().contains(&needle))
+            })
+        });
+    }
+    let matching = rules.len();
+    rules.truncate(q.limit.unwrap_or(RULES_SHOWN).clamp(1, 10_000));
+    page(
+        "overview.html",
+        json!({
+            "title": "vigie",
+            "watermark": watermark.map(when),
+            "now": when(Utc::now()),
+            "rules_total": total, "rules_matching": matching, "rules": rules, "q": needle,
+            "open_count": open_count, "open": open, "open_shown": OPEN_SHOWN,
+            "recent": recent,
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ChartQuery {
+    hours: Option<u32>,
+}
+
+/// `GET /rules/{id}`: one rule's chart, figures, settings and alerts of the last 30 days.
+pub async fn rule(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ChartQuery>,
+) -> Response {
+    let (rules, watermark) = match rule_views(&s).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(view) = rules.into_iter().find(|r| r["id"] == id.as_str()) else {
+        return not_found(&id);
+    };
+    // The rule's detector settings, its defaults filled in. The engine's lock is held
+    // by batches: taken off the async threads.
+    let (p, rule_id) = (s.processor.clone(), id.clone());
+    let settings = tokio::task::spawn_blocking(move || {
+        let p = p.lock().ok()?;
+        let e = &p.engine;
+        let r = e.matcher().rules.iter().find(|r| r.id == rule_id)?;
+        serde_json::to_string_pretty(&e.settings.detector.with(&r.spike)).ok()
+    })
+    .await;
+    let settings = match settings {
+        Ok(Some(v)) => v,
+        Ok(None) => return not_found(&id),
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let since = watermark.unwrap_or_else(Utc::now).timestamp() - 30 * 86_400;
+    let rule_id = id.clone();
+    let events =
+        match with_store(&s, move |st| st.alert_events_of_rule(&rule_id, since, 1000)).await {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+    let hours = q.hours.unwrap_or(48).clamp(1, 24 * 35);
+    page(
+        "rule.html",
+        json!({
+            "title": format!("{} · vigie", view["name"].as_str().unwrap_or(&id)),
+            "rule": view, "settings": settings, "hours": hours,
+            "watermark": watermark.map(when),
+            "alerts": alerts_of(&events),
+        }),
+    )
+}
+
+fn not_found(id: &str) -> Response {
+    let body = page(
+        "base.html",
+        json!({ "title": "not found · vigie", "missing": id }),
+    );
+    (StatusCode::NOT_FOUND, body).into_response()
+}
+
+/// `GET /rules/{id}/chart.png?hours=N`: the rule's stories per bucket over the last N
+/// hours (48 by default), the baseline's expected band and its alerts shaded, drawn as the
+/// alert emails draw theirs.
+pub async fn chart(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ChartQuery>,
+) -> Response {
+    let series = match series_of(&s, id.clone(), q.hours.unwrap_or(48)).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let c = series.chart;
+    let (start, end) = (c.start, c.start + c.stories.len() as i64 * c.bucket_secs);
+    let events = match with_store(&s, move |st| {
+        st.alert_events_of_rule(&id, start - 7 * 86_400, 1000)
+    })
+    .await
+    {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let shaded: Vec<(i64, i64)> = (spans(&events, end).into_iter())
+        .filter(|&(a, b)| b >= start && a <= end)
+        .collect();
+    let png =
+        tokio::task::spawn_blocking(move || crate::sink::chart::render(&c, &shaded, 960)).await;
+    match png {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_and_escape_what_users_and_the_feed_write() {
+        let rule = json!({
+            "id": "kz", "name": "<script>alert(1)</script>", "state": "alerting",
+            "window_count": 5, "expected": 1.0, "ratio": 3.0, "warming_up": false,
+            "silenced_by": [], "notify": ["mail"], "file": "rules/kz.toml", "line": 3,
+            "window_minutes": 60, "baseline_buckets": 10, "alert_id": "kz:1",
+        });
+        let html = match templates()
+            .get_template("overview.html")
+            .unwrap()
+            .render(json!({
+                "title": "vigie", "rules": [rule.clone()], "rules_total": 1, "rules_matching": 1,
+                "open": [], "recent": [], "q": "\"><b>",
+            })) {
+            Ok(h) => h,
+            Err(e) => panic!("{e:#}"),
+        };
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(!html.contains("\"><b>"), "{html}");
+        let html = templates().get_template("rule.html").unwrap();
+        let html = html
+            .render(
+                json!({ "title": "kz", "rule": rule, "alerts": [], "hours": 48, "settings": "{}" }),
+            )
+            .unwrap();
+        assert!(html.contains("/rules/kz/chart.png?hours=48"), "{html}");
+    }
+
+    #[test]
+    fn an_open_alert_is_shaded_to_now_and_a_resolved_one_to_its_end() {
+        let at = |t: i64| DateTime::from_timestamp(t, 0).unwrap();
+        let ev = |alert: &str, kind, started: i64, t: i64| AlertEvent {
+            event_id: format!("{alert}:{t}"),
+            alert_id: alert.into(),
+            kind,
+            started_at: at(started),
+            at: at(t),
+            ..crate::sink::test_event(at(t))
+        };
+        use crate::detect::EventKind::*;
+        let events = [
+            ev("a", Started, 100, 100),
+            ev("a", Updated, 100, 200),
+            ev("a", Resolved, 100, 900),
+            ev("b", Started, 1000, 1000),
+        ];
+        assert_eq!(spans(&events, 5000), [(100, 900), (1000, 5000)]);
+        let list = alerts_of(&events);
+        assert_eq!(list[0]["alert_id"], "b", "newest first");
+        assert!(list[0]["ended_at"].is_null());
+        assert_eq!(list[1]["events"], 3);
+        assert_eq!(list[1]["latest"]["kind"], "resolved");
+    }
+
+    #[test]
+    fn only_web_links_from_the_feed_are_linked() {
+        let mut e = crate::sink::test_event(Utc::now());
+        let mut a = e.top_articles[0].clone();
+        a.url = Some(" JavaScript:alert(1)".into());
+        let mut b = a.clone();
+        b.url = Some("https://example.org/a".into());
+        e.top_articles = vec![a, b];
+        let v = event_view(&e);
+        assert!(v["top_articles"][0]["url"].is_null(), "{v}");
+        assert_eq!(v["top_articles"][1]["url"], "https://example.org/a");
+    }
+}
