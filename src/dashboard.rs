@@ -41,6 +41,7 @@ fn templates() -> &'static Environment<'static> {
             ("base.html", include_str!("dashboard/base.html")),
             ("overview.html", include_str!("dashboard/overview.html")),
             ("rule.html", include_str!("dashboard/rule.html")),
+            ("evidence.html", include_str!("dashboard/evidence.html")),
         ] {
             env.add_template(name, text)
                 .expect("the dashboard's templates are checked by its tests");
@@ -326,12 +327,13 @@ mod tests {
             "silenced_by": [], "notify": ["mail"], "file": "rules/kz.toml", "line": 3,
             "window_minutes": 60, "baseline_buckets": 10, "alert_id": "kz:1",
         });
+        let event = crate::sink::test_event(Utc::now());
         let html = match templates()
             .get_template("overview.html")
             .unwrap()
             .render(json!({
                 "title": "vigie", "rules": [rule.clone()], "rules_total": 1, "rules_matching": 1,
-                "open": [], "recent": [], "q": "\"><b>",
+                "open": alerts_of(std::slice::from_ref(&event)), "recent": [event_view(&event)], "q": "\"><b>",
             })) {
             Ok(h) => h,
             Err(e) => panic!("{e:#}"),
@@ -339,6 +341,12 @@ mod tests {
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(!html.contains("\"><b>"), "{html}");
+        // The open alert's evidence, through the shared partial.
+        let title = &event.top_articles[0].title;
+        assert!(
+            html.contains(&title.replace('\'', "&#x27;")),
+            "{title} not in {html}"
+        );
         let html = templates().get_template("rule.html").unwrap();
         let html = html
             .render(
