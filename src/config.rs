@@ -409,6 +409,10 @@ pub struct ChannelConfig {
     pub timezone: Option<chrono_tz::Tz>,
     #[serde(default)]
     pub quiet_action: crate::quiet::QuietAction,
+    /// Times of day (in `timezone`) this channel gets one notification of everything
+    /// since the last (`crate::quiet::DigestTime`), instead of each event as it happens.
+    #[serde(default)]
+    pub digest: Vec<crate::quiet::DigestTime>,
     /// Only alerts at least this many times their expectation (`ratio`) reach this
     /// channel: a director told of the big surges only, beside an analyst told of all.
     #[serde(default)]
@@ -427,6 +431,14 @@ impl ChannelConfig {
                 min_stories: self.min_stories,
             },
         )
+    }
+
+    /// The channel's digest schedule, when it has one.
+    pub fn digest(&self) -> Option<crate::quiet::Digest> {
+        (!self.digest.is_empty()).then(|| crate::quiet::Digest {
+            times: self.digest.clone(),
+            tz: self.timezone.unwrap_or(chrono_tz::UTC),
+        })
     }
 
     /// The channel's quiet hours, when it has any.
@@ -711,6 +723,13 @@ mod tests {
             })
         );
         assert_eq!(channel("").unwrap().channels["desk"].floor(), None);
+        assert_eq!(channel("").unwrap().channels["desk"].digest(), None);
+        let d = channel("timezone = \"Europe/Paris\"\ndigest = [\"08:00\", \"fri 17:00\"]\n")
+            .unwrap()
+            .channels["desk"]
+            .digest()
+            .unwrap();
+        assert_eq!(d.describe(), "08:00, fri 17:00 (Europe/Paris)");
         for (bad, line, says) in [
             (
                 "min_ratio = 0\n",
@@ -726,6 +745,7 @@ mod tests {
             ),
             ("timezone = \"Europe/Pariss\"\n", Some(4), "Pariss"),
             ("quiet_action = \"later\"\n", Some(4), "later"),
+            ("digest = [\"8h\"]\n", Some(4), "digest time `8h`"),
             (
                 "quiet_hours = [\"mon-fri\", \"sat,sun\"]\n",
                 None,

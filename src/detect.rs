@@ -508,7 +508,8 @@ pub struct ActiveAlert {
     pub below_since: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+/// Ordered as an alert lives them: a start, growth, an end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Started,

@@ -502,13 +502,16 @@ async fn channels(State(s): State<AppState>) -> Response {
                 return json!({"name": name, "type": "log", "outbox": outbox});
             };
             let quiet = c.quiet();
+            let digest = c.digest();
             json!({
                 "name": name,
                 "type": c.kind,
                 "events": c.events,
                 "group_wait_secs": c.group_wait_secs,
                 "quiet_hours": c.quiet_hours,
-                "timezone": quiet.as_ref().map(|q| q.tz.name()),
+                "timezone": (quiet.as_ref().map(|q| q.tz)).or(digest.as_ref().map(|d| d.tz)).map(|tz| tz.name()),
+                "digest": c.digest,
+                "next_digest": digest.and_then(|d| d.next(now)),
                 "quiet_action": quiet.as_ref().map(|q| q.action),
                 "quiet_until": quiet.and_then(|q| q.until(now)),
                 "min_ratio": c.min_ratio,

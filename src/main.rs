@@ -491,6 +491,12 @@ fn check(dir: &std::path::Path) -> ExitCode {
         if let Some(n) = ch.min_stories {
             line.push_str(&format!("; alerts of {n} stories or more"));
         }
+        if let Some(d) = ch.digest() {
+            line.push_str(&format!("; a digest at {}", d.describe()));
+            if let Some(next) = d.next(now) {
+                line.push_str(&format!(", next {}", next.to_rfc3339()));
+            }
+        }
         if let Some(q) = ch.quiet() {
             let action = match q.action {
                 vigie::quiet::QuietAction::Hold => "held",

@@ -274,17 +274,8 @@ impl QuietHours {
         until
     }
 
-    /// A local wall-clock time as an instant. In the hour a clock repeats (autumn) the
-    /// first; in the hour a clock skips (spring), the first time that exists after it.
-    fn to_utc(&self, mut local: NaiveDateTime) -> DateTime<Utc> {
-        for _ in 0..8 {
-            if let Some(t) = self.tz.from_local_datetime(&local).earliest() {
-                return t.with_timezone(&Utc);
-            }
-            local += Duration::minutes(30);
-        }
-        // No zone skips four hours; should one, read the time as UTC rather than fail.
-        Utc.from_utc_datetime(&local)
+    fn to_utc(&self, local: NaiveDateTime) -> DateTime<Utc> {
+        local_to_utc(self.tz, local)
     }
 
     /// Refuses a schedule with no time left in the week to deliver in.
@@ -307,6 +298,126 @@ impl QuietHours {
     pub fn describe(&self) -> String {
         let w: Vec<String> = self.windows.iter().map(ToString::to_string).collect();
         format!("{} ({})", w.join(", "), self.tz)
+    }
+}
+
+/// A local wall-clock time in `tz` as an instant. In the hour a clock repeats (autumn) the
+/// first; in the hour a clock skips (spring), the first time that exists after it.
+fn local_to_utc(tz: Tz, mut local: NaiveDateTime) -> DateTime<Utc> {
+    for _ in 0..8 {
+        if let Some(t) = tz.from_local_datetime(&local).earliest() {
+            return t.with_timezone(&Utc);
+        }
+        local += Duration::minutes(30);
+    }
+    // No zone skips four hours; should one, read the time as UTC rather than fail.
+    Utc.from_utc_datetime(&local)
+}
+
+/// One time of day a channel's digest goes out: `[DAYS] HH:MM` (`08:00`, `mon-fri 17:30`).
+///
+/// A channel with a digest (`digest = ["08:00"]`) is told of nothing as it happens: every
+/// delivery that falls due waits for the next digest time, and all those waiting then go
+/// out as one notification, each alert once with what happened to it since the last
+/// digest (the worker's hold and release, the same as quiet hours that hold). Quiet hours
+/// still apply at the digest time: a digest that falls in them waits for their end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DigestTime {
+    /// The days it goes out on, Monday in bit 0.
+    days: u8,
+    /// Minutes after local midnight.
+    at: u16,
+}
+
+/// Why a digest time could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("digest time `{text}`: {reason} (write `[DAYS] HH:MM`, e.g. `08:00`, `mon-fri 17:30`)")]
+pub struct DigestTimeError {
+    text: String,
+    reason: String,
+}
+
+impl FromStr for DigestTime {
+    type Err = DigestTimeError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| DigestTimeError {
+            text: text.to_string(),
+            reason,
+        };
+        let t = text.trim();
+        let (days, time) = match t.rsplit_once(char::is_whitespace) {
+            Some((d, h)) => (parse_days(&d.split_whitespace().collect::<String>()), h),
+            None => (Ok(ALL_DAYS), t),
+        };
+        let at = parse_time(time, false).map_err(err)?;
+        Ok(DigestTime {
+            days: days.map_err(err)?,
+            at,
+        })
+    }
+}
+
+impl TryFrom<String> for DigestTime {
+    type Error = DigestTimeError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DigestTime> for String {
+    fn from(d: DigestTime) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for DigestTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.days != ALL_DAYS {
+            let names: Vec<&str> = (0..7)
+                .filter(|d| self.days & (1 << d) != 0)
+                .map(|d| DAY_NAMES[d])
+                .collect();
+            write!(f, "{} ", names.join(","))?;
+        }
+        write!(f, "{:02}:{:02}", self.at / 60, self.at % 60)
+    }
+}
+
+/// A channel's digest times, read in its time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Digest {
+    pub times: Vec<DigestTime>,
+    pub tz: Tz,
+}
+
+impl Digest {
+    /// The first digest time after `now`: when a delivery falling due now goes out.
+    /// None only for a schedule with no day at all, which parsing does not give.
+    pub fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let today = now.with_timezone(&self.tz).date_naive();
+        // A week and a day covers every schedule; the day before covers a local time
+        // that a DST change puts after `now`.
+        (-1..=8)
+            .filter_map(|n| today.checked_add_signed(Duration::days(n)))
+            .flat_map(|date| {
+                (self.times.iter())
+                    .filter(move |t| t.days & (1 << date.weekday().num_days_from_monday()) != 0)
+                    .map(move |t| {
+                        let local =
+                            date.and_time(chrono::NaiveTime::MIN) + Duration::minutes(t.at.into());
+                        local_to_utc(self.tz, local)
+                    })
+            })
+            .filter(|&t| t > now)
+            .min()
+    }
+
+    /// The schedule as written, for logs and the API: `08:00, mon-fri 17:30 (Europe/Paris)`.
+    pub fn describe(&self) -> String {
+        let t: Vec<String> = self.times.iter().map(ToString::to_string).collect();
+        format!("{} ({})", t.join(", "), self.tz)
     }
 }
 
@@ -454,6 +565,63 @@ mod tests {
             q.until(at("2026-03-28T23:00:00Z")),
             Some(at("2026-03-29T02:00:00Z"))
         );
+    }
+
+    #[test]
+    fn a_digest_goes_out_at_its_next_time_in_its_zone() {
+        let digest = |times: &[&str], tz: &str| Digest {
+            times: times.iter().map(|t| t.parse().unwrap()).collect(),
+            tz: tz.parse().unwrap(),
+        };
+        // 2026-12-07 is a Monday. Paris is UTC+1 in winter.
+        let d = digest(&["08:00", "mon-fri 17:30"], "Europe/Paris");
+        assert_eq!(
+            d.next(at("2026-12-07T06:00:00Z")),
+            Some(at("2026-12-07T07:00:00Z"))
+        );
+        assert_eq!(
+            d.next(at("2026-12-07T07:00:00Z")),
+            Some(at("2026-12-07T16:30:00Z")),
+            "strictly after"
+        );
+        assert_eq!(
+            d.next(at("2026-12-07T20:00:00Z")),
+            Some(at("2026-12-08T07:00:00Z"))
+        );
+        // Saturday evening: no 17:30 at weekends.
+        assert_eq!(
+            d.next(at("2026-12-12T10:00:00Z")),
+            Some(at("2026-12-13T07:00:00Z"))
+        );
+        // Once a week, from just after it.
+        let weekly = digest(&["mon 09:00"], "UTC");
+        assert_eq!(
+            weekly.next(at("2026-12-07T09:00:01Z")),
+            Some(at("2026-12-14T09:00:00Z"))
+        );
+        // 02:30 does not exist in Paris on 2027-03-28: the first time after it that does.
+        let night = digest(&["02:30"], "Europe/Paris");
+        assert_eq!(
+            night.next(at("2027-03-27T23:00:00Z")),
+            Some(at("2027-03-28T01:00:00Z"))
+        );
+        assert_eq!(
+            d.describe(),
+            "08:00, mon,tue,wed,thu,fri 17:30 (Europe/Paris)"
+        );
+        assert_eq!(
+            "sat,sun 10:15".parse::<DigestTime>().unwrap().to_string(),
+            "sat,sun 10:15"
+        );
+        for (bad, says) in [
+            ("8h", "not a time"),
+            ("lundi 08:00", "not a day"),
+            ("24:00", "not a time"),
+            ("", "not a time"),
+        ] {
+            let e = bad.parse::<DigestTime>().unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

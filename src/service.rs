@@ -506,6 +506,9 @@ fn outbox_worker(
         floors: (config.channels.iter())
             .filter_map(|(name, c)| Some((name.clone(), c.floor()?)))
             .collect(),
+        digests: (config.channels.iter())
+            .filter_map(|(name, c)| Some((name.clone(), c.digest()?)))
+            .collect(),
     }
 }
 

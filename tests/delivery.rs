@@ -107,6 +107,7 @@ fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>)
         group_wait: HashMap::new(),
         quiet: HashMap::new(),
         floors: HashMap::new(),
+        digests: HashMap::new(),
     }
 }
 
@@ -855,4 +856,127 @@ async fn a_channel_with_a_floor_is_told_of_large_alerts_only() {
     let stats = drain_until(&w, &path, |s| s.pending == 0).await;
     assert_eq!((stats.sent, stats.silenced), (9, 5), "{stats:?}");
     assert_eq!(keys(&director), ["kz:1:resolved", "kz:1:updated"]);
+}
+
+/// `event(rule)`'s alert grown: its `updated` event, ten minutes on.
+fn grown(rule: &str) -> AlertEvent {
+    let e = event(rule);
+    AlertEvent {
+        event_id: format!("{rule}:1:updated:1"),
+        kind: EventKind::Updated,
+        at: e.at + chrono::Duration::minutes(10),
+        observed: 70,
+        ratio: 20.0,
+        ..e
+    }
+}
+
+/// A channel with a digest is told of nothing as it happens: its deliveries wait for the
+/// next digest time, then go out as one notification, each alert once as it stands (by
+/// email) or every event (generic JSON), while a channel without one is told at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_holds_a_channel_until_its_time_and_tells_each_alert_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (desk, ops) = (
+        receiver::start("s3cret", 0, 200).await,
+        receiver::start("s3cret", 0, 200).await,
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let server = smtp::Smtp::start(port, &d.path().join("maildir"));
+    let smtp_cfg: vigie::config::SmtpConfig = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"vigie <vigie@example.org>\"\ntimeout_secs = 5\n")).unwrap();
+    let notifiers = || {
+        HashMap::from([
+            ("desk".to_string(), webhook(desk.url())),
+            ("ops".to_string(), webhook(ops.url())),
+            (
+                "mail".to_string(),
+                Arc::new(
+                    vigie::sink::email::EmailNotifier::new(
+                        &smtp_cfg,
+                        None,
+                        &["desk@example.org".to_string()],
+                        Default::default(),
+                    )
+                    .unwrap(),
+                ) as Arc<dyn Notifier>,
+            ),
+        ])
+    };
+    let mut kz = event("kz");
+    kz.rule_name = "Kazakhstan".into();
+    let mut kz_grown = grown("kz");
+    kz_grown.rule_name = "Kazakhstan".into();
+    let mut ua = event("ua");
+    ua.rule_name = "Ukraine".into();
+    let path = store_with_all(d.path(), &[kz, kz_grown, ua], &["desk", "ops", "mail"]);
+    let digest: vigie::quiet::Digest = vigie::quiet::Digest {
+        times: vec!["08:00".parse().unwrap(), "17:30".parse().unwrap()],
+        tz: "Europe/Paris".parse().unwrap(),
+    };
+    let next = digest.next(Utc::now()).unwrap();
+    let digests = || {
+        HashMap::from([
+            ("desk".to_string(), digest.clone()),
+            ("mail".to_string(), digest.clone()),
+        ])
+    };
+    let mut w = worker(&path, notifiers());
+    w.digests = digests();
+    let stats = drain_until(&w, &path, |s| s.sent == 3).await;
+    assert_eq!((stats.pending, stats.held), (6, 6));
+    assert_eq!(ops.accepted.lock().unwrap().len(), 3, "told at once");
+    assert_eq!(desk.attempts.load(Ordering::SeqCst), 0);
+    assert!(server.messages().is_empty());
+    let s = Store::open(&path).unwrap();
+    assert_eq!(
+        s.next_due_ms(&[], &[]).unwrap(),
+        Some(next.timestamp_millis())
+    );
+    w.drain_once().await;
+    assert_eq!(
+        desk.attempts.load(Ordering::SeqCst),
+        0,
+        "sent before its time"
+    );
+
+    // The digest time comes: one notification per channel.
+    assert_eq!(end_the_night(&path), 6);
+    let mut w = worker(&path, notifiers());
+    w.digests = digests();
+    let stats = drain_until(&w, &path, |s| s.pending == 0).await;
+    assert_eq!((stats.sent, stats.held), (9, 0));
+    let got = desk.accepted.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "one digest");
+    assert_eq!(got[0].body["events"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        got[0].body["summary"],
+        "[vigie] 2 alerts (3 events): Kazakhstan (updated), Ukraine (started)"
+    );
+    let mail = server.messages();
+    assert_eq!(mail.len(), 1);
+    let m = &mail[0];
+    assert!(
+        m.contains("Subject: [vigie] 2 alerts (3 events): Kazakhstan (updated), Ukraine"),
+        "{m}"
+    );
+    // Kazakhstan once, as it stands, with its start in a line; each alert's chart inline.
+    let text = m.split("Content-Type: text/html").next().unwrap();
+    assert_eq!(
+        text.matches("Rule:      Kazakhstan (kz)").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("Earlier in this notification: started at"),
+        "{text}"
+    );
+    assert!(text.contains("Observed:  70 stories"), "{text}");
+    assert!(
+        m.contains("cid:chart-0") && m.contains("cid:chart-1"),
+        "{m}"
+    );
+    assert_eq!(m.matches("Content-Type: image/png").count(), 2, "{m}");
 }

@@ -115,7 +115,9 @@ impl EmailNotifier {
 }
 
 impl EmailNotifier {
-    /// One message for several events: their texts one after the other (no charts).
+    /// One message for several events (a group, a digest, a night held back): each alert
+    /// once, as its latest event tells it, with a line on its earlier events, and each
+    /// alert's chart inline.
     pub fn group_message(&self, events: &[AlertEvent]) -> Result<Message, SendError> {
         let mut b = Message::builder()
             .from(self.from.clone())
@@ -123,29 +125,44 @@ impl EmailNotifier {
         for t in &self.to {
             b = b.to(t.clone());
         }
+        let alerts = super::render::by_alert(events);
+        let mut texts = Vec::new();
+        let mut htmls = Vec::new();
+        let mut charts = Vec::new();
+        for (i, (e, earlier)) in alerts.iter().enumerate() {
+            let mut text = super::render::text_body(e, &self.overrides(e));
+            let mut html = super::render::html_body(e, &self.overrides(e));
+            if let Some(line) = super::render::earlier_line(earlier) {
+                text = format!("{line}\n\n{text}");
+                html = format!(
+                    "<p><i>{}</i></p>\n{html}",
+                    super::render::html_escape(&line)
+                );
+            }
+            // Each alert's chart under its own name; the body asks for `cid:chart`.
+            let cid = format!("chart-{i}");
+            html = html.replace("cid:chart\"", &format!("cid:{cid}\""));
+            if let Ok(png) = super::chart::png(e) {
+                charts.push(Attachment::new_inline(cid).body(
+                    png,
+                    ContentType::parse("image/png").expect("static content type"),
+                ));
+            }
+            texts.push(text);
+            htmls.push(html);
+        }
         let sep = "\n------------------------------------------------------------\n\n";
-        let text = events
-            .iter()
-            .map(|e| super::render::text_body(e, &self.overrides(e)))
-            .collect::<Vec<_>>()
-            .join(sep);
-        let html = events
-            .iter()
-            .map(|e| super::render::html_body(e, &self.overrides(e)))
-            .collect::<Vec<_>>()
-            .join("<hr>");
-        let body = MultiPart::alternative()
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(text),
-            )
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(html),
-            );
-        b.multipart(body)
+        let text = SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .body(texts.join(sep));
+        let html = SinglePart::builder()
+            .header(ContentType::TEXT_HTML)
+            .body(htmls.join("<hr>"));
+        let mut related = MultiPart::related().singlepart(html);
+        for chart in charts {
+            related = related.singlepart(chart);
+        }
+        b.multipart(MultiPart::alternative().singlepart(text).multipart(related))
             .map_err(|err| SendError::Permanent(format!("cannot build email: {err}")))
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use super::retry::RetryPolicy;
 use super::{Notifier, SendError};
 use crate::engine::AlertEvent;
-use crate::quiet::{QuietAction, QuietHours};
+use crate::quiet::{Digest, QuietAction, QuietHours};
 use crate::shutdown::Shutdown;
 use crate::silence::{self, Silence};
 use crate::state::{Delivery, Store};
@@ -36,6 +36,8 @@ pub struct OutboxWorker {
     pub quiet: HashMap<String, QuietHours>,
     /// Channels told of large alerts only ([`Floor`]).
     pub floors: HashMap<String, Floor>,
+    /// Channels told at set times only, of everything since ([`crate::quiet::DigestTime`]).
+    pub digests: HashMap<String, Digest>,
 }
 
 /// A channel's floor (`min_ratio`, `min_stories`): which alerts are large enough for it.
@@ -197,6 +199,7 @@ impl OutboxWorker {
         };
         let due = self.silence(due, &silences).await;
         let due = self.floor(due).await;
+        let due = self.digest(due).await;
         let due = self.quiet(due).await;
         let mut batches: Vec<Vec<Delivery>> = Vec::new();
         let mut grouped: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
@@ -317,13 +320,40 @@ impl OutboxWorker {
                 self.set_aside(d, why).await;
                 continue;
             }
-            let (id, until_ms) = (d.id, until.timestamp_millis());
-            tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, until = %until.to_rfc3339(), "alert delivery held for quiet hours");
-            let _ = self.with_store(move |s| s.hold(id, until_ms)).await;
-            metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "held")
-                .increment(1);
+            self.hold(d, until, "quiet hours").await;
         }
         keep
+    }
+
+    /// Holds each new row of a channel with a digest until its next digest time and gives
+    /// back the others. A row held before (`held_ms`) is being released: it goes on, to
+    /// quiet hours and then out with the others released with it, as one notification.
+    async fn digest(&self, due: Vec<Delivery>) -> Vec<Delivery> {
+        if self.digests.is_empty() {
+            return due;
+        }
+        let now = chrono::Utc::now();
+        let mut keep = Vec::with_capacity(due.len());
+        for d in due {
+            let next = match self.digests.get(&d.channel) {
+                Some(digest) if d.held_ms.is_none() => digest.next(now),
+                _ => None,
+            };
+            match next {
+                Some(at) => self.hold(d, at, "digest").await,
+                None => keep.push(d),
+            }
+        }
+        keep
+    }
+
+    /// Holds a due row until `until` (quiet hours, a digest): it falls due again then,
+    /// released, with its retries counted from there.
+    async fn hold(&self, d: Delivery, until: chrono::DateTime<chrono::Utc>, why: &'static str) {
+        let (id, until_ms) = (d.id, until.timestamp_millis());
+        tracing::info!(channel = %d.channel, event = %d.event_id, rule = %d.event.rule, until = %until.to_rfc3339(), reason = why, "alert delivery held");
+        let _ = self.with_store(move |s| s.hold(id, until_ms)).await;
+        metrics::counter!(m::DELIVERIES, "channel" => d.channel, "outcome" => "held").increment(1);
     }
 
     /// Sends one notification; gives back its rows with the outcome.

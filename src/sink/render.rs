@@ -186,7 +186,7 @@ pub fn html_body(e: &AlertEvent, overrides: &[&Templates]) -> String {
     .unwrap_or_else(|_| format!("<p>{}</p>", html_escape(&headline(e))))
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -242,17 +242,78 @@ fn top_lines(e: &AlertEvent) -> String {
         .join("\n")
 }
 
-/// Subject of a grouped notification.
-pub fn group_subject(events: &[AlertEvent]) -> String {
-    let names: Vec<String> = events
-        .iter()
-        .map(|e| format!("{} ({})", e.rule_name, e.kind.as_str()))
+/// A grouped notification's events by alert, in the order their alerts first appear:
+/// each alert's latest event, then its earlier ones. A digest, or a night held back by
+/// quiet hours, may hold an alert's start, growth and end; a reader wants the alert once,
+/// as it stands, and what happened to it before.
+pub fn by_alert(events: &[AlertEvent]) -> Vec<(&AlertEvent, Vec<&AlertEvent>)> {
+    let mut out: Vec<(&AlertEvent, Vec<&AlertEvent>)> = Vec::new();
+    for e in events {
+        match out
+            .iter_mut()
+            .find(|(latest, _)| latest.alert_id == e.alert_id)
+        {
+            Some((latest, earlier)) => {
+                let (newer, older) = if (e.at, e.kind) >= (latest.at, latest.kind) {
+                    (e, *latest)
+                } else {
+                    (*latest, e)
+                };
+                earlier.push(older);
+                *latest = newer;
+            }
+            None => out.push((e, Vec::new())),
+        }
+    }
+    for (_, earlier) in &mut out {
+        earlier.sort_by_key(|e| (e.at, e.kind));
+    }
+    out
+}
+
+/// "Earlier in this notification: started at 05:49 UTC (7 stories), updated at 07:10 UTC
+/// (19 stories)." for an alert's earlier events; None when it has none.
+pub fn earlier_line(earlier: &[&AlertEvent]) -> Option<String> {
+    if earlier.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = (earlier.iter())
+        .map(|e| {
+            format!(
+                "{} at {} ({} stories)",
+                e.kind.as_str(),
+                e.at.format("%Y-%m-%d %H:%M UTC"),
+                e.observed
+            )
+        })
         .collect();
-    let s = format!(
-        "[vigie] {} alert events: {}",
-        events.len(),
-        names.join(", ")
-    );
+    Some(format!(
+        "Earlier in this notification: {}.",
+        parts.join(", ")
+    ))
+}
+
+/// Subject of a grouped notification: each alert once, as it stands.
+pub fn group_subject(events: &[AlertEvent]) -> String {
+    let alerts = by_alert(events);
+    let names: Vec<String> = (alerts.iter())
+        .map(|(e, _)| format!("{} ({})", e.rule_name, e.kind.as_str()))
+        .collect();
+    let s = if alerts.len() == events.len() {
+        let plural = if events.len() == 1 { "" } else { "s" };
+        format!(
+            "[vigie] {} alert event{plural}: {}",
+            events.len(),
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "[vigie] {} alerts ({} events): {}",
+            alerts.len(),
+            events.len(),
+            names.join(", ")
+        )
+    };
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
@@ -264,19 +325,25 @@ pub fn group_webhook_body(
     preset: Option<&str>,
     channel: &Templates,
 ) -> Result<Value, String> {
-    let bodies = events
-        .iter()
-        .map(|e| webhook_body(e, preset, &[&e.templates, channel]))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(match preset {
+        // A chat message is read: each alert once, as it stands, with its earlier events
+        // in a line. (The JSON body keeps every event: a program may want each.)
         Some("slack") | Some("teams") => {
-            let text: Vec<String> = bodies
-                .iter()
-                .filter_map(|b| b["text"].as_str().map(str::to_string))
-                .collect();
+            let mut text: Vec<String> = Vec::new();
+            for (latest, earlier) in by_alert(events) {
+                let body = webhook_body(latest, preset, &[&latest.templates, channel])?;
+                let said = body["text"].as_str().unwrap_or_default();
+                text.push(match earlier_line(&earlier) {
+                    Some(line) => format!("{said}\n_{line}_"),
+                    None => said.to_string(),
+                });
+            }
             json!({ "text": text.join("\n\n") })
         }
         _ => {
+            let bodies = (events.iter())
+                .map(|e| webhook_body(e, preset, &[&e.templates, channel]))
+                .collect::<Result<Vec<_>, _>>()?;
             json!({ "schema": WEBHOOK_SCHEMA, "grouped": true, "summary": group_subject(events), "events": bodies })
         }
     })
@@ -285,6 +352,75 @@ pub fn group_webhook_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_tells_each_alert_once_by_its_latest_event() {
+        use crate::detect::EventKind::*;
+        let ev = |alert: &str, kind, minutes: i64| {
+            let mut e = sample_event();
+            e.alert_id = alert.into();
+            e.rule_name = alert.to_uppercase();
+            e.kind = kind;
+            e.at += chrono::Duration::minutes(minutes);
+            e
+        };
+        // Out of order, as rows of several rounds may come: the latest still wins.
+        let events = [
+            ev("kz", Updated, 10),
+            ev("ua", Started, 5),
+            ev("kz", Started, 0),
+            ev("kz", Resolved, 90),
+        ];
+        let alerts = by_alert(&events);
+        let shape: Vec<(
+            &str,
+            crate::detect::EventKind,
+            Vec<crate::detect::EventKind>,
+        )> = (alerts.iter())
+            .map(|(e, earlier)| {
+                (
+                    e.alert_id.as_str(),
+                    e.kind,
+                    earlier.iter().map(|x| x.kind).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("kz", Resolved, vec![Started, Updated]),
+                ("ua", Started, vec![])
+            ]
+        );
+        let line = earlier_line(&alerts[0].1).unwrap();
+        assert!(
+            line.starts_with("Earlier in this notification: started at "),
+            "{line}"
+        );
+        assert!(line.contains(", updated at "), "{line}");
+        assert_eq!(earlier_line(&alerts[1].1), None);
+        assert_eq!(
+            group_subject(&events),
+            "[vigie] 2 alerts (4 events): KZ (resolved), UA (started)"
+        );
+        assert_eq!(
+            group_subject(&events[1..2]),
+            "[vigie] 1 alert event: UA (started)"
+        );
+        let slack = group_webhook_body(&events, Some("slack"), &Templates::default()).unwrap();
+        let text = slack["text"].as_str().unwrap();
+        assert_eq!(
+            text.matches("Earlier in this notification").count(),
+            1,
+            "{text}"
+        );
+        let json = group_webhook_body(&events, None, &Templates::default()).unwrap();
+        assert_eq!(
+            json["events"].as_array().unwrap().len(),
+            4,
+            "a program gets every event"
+        );
+    }
 
     #[test]
     fn an_alert_whose_start_the_channel_missed_says_when_it_started() {
