@@ -128,7 +128,8 @@ pub struct OutboxStats {
     /// Not sent because a silence covered them when they fell due (`crate::silence`), or
     /// quiet hours with `quiet_action = "drop"` (`crate::quiet`).
     pub silenced: i64,
-    /// Of the pending rows, those waiting for their channel's quiet hours to end.
+    /// Of the pending rows, those waiting for their channel's quiet hours to end or for
+    /// its next digest.
     pub held: i64,
 }
 

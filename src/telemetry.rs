@@ -17,8 +17,11 @@ pub const RULE_MATCHES: &str = "vigie_rule_matches_total";
 pub const ALERT_EVENTS: &str = "vigie_alert_events_total";
 /// Delivery attempts, by `channel` and `outcome` (sent, retry, dead).
 pub const DELIVERIES: &str = "vigie_deliveries_total";
-/// Outbox rows waiting to be sent.
+/// Outbox rows waiting to be sent, held ones included.
 pub const OUTBOX_PENDING: &str = "vigie_outbox_pending";
+/// Of the pending rows, those held for their channel's quiet hours or digest time: waiting
+/// by design, not for a receiver.
+pub const OUTBOX_HELD: &str = "vigie_outbox_held";
 /// Consumer lag in messages, by `partition`.
 pub const CONSUMER_LAG: &str = "vigie_consumer_lag";
 /// Time to count and detect one batch (the engine's part of it; the other steps are in
@@ -44,6 +47,28 @@ pub const STATE_ERRORS: &str = "vigie_state_errors_total";
 pub const KAFKA_UP: &str = "vigie_kafka_up";
 /// Event-time watermark, unix seconds.
 pub const WATERMARK: &str = "vigie_watermark_seconds";
+
+/// Every metric vigie exports: the spec that docs/operations.md and the Prometheus rules
+/// in deploy/prometheus are checked against (tests/metrics_spec.rs).
+pub const ALL: &[&str] = &[
+    ARTICLES_PROCESSED,
+    DEAD_LETTERED,
+    ARTICLES_LATE,
+    RULE_MATCHES,
+    ALERT_EVENTS,
+    DELIVERIES,
+    OUTBOX_PENDING,
+    OUTBOX_HELD,
+    CONSUMER_LAG,
+    BATCH_SECONDS,
+    STAGE_SECONDS,
+    BATCHES,
+    RULES_LOADED,
+    RELOAD_FAILURES,
+    STATE_ERRORS,
+    KAFKA_UP,
+    WATERMARK,
+];
 
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn prometheus() -> PrometheusHandle {

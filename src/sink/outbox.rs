@@ -375,6 +375,7 @@ impl OutboxWorker {
     async fn update_pending(&self) {
         if let Some(Ok(stats)) = self.with_store(|s| s.outbox_stats()).await {
             metrics::gauge!(m::OUTBOX_PENDING).set(stats.pending as f64);
+            metrics::gauge!(m::OUTBOX_HELD).set(stats.held as f64);
         }
     }
 
