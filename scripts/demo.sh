@@ -58,6 +58,6 @@ echo "articles processed: ${n:-0}"
 "$PYTHON" scripts/demo_report.py http://127.0.0.1:8080 "$demo"
 
 if [ "${KEEP:-0}" = 1 ]; then
-  step "vigie keeps running: http://127.0.0.1:8080/api/rules, /metrics; Ctrl-C to stop"
+  step "vigie keeps running: http://127.0.0.1:8080/ (dashboard), /api/rules, /metrics; Ctrl-C to stop"
   wait
 fi

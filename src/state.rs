@@ -304,7 +304,16 @@ impl Store {
 
     /// Replaces everything stored of rules `ids` (state and buckets) by `c`'s rows, in one
     /// transaction (`vigie state import`, [`crate::transfer`]).
-    pub fn replace_rules(&mut self, ids: &[String], c: &Changes) -> Result<(), StateError> {
+    ///
+    /// `told` are deliveries made by the state's previous owner (event id, channel): written
+    /// as `sent`, so that nothing sends them again and the channels count as told of their
+    /// alerts.
+    pub fn replace_rules(
+        &mut self,
+        ids: &[String],
+        c: &Changes,
+        told: &[(String, String)],
+    ) -> Result<(), StateError> {
         let tx = self.conn.transaction()?;
         for id in ids {
             tx.execute("DELETE FROM buckets WHERE rule = ?1", [id])?;
@@ -323,6 +332,14 @@ impl Store {
         }
         tx.execute("DELETE FROM evidence_articles WHERE rules = '[]'", [])?;
         write_changes(&tx, c, &[], &[])?;
+        let now = now_ms();
+        for (event, channel) in told {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (event_id, channel, status, next_attempt_ms, created_ms, done_ms) \
+                 VALUES (?1, ?2, 'sent', ?3, ?3, ?3)",
+                params![event, channel, now],
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -1019,7 +1036,7 @@ mod tests {
             evidence: vec![("kz".into(), 300, article("moved", "from the old owner"))],
             ..Default::default()
         };
-        s.replace_rules(&["kz".into()], &imported).unwrap();
+        s.replace_rules(&["kz".into()], &imported, &[]).unwrap();
         let mut kept: Vec<(String, String)> = (s.evidence_since(i64::MIN).unwrap())
             .into_iter()
             .map(|(r, _, a)| (r, a.id.clone()))

@@ -15,8 +15,13 @@
 //!   again a story the old one already counted, when both read the same articles around
 //!   the hand-over.
 //!
-//! Not carried: alert events and deliveries. The new owner's `updated` or `resolved` for an
-//! alert the old one started goes out marked `unannounced` on channels it has not told.
+//! * its open alert, if it has one: the alert's events and which channels were told of
+//!   each (sent, or still pending on the old owner, which sends it). The new owner's
+//!   `updated` and `resolved` then go out as to a channel that knows the alert (not marked
+//!   `unannounced`), a channel's floor sends the end where the start went, and the new
+//!   owner's API and dashboard show the alert from its start.
+//!
+//! Not carried: ended alerts' events and deliveries, which stay with the old owner.
 //!
 //! The import writes into a state file that no running vigie holds the rule of: stop the
 //! target, import, add the rule (same definition, or the fingerprint differs and the state
@@ -35,7 +40,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{rule_key, ArticleRef, Bucket, Changes, RuleState, StoryKey, StoryRow};
+use crate::engine::{
+    rule_key, AlertEvent, ArticleRef, Bucket, Changes, RuleState, StoryKey, StoryRow,
+};
 use crate::state::{StateError, Store};
 
 /// The export format this version writes and reads.
@@ -61,6 +68,18 @@ pub struct RuleExport {
     pub evidence: Vec<(i64, ArticleRef)>,
     /// Stories the rule counted: (SimHash, title hash, event time of the copy that counts).
     pub stories: Vec<(u64, Option<u64>, i64)>,
+    /// The rule's open alert, if any. (Absent from exports of earlier versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_alert: Option<OpenAlert>,
+}
+
+/// An open alert as carried to the new owner: its events so far and, per event, the
+/// channels told of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenAlert {
+    pub events: Vec<AlertEvent>,
+    /// (event id, channel): deliveries sent, or pending on the old owner.
+    pub told: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +125,12 @@ pub fn export(
     let mut out = Vec::with_capacity(rules.len());
     for (id, state) in rules {
         let key = rule_key(&id, state.fingerprint);
+        let open_alert = match state.lifecycle.active.as_ref() {
+            Some(active) => Some(open_alert(store, &active.alert_id)?),
+            None => None,
+        };
         out.push(RuleExport {
+            open_alert,
             format: FORMAT,
             buckets: store.rule_buckets(&id, wm - memory_secs)?,
             evidence: (evidence.iter())
@@ -124,6 +148,22 @@ pub fn export(
         });
     }
     Ok(out)
+}
+
+/// An open alert's events and the channels told of each.
+fn open_alert(store: &Store, alert_id: &str) -> Result<OpenAlert, StateError> {
+    let events = store.alert_events_of(alert_id)?;
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let mut told = Vec::new();
+    for (event, deliveries) in store.deliveries_of(&ids)? {
+        told.extend(
+            (deliveries.into_iter())
+                .filter(|d| d.status == "sent" || d.status == "pending")
+                .map(|d| (event.clone(), d.channel)),
+        );
+    }
+    told.sort();
+    Ok(OpenAlert { events, told })
 }
 
 /// Reads an export: one [`RuleExport`] per non-empty line.
@@ -185,7 +225,12 @@ pub fn import(
         watermark: i64::MIN,
         ..Default::default()
     };
+    let mut told = Vec::new();
     for e in exports {
+        if let Some(open) = &e.open_alert {
+            changes.events.extend(open.events.iter().cloned());
+            told.extend(open.told.iter().cloned());
+        }
         let rule: Arc<str> = e.rule.as_str().into();
         let key = rule_key(&e.rule, e.state.fingerprint);
         changes.rules.push((e.rule.clone(), e.state.clone()));
@@ -200,6 +245,6 @@ pub fn import(
             }));
     }
     let ids: Vec<String> = exports.iter().map(|e| e.rule.clone()).collect();
-    store.replace_rules(&ids, &changes)?;
+    store.replace_rules(&ids, &changes, &told)?;
     Ok(ids)
 }

@@ -1,7 +1,8 @@
 //! A rule's learned state moves from one state file to another (`vigie state export` and
 //! `import`) and goes on there as it would have where it was: same baseline and buckets,
 //! the same alert events on the next articles, and no story counted twice when the new
-//! owner reads again articles the old one had counted.
+//! owner reads again articles the old one had counted; an alert open at the hand-over goes
+//! on at the new owner as the same alert.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -190,6 +191,94 @@ async fn a_moved_rule_goes_on_as_it_would_have_where_it_was() {
     let since = sb[0].0;
     let sa: Vec<(i64, u32)> = sa.into_iter().filter(|(b, _)| *b >= since).collect();
     assert_eq!(sa, sb);
+}
+
+/// A rule handed over in the middle of a surge brings its open alert: the new owner lists
+/// it from its start, sends nothing the old owner sent, and its later events go out as to
+/// channels that know the alert. Without it they would be `unannounced`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_alert_moves_with_its_rule_and_its_channels_stay_told() {
+    let root = tempfile::tempdir().unwrap();
+    let (old, new, bare) = (
+        config_dir(root.path(), "old"),
+        config_dir(root.path(), "new"),
+        config_dir(root.path(), "bare"),
+    );
+    let end = chrono::DateTime::parse_from_rfc3339("2022-01-07T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    let mut payloads = Vec::new();
+    let opts = vigie::generate::GenerateOptions {
+        seed: 7,
+        end,
+        days: 4,
+        rate: 20.0,
+        surge_hours: 20,
+        ..Default::default()
+    };
+    vigie::generate::generate(&opts, &mut |a| {
+        payloads.push(serde_json::to_vec(&a).unwrap())
+    })
+    .unwrap();
+    // The hand-over, an hour and a half into the surge.
+    let midway = end - chrono::Duration::minutes(18 * 60 + 30);
+    let handover = payloads
+        .iter()
+        .position(|p| {
+            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            vigie::article::parse_date(v["published_at"].as_str().unwrap()).unwrap() >= midway
+        })
+        .unwrap();
+    feed(&old, &payloads[..handover]).await;
+    let mut exports = export(&old, "kazakhstan").unwrap();
+    let open = exports[0]
+        .open_alert
+        .clone()
+        .expect("an alert open at the hand-over");
+    let started = &open.events[0];
+    assert_eq!(started.kind, vigie::detect::EventKind::Started);
+    assert!(
+        open.told
+            .contains(&(started.event_id.clone(), "log".into())),
+        "{:?}",
+        open.told
+    );
+    let text = serde_json::to_string(&exports[0]).unwrap();
+    let read = transfer::read(&text).unwrap();
+    assert_eq!(read[0].open_alert.as_ref(), Some(&open));
+    transfer::import(&mut state_of(&new), &read, ImportOptions::default()).unwrap();
+    exports[0].open_alert = None;
+    transfer::import(&mut state_of(&bare), &exports, ImportOptions::default()).unwrap();
+
+    // The alert from its start, its deliveries done by the old owner.
+    let alert = started.alert_id.clone();
+    let s = state_of(&new);
+    assert_eq!(s.alert_events_of(&alert).unwrap().len(), open.events.len());
+    let done = s.deliveries_of(&[started.event_id.as_str()]).unwrap();
+    assert_eq!(done[&started.event_id][0].status, "sent");
+    assert!(
+        s.due(i64::MAX, 100, &[], &[]).unwrap().is_empty(),
+        "nothing sent twice"
+    );
+
+    // The surge goes on at the new owner: its later events are of the same alert, told
+    // as to a channel that knows it; where the alert was not carried, unannounced.
+    feed(&new, &payloads[handover..]).await;
+    feed(&bare, &payloads[handover..]).await;
+    let later = |dir: &Path| -> Vec<(String, bool)> {
+        (state_of(dir)
+            .due(i64::MAX, 1000, &[], &[])
+            .unwrap()
+            .into_iter())
+        .filter(|d| d.event.alert_id == alert)
+        .map(|d| (d.event_id, d.event.unannounced))
+        .collect()
+    };
+    let (told, untold) = (later(&new), later(&bare));
+    assert!(!told.is_empty(), "the alert goes on at the new owner");
+    assert!(told.iter().all(|(_, u)| !u), "{told:?}");
+    assert_eq!(told.len(), untold.len());
+    assert!(untold.iter().all(|(_, u)| *u), "{untold:?}");
 }
 
 #[test]
