@@ -124,16 +124,24 @@ pub async fn serve(
         .await
 }
 
-/// The API token as a bearer token, or as the password of HTTP basic authentication (any
-/// user name), which is what a browser can send for the dashboard. A 401 asks for basic
-/// authentication, so a browser prompts for it.
+/// The API token as a bearer token or, for reading only, as the password of HTTP basic
+/// authentication (any user name), which is what a browser can send for the dashboard. A
+/// 401 asks for basic authentication, so a browser prompts for it.
+///
+/// Changes (reload, silences, test sends) take the bearer token only: a browser sends
+/// cached basic credentials with any page's cross-site form, a bearer token it never adds
+/// by itself.
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &s.api_token {
+        let reading = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(presented_token);
+            .and_then(|h| presented_token(h, reading));
         let ok = given.is_some_and(|t| constant_time_eq(t.as_bytes(), token.expose().as_bytes()));
         if !ok {
             return (
@@ -150,11 +158,14 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The token in an `Authorization` header: `Bearer <token>`, or `Basic` with the token as
-/// the password.
-fn presented_token(header: &str) -> Option<String> {
+/// The token in an `Authorization` header: `Bearer <token>`, or, when `basic` is allowed,
+/// `Basic` with the token as the password.
+fn presented_token(header: &str, basic: bool) -> Option<String> {
     if let Some(t) = header.strip_prefix("Bearer ") {
         return Some(t.to_string());
+    }
+    if !basic {
+        return None;
     }
     use base64::Engine;
     let encoded = header.strip_prefix("Basic ")?;
@@ -211,18 +222,16 @@ async fn rules(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Each rule as shown, and the engine's watermark.
+pub(crate) type RuleViews = (
+    Vec<serde_json::Value>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
 /// Every rule as the API and the dashboard show it, in the rule files' order: its window
 /// count against the expectation, whether it is alerting, warming up or silenced; and the
 /// engine's watermark.
-pub(crate) async fn rule_views(
-    s: &AppState,
-) -> Result<
-    (
-        Vec<serde_json::Value>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    ),
-    Response,
-> {
+pub(crate) async fn rule_views(s: &AppState) -> Result<RuleViews, Response> {
     let now = chrono::Utc::now();
     let silences = with_store(s, move |st| st.silences(now.timestamp_millis(), None)).await?;
     let p = s.processor.clone();

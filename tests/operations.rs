@@ -309,6 +309,14 @@ async fn endpoints_token_and_hot_reload() {
     assert_eq!(status, 200);
     assert!(page.contains("&quot;window_minutes&quot;: 60"), "{page}");
     assert_eq!(html("/rules/sport/chart.png", None).await.0, 401);
+    // Basic credentials read; they change nothing (a cross-site form would carry them).
+    let by_basic = reqwest::Client::new()
+        .post(cfg.url("/api/reload"))
+        .basic_auth("desk", Some("t0ken"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_basic.status().as_u16(), 401);
     let test = |name: &str, token: Option<&'static str>| {
         let mut req = reqwest::Client::new().post(cfg.url(&format!("/api/channels/{name}/test")));
         if let Some(t) = token {
