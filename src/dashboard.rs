@@ -3,7 +3,7 @@
 //!
 //! | route                              | what                                                  |
 //! |------------------------------------|-------------------------------------------------------|
-//! | `GET /`                            | alerting now, the week's alert events, rules by surge |
+//! | `GET /`                            | alerting now, the week's events, rules, delivery      |
 //! | `GET /rules/{id}`                  | one rule: chart, figures, settings, its alerts        |
 //! | `GET /rules/{id}/chart.png?hours=N`| stories per bucket, expected band, alerts shaded      |
 //!
@@ -22,12 +22,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::engine::AlertEvent;
-use crate::http::{rule_views, series_of, with_store, AppState};
+use crate::http::{channel_views, rule_views, series_of, with_store, AppState};
 
 /// Open alerts shown in full on the overview; the rules table lists the others.
 const OPEN_SHOWN: usize = 20;
 /// Alert events listed on the overview, newest first, from the last week of event time.
 const RECENT_SHOWN: usize = 50;
+/// Deliveries given up on, newest first, listed on the overview.
+const DEAD_SHOWN: usize = 10;
 /// Rules listed on the overview unless `?limit=` says otherwise.
 const RULES_SHOWN: usize = 100;
 
@@ -177,10 +179,11 @@ pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>)
             open.extend(alerts_of(&st.alert_events_of(id)?));
         }
         let recent = st.alerts_at_since(since, 100_000)?;
-        Ok::<_, crate::state::StateError>((open, recent))
+        let dead = st.dead_deliveries(DEAD_SHOWN)?;
+        Ok::<_, crate::state::StateError>((open, recent, dead))
     })
     .await;
-    let (open, recent) = match found {
+    let (open, recent, dead) = match found {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -200,6 +203,15 @@ pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>)
         });
     }
     let matching = rules.len();
+    let channels = match channel_views(&s).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let dead: Vec<Value> = (dead.into_iter())
+        .map(
+            |(event, channel, error)| json!({ "event": event, "channel": channel, "error": error }),
+        )
+        .collect();
     rules.truncate(q.limit.unwrap_or(RULES_SHOWN).clamp(1, 10_000));
     page(
         "overview.html",
@@ -209,7 +221,7 @@ pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>)
             "now": when(Utc::now()),
             "rules_total": total, "rules_matching": matching, "rules": rules, "q": needle,
             "open_count": open_count, "open": open, "open_shown": OPEN_SHOWN,
-            "recent": recent,
+            "recent": recent, "channels": channels, "dead": dead,
         }),
     )
 }
@@ -333,14 +345,23 @@ mod tests {
             .unwrap()
             .render(json!({
                 "title": "vigie", "rules": [rule.clone()], "rules_total": 1, "rules_matching": 1,
-                "open": alerts_of(std::slice::from_ref(&event)), "recent": [event_view(&event)], "q": "\"><b>",
+                "open": alerts_of(std::slice::from_ref(&event)), "recent": [event_view(&event)], "q": "\"><marquee>",
+                "channels": [{ "name": "hook", "type": "webhook",
+                    "outbox": { "pending": 3, "held": 1, "sent": 2, "silenced": 0, "dead": 1 } }],
+                "dead": [{ "event": "kz:1:started", "channel": "hook", "error": "<i>403</i>" }],
             })) {
             Ok(h) => h,
             Err(e) => panic!("{e:#}"),
         };
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
-        assert!(!html.contains("\"><b>"), "{html}");
+        assert!(!html.contains("\"><marquee>"), "{html}");
+        // Delivery: waiting excludes the held rows; a receiver's error is escaped.
+        assert!(
+            html.contains("<td class=\"n\">2</td><td class=\"n\">1</td>"),
+            "{html}"
+        );
+        assert!(html.contains("hook: &lt;i&gt;403"), "{html}");
         // The open alert's evidence, through the shared partial.
         let title = &event.top_articles[0].title;
         assert!(

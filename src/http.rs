@@ -498,10 +498,15 @@ fn with_deliveries(
 /// Each channel: its type, the events it takes, its grouping and quiet hours (with the end
 /// of the quiet period it is in now, if any), and its outbox rows by status.
 async fn channels(State(s): State<AppState>) -> Response {
-    let stats = match with_store(&s, |st| st.outbox_stats_by_channel()).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    match channel_views(&s).await {
+        Ok(list) => Json(json!({ "channels": list })).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Every channel as the API and the dashboard show it, `log` included, by name.
+pub(crate) async fn channel_views(s: &AppState) -> Result<Vec<serde_json::Value>, Response> {
+    let stats = with_store(s, |st| st.outbox_stats_by_channel()).await?;
     let now = chrono::Utc::now();
     let outputs = s.outputs.load();
     let list: Vec<serde_json::Value> = (outputs.names().iter())
@@ -529,7 +534,7 @@ async fn channels(State(s): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(json!({ "channels": list })).into_response()
+    Ok(list)
 }
 
 /// Sends a test notification (`crate::sink::test_event`) through one channel now, past

@@ -270,6 +270,13 @@ quiet_hours = ["{quiet_days}"]
         home.contains("<span class=\"tag started\">started</span>"),
         "{home}"
     );
+    // Delivery: the quiet channel's rows are held, and the table says until when.
+    let night = home
+        .split("<tr><td>night</td>")
+        .nth(1)
+        .expect("the night channel's row");
+    let night = night.split("</tr>").next().unwrap();
+    assert!(night.contains("quiet until"), "{night}");
     let (status, rule_page) = page("/rules/kazakhstan?hours=72").await;
     assert_eq!(status, 200);
     // The page shows the alert's latest event's top articles, escaped as HTML.
