@@ -158,7 +158,7 @@ pub struct OverviewQuery {
 /// `GET /`: what is alerting now, the week's alert events, and the rules by how far each
 /// is above its expectation.
 pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>) -> Response {
-    let (mut rules, watermark) = match rule_views(&s).await {
+    let (mut rules, watermark) = match rule_views(&s, None).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -237,7 +237,7 @@ pub async fn rule(
     Path(id): Path<String>,
     Query(q): Query<ChartQuery>,
 ) -> Response {
-    let (rules, watermark) = match rule_views(&s).await {
+    let (rules, watermark) = match rule_views(&s, Some(id.clone())).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -368,13 +368,22 @@ mod tests {
             html.contains(&title.replace('\'', "&#x27;")),
             "{title} not in {html}"
         );
+        let mut gated = rule.clone();
+        gated["gate"] = json!({ "feed_factor": 1.0, "momentum": 1.2, "cooldown_until": null,
+            "windows": [{ "minutes": 60, "observed": 2, "expected": 1.24, "needed": 7 },
+                        { "minutes": 15, "observed": 0, "expected": 0.3, "needed": null }] });
         let html = templates().get_template("rule.html").unwrap();
         let html = html
             .render(
-                json!({ "title": "kz", "rule": rule, "alerts": [], "hours": 48, "settings": "{}" }),
+                json!({ "title": "kz", "rule": gated, "alerts": [], "hours": 48, "settings": "{}" }),
             )
             .unwrap();
         assert!(html.contains("/rules/kz/chart.png?hours=48"), "{html}");
+        assert!(html.contains("<td>last 60 min</td><td class=\"n\">2</td><td class=\"n\">1.2</td><td class=\"n\">7</td>"), "{html}");
+        assert!(
+            html.contains("— (warming up)") && html.contains("momentum (×1.20)"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -1579,6 +1579,83 @@ impl Engine {
 /// The shared, read-only half of what a rule's baseline learns from: the settings, the
 /// feed's volume and its baseline. Borrowed beside a rule's own mutable state, so rules can
 /// learn in parallel.
+/// The windows a rule is judged on at one point ([`Learner::windows`]).
+struct Windows {
+    /// The rule's detector settings, defaults filled in.
+    cfg: DetectorConfig,
+    /// Start of the bucket holding the point.
+    end: i64,
+    /// Tests the significance gate is shared by (rules × windows per rule).
+    tests: usize,
+    /// The feed's swing and the topic's momentum, both already in each view's expectation.
+    feed_factor: f64,
+    momentum: f64,
+    /// (window start, view), the alert window first.
+    views: Vec<(i64, WindowView)>,
+}
+
+/// What would start an alert of a rule now ([`Engine::gate`]): for each window it is
+/// judged on, the count against the expectation and the fewest stories that would pass
+/// every gate. It answers "why has it not alerted?" in the detector's own numbers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Gate {
+    /// No new alert starts before this time (the cooldown after the last one), if later
+    /// than the watermark.
+    pub cooldown_until: Option<DateTime<Utc>>,
+    /// The feed's swing in the expectations (1 when not applied).
+    pub feed_factor: f64,
+    /// The topic's momentum in the expectations (1 for an open alert, judged against the
+    /// long-run baseline).
+    pub momentum: f64,
+    /// The alert window first, then the fast and slow ones.
+    pub windows: Vec<GateWindow>,
+}
+
+/// One window of a [`Gate`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GateWindow {
+    pub minutes: i64,
+    pub observed: u64,
+    pub expected: f64,
+    /// The fewest stories in this window that would start an alert now, the rest as it
+    /// is; None while the baseline warms up.
+    pub needed: Option<u64>,
+}
+
+/// The fewest stories in `view`'s window that pass every gate of `cfg`, by bisection (each
+/// gate only gets easier with more stories). None when the detector cannot fire yet.
+fn fewest_that_surge(cfg: &DetectorConfig, view: &WindowView, tests: usize) -> Option<u64> {
+    if cfg.kind == DetectorKind::Baseline && !view.warmed_up {
+        return None;
+    }
+    let surges = |n: u64| {
+        let v = WindowView {
+            observed: n,
+            ..*view
+        };
+        detect::evaluate(cfg, &v, tests).surging
+    };
+    if surges(0) {
+        return Some(0);
+    }
+    let (mut lo, mut hi) = (0u64, 1u64);
+    while !surges(hi) {
+        if hi >= 1 << 30 {
+            return None;
+        }
+        (lo, hi) = (hi, hi * 2);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if surges(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
 struct Learner<'a> {
     settings: &'a EngineSettings,
     /// The feed's state now, and as it stood after each recent bucket (`Engine::feed_after`).
@@ -1720,18 +1797,18 @@ impl Learner<'_> {
         saw_articles || st.lifecycle.active.is_some()
     }
 
-    /// Evaluates `rule` at event time `point` (after it has learned), moving its alert
-    /// lifecycle on; returns the event, if any. `lead` counts the bucket after the
-    /// watermark's too. `n_rules`: the family size for the significance correction.
-    fn judge(
+    /// The windows `rule` is judged on at event time `point`: each length's view of the
+    /// counts against the expectation (the feed's swing and the topic's momentum in it),
+    /// the alert window first. `lead` counts the bucket after the watermark's too.
+    fn windows(
         &self,
         rule: &Rule,
-        st: &mut RuleState,
+        st: &RuleState,
         point: i64,
         lead: bool,
         n_rules: usize,
         sums: Option<&RuleSums>,
-    ) -> Option<AlertEvent> {
+    ) -> Windows {
         let bs = self.settings.bucket_secs;
         let end = point.div_euclid(bs) * bs;
         let cfg = self.settings.detector.with(&rule.spike);
@@ -1759,7 +1836,6 @@ impl Learner<'_> {
         let warmed_up =
             st.baseline.buckets_seen as f64 >= cfg.warmup_hours as f64 * 3600.0 / bs as f64;
         let tests = n_rules * lengths.len();
-        let mut chosen: Option<(i64, detect::Verdict, f64)> = None;
         // An open alert is judged against the long-run baseline only, or a lasting surge
         // would soon explain itself away.
         // One momentum factor for all windows: the hours before the alert window.
@@ -1781,18 +1857,55 @@ impl Learner<'_> {
         } else {
             1.0
         };
-        for &m in &lengths {
-            let start = end - (m - 1) * bs;
-            let observed = series.sum(cfg.count, start, if lead { end + bs } else { end } + 1);
-            let previous = series.sum(cfg.count, start - m * bs, start);
-            let expected = factor * recent * st.baseline.expected_sum(start, m, bs);
-            let view = WindowView {
-                observed,
-                expected,
-                variance: st.baseline.window_variance(expected),
-                previous,
-                warmed_up,
-            };
+        let views = (lengths.iter())
+            .map(|&m| {
+                let start = end - (m - 1) * bs;
+                let observed = series.sum(cfg.count, start, if lead { end + bs } else { end } + 1);
+                let previous = series.sum(cfg.count, start - m * bs, start);
+                let expected = factor * recent * st.baseline.expected_sum(start, m, bs);
+                let view = WindowView {
+                    observed,
+                    expected,
+                    variance: st.baseline.window_variance(expected),
+                    previous,
+                    warmed_up,
+                };
+                (start, view)
+            })
+            .collect();
+        Windows {
+            cfg,
+            end,
+            tests,
+            feed_factor: factor,
+            momentum: recent,
+            views,
+        }
+    }
+
+    /// Evaluates `rule` at event time `point` (after it has learned), moving its alert
+    /// lifecycle on; returns the event, if any. `lead` counts the bucket after the
+    /// watermark's too. `n_rules`: the family size for the significance correction.
+    fn judge(
+        &self,
+        rule: &Rule,
+        st: &mut RuleState,
+        point: i64,
+        lead: bool,
+        n_rules: usize,
+        sums: Option<&RuleSums>,
+    ) -> Option<AlertEvent> {
+        let Windows {
+            cfg,
+            end,
+            tests,
+            feed_factor: factor,
+            views,
+            ..
+        } = self.windows(rule, st, point, lead, n_rules, sums);
+        let bs = self.settings.bucket_secs;
+        let mut chosen: Option<(i64, detect::Verdict, f64)> = None;
+        for (start, view) in views {
             let v = detect::evaluate(&cfg, &view, tests);
             match &mut chosen {
                 None => chosen = Some((start, v, view.variance)),
@@ -1884,6 +1997,43 @@ impl Learner<'_> {
 }
 
 impl Engine {
+    /// What would start an alert of `rule_id` at the watermark, as the next evaluation
+    /// would judge it (before it learns the buckets finished since the last). None for a
+    /// rule not loaded or before the first article.
+    pub fn gate(&self, rule_id: &str) -> Option<Gate> {
+        let rule = self.matcher.rules.iter().find(|r| r.id == rule_id)?;
+        let st = self.rules.get(rule_id)?;
+        if self.watermark == i64::MIN {
+            return None;
+        }
+        let learner = Learner {
+            settings: &self.settings,
+            feed: &self.feed,
+            feed_after: &self.feed_after,
+            volume: &self.volume,
+            volume_sums: None,
+            earliest: self.earliest,
+        };
+        let n_rules = self.matcher.rules.len().max(detect::MIN_FAMILY);
+        let w = learner.windows(rule, st, self.watermark, true, n_rules, None);
+        let bs = self.settings.bucket_secs;
+        let windows = (w.views.iter())
+            .map(|(start, view)| GateWindow {
+                minutes: ((w.end - start) / bs + 1) * bs / 60,
+                observed: view.observed,
+                expected: view.expected,
+                needed: fewest_that_surge(&w.cfg, view, w.tests),
+            })
+            .collect();
+        Some(Gate {
+            cooldown_until: (st.lifecycle.cooldown_until > self.watermark)
+                .then(|| ts(st.lifecycle.cooldown_until)),
+            feed_factor: w.feed_factor,
+            momentum: w.momentum,
+            windows,
+        })
+    }
+
     /// Learns, then evaluates rule `idx` at event time `point`. `lead` counts the bucket
     /// after the watermark's too (live feeds, where partitions run seconds apart).
     fn evaluate(&mut self, idx: usize, point: i64, lead: bool) -> Option<AlertEvent> {
@@ -2707,6 +2857,58 @@ mod tests {
         );
         let c = e.take_changes();
         assert_eq!(c.events.len(), events.len());
+    }
+
+    /// The gate a quiet rule shows is the one its next evaluation applies: one story fewer
+    /// than it says starts nothing, the number it says starts an alert.
+    #[test]
+    fn the_gate_shown_is_the_gate_applied() {
+        let m = matcher();
+        let mut s = EngineSettings::default();
+        s.detector.warmup_hours = 24;
+        let t0 = 1_640_995_200;
+        let quiet = || {
+            let mut e = Engine::new(s.clone(), m.clone());
+            for h in 0..72 {
+                if h % 3 == 0 {
+                    let a = article(h as usize, t0 + h * 3600, "Kazakhstan");
+                    e.ingest(&a, &m.match_article(&a), None);
+                }
+                assert!(e.advance(t0 + h * 3600 + 1800).is_empty());
+            }
+            e
+        };
+        let e = quiet();
+        let gate = e.gate("kz").expect("a loaded rule after its first article");
+        assert_eq!(
+            gate.windows.iter().map(|w| w.minutes).collect::<Vec<_>>(),
+            [60, 15, 240]
+        );
+        // Stories added now count in every window: the cheapest window decides.
+        let extra = (gate.windows.iter())
+            .map(|w| w.needed.unwrap() - w.observed)
+            .min()
+            .unwrap();
+        assert!(extra >= s.detector.min_count, "{gate:?}");
+        let now = t0 + 71 * 3600 + 1800;
+        let started = |n: u64| {
+            let mut e = quiet();
+            for k in 0..n {
+                let a = article(1000 + k as usize, now, "Kazakhstan");
+                e.ingest(&a, &m.match_article(&a), None);
+            }
+            (e.advance(now + 1).into_iter()).any(|e| e.kind == EventKind::Started)
+        };
+        assert!(!started(extra - 1), "{gate:?}");
+        assert!(started(extra), "{gate:?}");
+        // Before the warm-up, no count would do.
+        let mut young = Engine::new(s.clone(), m.clone());
+        let a = article(0, t0, "Kazakhstan");
+        young.ingest(&a, &m.match_article(&a), None);
+        young.advance(t0 + 1);
+        let g = young.gate("kz").unwrap();
+        assert!(g.windows.iter().all(|w| w.needed.is_none()), "{g:?}");
+        assert!(e.gate("nope").is_none());
     }
 
     /// A backlog whose first watermark arrives only once all of it is counted (a live

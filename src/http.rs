@@ -6,6 +6,7 @@
 //! | `GET /readyz`                       | partitions assigned, state writable, rules loaded |
 //! | `GET /metrics`                      | Prometheus text format                            |
 //! | `GET /api/rules`                    | rules: window count, expected, state, silences    |
+//! | `GET /api/rules/{id}`               | one rule, with what would start an alert now      |
 //! | `GET /api/rules/{id}/series?hours=N`| buckets: start, articles, stories, expected       |
 //! | `GET /api/alerts?since=RFC3339`     | alert events by event time                        |
 //! | `GET /api/alerts/{alert_id}`        | one alert: its events, deliveries, open or ended  |
@@ -93,6 +94,7 @@ impl Outputs {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/rules", get(rules))
+        .route("/api/rules/{id}", get(rule))
         .route("/api/rules/{id}/series", get(series))
         .route("/api/alerts", get(alerts))
         .route("/api/alerts/{id}", get(alert))
@@ -214,7 +216,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 async fn rules(State(s): State<AppState>) -> Response {
-    match rule_views(&s).await {
+    match rule_views(&s, None).await {
         Ok((rules, watermark)) => {
             Json(json!({ "rules": rules, "watermark": watermark })).into_response()
         }
@@ -228,10 +230,27 @@ pub(crate) type RuleViews = (
     Option<chrono::DateTime<chrono::Utc>>,
 );
 
+/// One rule (`GET /api/rules/{id}`): as in the list, with its `gate` ([`crate::engine::Gate`]:
+/// what would start an alert now, window by window). 404 for a rule not loaded.
+async fn rule(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match rule_views(&s, Some(id)).await {
+        Ok((rules, watermark)) => match rules.into_iter().next() {
+            Some(r) => Json(json!({ "rule": r, "watermark": watermark })).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "unknown rule"})),
+            )
+                .into_response(),
+        },
+        Err(r) => r,
+    }
+}
+
 /// Every rule as the API and the dashboard show it, in the rule files' order: its window
 /// count against the expectation, whether it is alerting, warming up or silenced; and the
-/// engine's watermark.
-pub(crate) async fn rule_views(s: &AppState) -> Result<RuleViews, Response> {
+/// engine's watermark. With `only`, that rule alone (none if it is not loaded) with its
+/// `gate`, which takes a search per window: too much for every rule of a large set.
+pub(crate) async fn rule_views(s: &AppState, only: Option<String>) -> Result<RuleViews, Response> {
     let now = chrono::Utc::now();
     let silences = with_store(s, move |st| st.silences(now.timestamp_millis(), None)).await?;
     let p = s.processor.clone();
@@ -243,6 +262,7 @@ pub(crate) async fn rule_views(s: &AppState) -> Result<RuleViews, Response> {
             .matcher()
             .rules
             .iter()
+            .filter(|r| only.as_ref().is_none_or(|id| *id == r.id))
             .map(|r| {
                 let detector = e.settings.detector.with(&r.spike);
                 let window = detector.window_minutes;
@@ -250,7 +270,7 @@ pub(crate) async fn rule_views(s: &AppState) -> Result<RuleViews, Response> {
                 let st = e.rules.get(&r.id);
                 let active = st.and_then(|s| s.lifecycle.active.as_ref());
                 let seen = st.map(|s| s.baseline.buckets_seen).unwrap_or(0);
-                json!({
+                let mut view = json!({
                     "id": r.id, "name": r.name, "notify": r.notify,
                     "file": r.file, "line": r.line,
                     "window_minutes": window,
@@ -269,7 +289,11 @@ pub(crate) async fn rule_views(s: &AppState) -> Result<RuleViews, Response> {
                             && crate::silence::rule_matches(&sl.spec.rule, &r.id))
                         .map(|sl| sl.id)
                         .collect::<Vec<_>>(),
-                })
+                });
+                if only.is_some() {
+                    view["gate"] = json!(e.gate(&r.id));
+                }
+                view
             })
             .collect();
         Some((rules, e.watermark()))

@@ -301,6 +301,28 @@ quiet_hours = ["{quiet_days}"]
         "{rule_page}"
     );
     assert!(rule_page.contains("/rules/kazakhstan/chart.png?hours=72"));
+    assert!(
+        rule_page.contains("What would start an alert now"),
+        "{rule_page}"
+    );
+    // The same gate in the API: per window, the stories that would start an alert now.
+    let one_rule: serde_json::Value = reqwest::get(cfg.url("/api/rules/kazakhstan"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let windows = one_rule["rule"]["gate"]["windows"].as_array().unwrap();
+    let minutes: Vec<u64> = windows
+        .iter()
+        .map(|w| w["minutes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(minutes, [60, 15, 240]);
+    assert!(
+        windows.iter().all(|w| w["needed"].as_u64().unwrap() >= 3),
+        "{one_rule}"
+    );
+    assert_eq!(page("/api/rules/nope").await.0, 404);
     assert_eq!(page("/rules/nope").await.0, 404);
     let chart = reqwest::get(cfg.url("/rules/kazakhstan/chart.png?hours=72"))
         .await
