@@ -178,7 +178,7 @@ pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>)
         for id in open_ids.iter().take(OPEN_SHOWN) {
             open.extend(alerts_of(&st.alert_events_of(id)?));
         }
-        let recent = st.alerts_at_since(since, 100_000)?;
+        let recent = st.latest_alerts(since, RECENT_SHOWN)?;
         let dead = st.dead_deliveries(DEAD_SHOWN)?;
         Ok::<_, crate::state::StateError>((open, recent, dead))
     })
@@ -187,12 +187,7 @@ pub async fn overview(State(s): State<AppState>, Query(q): Query<OverviewQuery>)
         Ok(v) => v,
         Err(r) => return r,
     };
-    let recent: Vec<Value> = recent
-        .iter()
-        .rev()
-        .take(RECENT_SHOWN)
-        .map(event_view)
-        .collect();
+    let recent: Vec<Value> = recent.iter().map(event_view).collect();
     let needle = q.q.as_deref().map(str::trim).unwrap_or("").to_lowercase();
     if !needle.is_empty() {
         rules.retain(|r| {

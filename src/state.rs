@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS alert_events (
     at INTEGER NOT NULL, created_at INTEGER NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS alert_events_created ON alert_events (created_at);
 CREATE INDEX IF NOT EXISTS alert_events_alert ON alert_events (alert_id);
+CREATE INDEX IF NOT EXISTS alert_events_at ON alert_events (at);
+CREATE INDEX IF NOT EXISTS alert_events_rule ON alert_events (rule, at);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, channel TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
@@ -643,8 +645,7 @@ impl Store {
     }
 
     /// A rule's alert events decided at or after `since` (event time, unix seconds), in the
-    /// order decided, at most `limit` of the newest. Alerts are rare, so no index: the
-    /// table holds the retention's events.
+    /// order decided, at most `limit` of the newest.
     pub fn alert_events_of_rule(
         &self,
         rule: &str,
@@ -659,6 +660,20 @@ impl Store {
         let rows = st.query_map(params![rule, since, limit as i64], |r| {
             r.get::<_, String>(0)
         })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(serde_json::from_str(&row?)?);
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` alert events decided at or after `since` (event time), newest
+    /// first: what the dashboard lists, without reading a busy week's every event.
+    pub fn latest_alerts(&self, since: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at DESC, created_at DESC LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(serde_json::from_str(&row?)?);
@@ -1015,6 +1030,44 @@ mod tests {
             s.watermark().unwrap(),
             s.feed_state().unwrap().map(|f| f.learned_until),
         )
+    }
+
+    #[test]
+    fn the_latest_alerts_come_newest_first_and_a_rules_oldest_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&d.path().join("s.db")).unwrap();
+        let ev = |rule: &str, t: i64| {
+            let mut e = crate::sink::test_event(chrono::DateTime::from_timestamp(t, 0).unwrap());
+            (e.rule, e.event_id) = (rule.into(), format!("{rule}:{t}"));
+            e
+        };
+        let changes = Changes {
+            events: vec![
+                ev("kz", 3000),
+                ev("ua", 1000),
+                ev("kz", 2000),
+                ev("kz", 500),
+            ],
+            ..Default::default()
+        };
+        s.commit(&changes, &[], &[]).unwrap();
+        let ids = |v: Vec<AlertEvent>| v.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.latest_alerts(900, 2).unwrap()),
+            ["kz:3000", "kz:2000"]
+        );
+        assert_eq!(
+            ids(s.latest_alerts(900, 10).unwrap()),
+            ["kz:3000", "kz:2000", "ua:1000"]
+        );
+        assert_eq!(
+            ids(s.alert_events_of_rule("kz", 0, 2).unwrap()),
+            ["kz:2000", "kz:3000"]
+        );
+        assert_eq!(
+            ids(s.alert_events_of_rule("kz", 0, 9).unwrap()),
+            ["kz:500", "kz:2000", "kz:3000"]
+        );
     }
 
     #[test]
