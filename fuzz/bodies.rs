@@ -169,6 +169,7 @@ pub fn silence(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = vigie::config::parse_span(&text);
     quiet_window(&text);
+    digest_time(&text);
     let Ok(asked) = serde_json::from_slice::<vigie::silence::NewSilence>(data) else {
         return;
     };
@@ -185,6 +186,24 @@ pub fn silence(data: &[u8]) {
         };
         let _ = s.describe(now, &["kazakhstan".to_string()]);
         let _ = s.mutes("kazakhstan", "log", now);
+    }
+}
+
+/// A digest time reads back as written, and its next time is always after now, within a
+/// week and a day, around clock changes too.
+fn digest_time(text: &str) {
+    let Ok(d) = text.parse::<vigie::quiet::DigestTime>() else {
+        return;
+    };
+    let shown = d.to_string();
+    assert_eq!(shown.parse::<vigie::quiet::DigestTime>(), Ok(d), "{shown}");
+    for tz in [chrono_tz::UTC, chrono_tz::Europe::Paris, chrono_tz::Pacific::Chatham] {
+        let digest = vigie::quiet::Digest { times: vec![d], tz };
+        for t in [1_774_744_200, 1_792_888_200, 1_775_309_400, 1_768_478_400] {
+            let now = chrono::DateTime::from_timestamp(t, 0).unwrap();
+            let next = digest.next(now).unwrap_or_else(|| panic!("{shown}: no next time"));
+            assert!(next > now && next - now <= chrono::Duration::days(8), "{shown} at {now}: {next}");
+        }
     }
 }
 

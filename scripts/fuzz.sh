@@ -35,6 +35,8 @@ printf '%s' 'country:KZ AND entity:tokayev' > "$corpus/query/hand-2"
 printf '\002%s\n%s' 'Protests Spread Across Almaty' 'Salvador Allende, New Mexico, Jordan Bardella, É.-U. and the US; guinea pigs in Conakry.' > "$corpus/text/hand-1"
 printf '%s' '{"rule": "kazakh*", "duration": "3d", "comment": "known story", "created_by": "desk"}' > "$corpus/silence/hand-1"
 printf '%s' '{"rule": "*", "channel": "newsroom", "starts_at": "2022-01-09T00:00:00Z", "ends_at": "2022-01-10T06:00:00+01:00", "comment": "why"}' > "$corpus/silence/hand-2"
+printf '%s' 'mon-fri 17:30' > "$corpus/silence/hand-3"
+printf '%s' 'sat,sun 22:00-07:00' > "$corpus/silence/hand-4"
 printf '\001%s\n%s' 'Les montagnes russes' "Au Nouveau-Mexique, l'Écosse et la Géorgie (Atlanta) ; Kazakhstan, Алматы." > "$corpus/text/hand-2"
 
 for t in "${targets[@]}"; do

@@ -231,7 +231,8 @@ pub(crate) type RuleViews = (
 );
 
 /// One rule (`GET /api/rules/{id}`): as in the list, with its `gate` ([`crate::engine::Gate`]:
-/// what would start an alert now, window by window). 404 for a rule not loaded.
+/// what would start an alert now, window by window) and its `detector` settings, defaults
+/// filled in. 404 for a rule not loaded.
 async fn rule(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match rule_views(&s, Some(id)).await {
         Ok((rules, watermark)) => match rules.into_iter().next() {
@@ -249,7 +250,8 @@ async fn rule(State(s): State<AppState>, Path(id): Path<String>) -> Response {
 /// Every rule as the API and the dashboard show it, in the rule files' order: its window
 /// count against the expectation, whether it is alerting, warming up or silenced; and the
 /// engine's watermark. With `only`, that rule alone (none if it is not loaded) with its
-/// `gate`, which takes a search per window: too much for every rule of a large set.
+/// `gate`, which takes a search per window (too much for every rule of a large set), and
+/// its `detector` settings.
 pub(crate) async fn rule_views(s: &AppState, only: Option<String>) -> Result<RuleViews, Response> {
     let now = chrono::Utc::now();
     let silences = with_store(s, move |st| st.silences(now.timestamp_millis(), None)).await?;
@@ -292,6 +294,7 @@ pub(crate) async fn rule_views(s: &AppState, only: Option<String>) -> Result<Rul
                 });
                 if only.is_some() {
                     view["gate"] = json!(e.gate(&r.id));
+                    view["detector"] = json!(detector);
                 }
                 view
             })
