@@ -1590,8 +1590,9 @@ struct Windows {
     /// The feed's swing and the topic's momentum, both already in each view's expectation.
     feed_factor: f64,
     momentum: f64,
-    /// (window start, view), the alert window first.
-    views: Vec<(i64, WindowView)>,
+    /// (window start, view), the alert window first. Inline: judging is on the hot path,
+    /// and a rule has at most three windows.
+    views: smallvec::SmallVec<[(i64, WindowView); 3]>,
 }
 
 /// What would start an alert of a rule now ([`Engine::gate`]): for each window it is
