@@ -197,12 +197,21 @@ fn digest_time(text: &str) {
     };
     let shown = d.to_string();
     assert_eq!(shown.parse::<vigie::quiet::DigestTime>(), Ok(d), "{shown}");
-    for tz in [chrono_tz::UTC, chrono_tz::Europe::Paris, chrono_tz::Pacific::Chatham] {
+    for tz in [
+        chrono_tz::UTC,
+        chrono_tz::Europe::Paris,
+        chrono_tz::Pacific::Chatham,
+    ] {
         let digest = vigie::quiet::Digest { times: vec![d], tz };
         for t in [1_774_744_200, 1_792_888_200, 1_775_309_400, 1_768_478_400] {
             let now = chrono::DateTime::from_timestamp(t, 0).unwrap();
-            let next = digest.next(now).unwrap_or_else(|| panic!("{shown}: no next time"));
-            assert!(next > now && next - now <= chrono::Duration::days(8), "{shown} at {now}: {next}");
+            let next = digest
+                .next(now)
+                .unwrap_or_else(|| panic!("{shown}: no next time"));
+            assert!(
+                next > now && next - now <= chrono::Duration::days(8),
+                "{shown} at {now}: {next}"
+            );
         }
     }
 }

@@ -297,6 +297,9 @@ pub struct AlertsConfig {
     pub give_up_after_hours: u32,
     /// Longest wait between two delivery attempts (backoff doubles from 0.5 s up to this).
     pub retry_max_secs: u64,
+    /// Where people reach the dashboard (`https://vigie.example.org`, behind a proxy
+    /// perhaps): alerts then link to their rule's page there.
+    pub dashboard_url: Option<String>,
 }
 
 impl Default for AlertsConfig {
@@ -305,6 +308,7 @@ impl Default for AlertsConfig {
             default_notify: vec!["log".into()],
             give_up_after_hours: 24,
             retry_max_secs: 600,
+            dashboard_url: None,
         }
     }
 }
@@ -515,6 +519,13 @@ impl Config {
         }
         if self.engine.bucket_minutes == 0 || 1440 % self.engine.bucket_minutes != 0 {
             return err("engine.bucket_minutes must divide a day (1, 5, 10, 15, 30, 60...)".into());
+        }
+        if let Some(url) = &self.alerts.dashboard_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return err(format!(
+                    "alerts.dashboard_url must be an http or https address, not `{url}`"
+                ));
+            }
         }
         for name in &self.alerts.default_notify {
             if name != "log" && !self.channels.contains_key(name) {

@@ -230,6 +230,10 @@ pub struct AlertEvent {
     /// bodies then say when the alert started.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unannounced: bool,
+    /// Set as the event goes out, never stored: the rule's page on the dashboard, when
+    /// `[alerts] dashboard_url` says where people reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 fn one() -> f64 {
@@ -1992,6 +1996,7 @@ impl Learner<'_> {
             chart,
             templates: rule.templates.clone(),
             unannounced: false,
+            link: None,
         };
         Some(event)
     }

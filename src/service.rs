@@ -509,6 +509,7 @@ fn outbox_worker(
         digests: (config.channels.iter())
             .filter_map(|(name, c)| Some((name.clone(), c.digest()?)))
             .collect(),
+        dashboard_url: config.alerts.dashboard_url.clone(),
     }
 }
 

@@ -65,6 +65,7 @@ fn event(rule: &str) -> AlertEvent {
         },
         templates: Default::default(),
         unannounced: false,
+        link: None,
     }
 }
 
@@ -108,6 +109,7 @@ fn worker(path: &std::path::Path, notifiers: HashMap<String, Arc<dyn Notifier>>)
         quiet: HashMap::new(),
         floors: HashMap::new(),
         digests: HashMap::new(),
+        dashboard_url: None,
     }
 }
 
@@ -147,6 +149,25 @@ fn webhook_with_timeout(url: String, timeout: Duration) -> Arc<dyn Notifier> {
         )
         .unwrap(),
     )
+}
+
+/// With `dashboard_url`, each event goes out with a link to its rule's page there (in the
+/// JSON body; the email and chat bodies print it); never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_links_to_its_rule_on_the_dashboard() {
+    let hook = receiver::start("s3cret", 0, 200).await;
+    let d = tempfile::tempdir().unwrap();
+    let path = store_with(d.path(), &event("kz"), &["hook"]);
+    let mut w = worker(
+        &path,
+        HashMap::from([("hook".to_string(), webhook(hook.url()))]),
+    );
+    w.dashboard_url = Some("https://vigie.example.org/".into());
+    drain_until(&w, &path, |s| s.sent == 1).await;
+    let got = hook.accepted.lock().unwrap().clone();
+    assert_eq!(got[0].body["link"], "https://vigie.example.org/rules/kz");
+    let stored = Store::open(&path).unwrap().alert_events_of("kz:1").unwrap();
+    assert_eq!(stored[0].link, None, "the link is not part of the event");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

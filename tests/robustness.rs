@@ -287,7 +287,13 @@ fn fuzz_targets_hold_on_saved_inputs_and_real_inputs() {
         fuzz_bodies::silence(asked.as_bytes());
     }
     // Digest times, including one in the hour Paris skips in spring.
-    for digest in ["08:00", "mon-fri 17:30", "sun 02:30", "fri-mon 00:00", "23:59"] {
+    for digest in [
+        "08:00",
+        "mon-fri 17:30",
+        "sun 02:30",
+        "fri-mon 00:00",
+        "23:59",
+    ] {
         fuzz_bodies::silence(digest.as_bytes());
     }
     eprintln!("{replayed} saved fuzz inputs replayed");

@@ -38,6 +38,8 @@ pub struct OutboxWorker {
     pub floors: HashMap<String, Floor>,
     /// Channels told at set times only, of everything since ([`crate::quiet::DigestTime`]).
     pub digests: HashMap<String, Digest>,
+    /// The dashboard's address as people reach it, for each event's link to its rule.
+    pub dashboard_url: Option<String>,
 }
 
 /// A channel's floor (`min_ratio`, `min_stories`): which alerts are large enough for it.
@@ -197,7 +199,16 @@ impl OutboxWorker {
             }
             None => return round,
         };
-        let due = self.silence(due, &silences).await;
+        let mut due = self.silence(due, &silences).await;
+        if let Some(base) = &self.dashboard_url {
+            for d in &mut due {
+                d.event.link = Some(format!(
+                    "{}/rules/{}",
+                    base.trim_end_matches('/'),
+                    d.event.rule
+                ));
+            }
+        }
         let due = self.floor(due).await;
         let due = self.digest(due).await;
         let due = self.quiet(due).await;

@@ -32,7 +32,8 @@ Entities:  {% for x in e.top_entities %}{{ x[0] }} ({{ x[1] }}){% if not loop.la
 Countries: {% for x in e.top_countries %}{{ x[0] }} ({{ x[1] }}){% if not loop.last %}, {% endif %}{% endfor %}{% endif %}{% if e.top_keywords %}
 Keywords:  {% for x in e.top_keywords %}{{ x[0] }} ({{ x[1] }}){% if not loop.last %}, {% endif %}{% endfor %}{% endif %}
 
-Alert {{ e.alert_id }} / event {{ e.event_id }}
+Alert {{ e.alert_id }} / event {{ e.event_id }}{% if e.link %}
+On the dashboard: {{ e.link }}{% endif %}
 "#;
 
 pub const DEFAULT_HTML: &str = r#"<html><body style="font-family: sans-serif">
@@ -53,7 +54,8 @@ pub const DEFAULT_HTML: &str = r#"<html><body style="font-family: sans-serif">
 {% endfor %}</ul>{% endif %}
 {% if e.top_entities %}<p>Entities: {% for x in e.top_entities %}{{ x[0] }} ({{ x[1] }}){% if not loop.last %}, {% endif %}{% endfor %}</p>{% endif %}
 {% if e.top_countries %}<p>Countries: {% for x in e.top_countries %}{{ x[0] }} ({{ x[1] }}){% if not loop.last %}, {% endif %}{% endfor %}</p>{% endif %}
-<p style="color:#888">Alert {{ e.alert_id }} / event {{ e.event_id }}</p>
+{% if e.link %}<p><a href="{{ e.link }}">The rule on the dashboard</a>: its chart, what would start an alert now, its alerts.</p>
+{% endif %}<p style="color:#888">Alert {{ e.alert_id }} / event {{ e.event_id }}</p>
 </body></html>
 "#;
 
@@ -232,12 +234,14 @@ fn top_lines(e: &AlertEvent) -> String {
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         )
     });
+    let link = (e.link.as_ref()).map(|l| format!("On the dashboard: {l}"));
     start
         .into_iter()
         .chain(e.top_articles.iter().map(|a| match &a.url {
             Some(u) => format!("• {} — {}", a.title, u),
             None => format!("• {}", a.title),
         }))
+        .chain(link)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -352,6 +356,24 @@ pub fn group_webhook_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linked_event_says_where_its_rule_is_on_the_dashboard() {
+        let mut e = sample_event();
+        let link = "https://vigie.example.org/rules/sample";
+        assert!(!text_body(&e, &[]).contains("dashboard"));
+        e.link = Some(link.into());
+        assert!(text_body(&e, &[]).contains(&format!("On the dashboard: {link}")));
+        assert!(
+            html_body(&e, &[]).contains(&format!("<a href=\"{}\">", link.replace('/', "&#x2f;")))
+        );
+        let slack = webhook_body(&e, Some("slack"), &[]).unwrap();
+        assert!(slack["text"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("On the dashboard: {link}")));
+        assert_eq!(webhook_body(&e, None, &[]).unwrap()["link"], link);
+    }
 
     #[test]
     fn a_group_tells_each_alert_once_by_its_latest_event() {
