@@ -45,6 +45,21 @@ use crate::matcher::{ArticleMatch, Matcher};
 use crate::normalize::{self, Normalized};
 use crate::rules::Rule;
 
+/// A [`Learner`] over an engine's shared state. A macro, not a method: its borrows stay
+/// per field, so the rules' states can be borrowed mutably beside it.
+macro_rules! learner {
+    ($engine:expr, $sums:expr) => {
+        Learner {
+            settings: &$engine.settings,
+            feed: &$engine.feed,
+            feed_after: &$engine.feed_after,
+            volume: &$engine.volume,
+            volume_sums: $sums,
+            earliest: $engine.earliest,
+        }
+    };
+}
+
 /// Engine settings, in seconds.
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -1463,14 +1478,7 @@ impl Engine {
             last + 2 * bs,
         );
         let volume_sums = Prefix::of(&self.volume, lo, hi, bs, |&v| v);
-        let learner = Learner {
-            settings: &self.settings,
-            feed: &self.feed,
-            feed_after: &self.feed_after,
-            volume: &self.volume,
-            volume_sums: Some(&volume_sums),
-            earliest: self.earliest,
-        };
+        let learner = learner!(self, Some(&volume_sums));
         let (rules, alerting) = (&self.matcher.rules, &self.alerting);
         let n_rules = rules.len().max(detect::MIN_FAMILY);
         // Per rule: whether it learned, its events with the index of their point, and
@@ -1556,14 +1564,7 @@ impl Engine {
     /// the rules are independent (the same keying that lets rule state move between
     /// machines).
     fn learn_all(&mut self, point: i64) {
-        let learner = Learner {
-            settings: &self.settings,
-            feed: &self.feed,
-            feed_after: &self.feed_after,
-            volume: &self.volume,
-            volume_sums: None,
-            earliest: self.earliest,
-        };
+        let learner = learner!(self, None);
         let rules = &self.matcher.rules;
         let dirty: Vec<String> = engine_pool().install(|| {
             self.rules
@@ -2012,14 +2013,7 @@ impl Engine {
         if self.watermark == i64::MIN {
             return None;
         }
-        let learner = Learner {
-            settings: &self.settings,
-            feed: &self.feed,
-            feed_after: &self.feed_after,
-            volume: &self.volume,
-            volume_sums: None,
-            earliest: self.earliest,
-        };
+        let learner = learner!(self, None);
         let n_rules = self.matcher.rules.len().max(detect::MIN_FAMILY);
         let w = learner.windows(rule, st, self.watermark, true, n_rules, None);
         let bs = self.settings.bucket_secs;
@@ -2045,14 +2039,7 @@ impl Engine {
     fn evaluate(&mut self, idx: usize, point: i64, lead: bool) -> Option<AlertEvent> {
         let rule = &self.matcher.rules[idx];
         let st = self.rules.get_mut(&rule.id)?;
-        let learner = Learner {
-            settings: &self.settings,
-            feed: &self.feed,
-            feed_after: &self.feed_after,
-            volume: &self.volume,
-            volume_sums: None,
-            earliest: self.earliest,
-        };
+        let learner = learner!(self, None);
         let n_rules = self.matcher.rules.len().max(detect::MIN_FAMILY);
         let learned = learner.learn(rule, st, point, None);
         let event = learner.judge(rule, st, point, lead, n_rules, None);

@@ -191,14 +191,19 @@ impl From<QuietWindow> for String {
     }
 }
 
+/// Days as written back: `mon,tue,sat`.
+fn day_names(days: u8) -> String {
+    let names: Vec<&str> = (0..7)
+        .filter(|d| days & (1 << d) != 0)
+        .map(|d| DAY_NAMES[d])
+        .collect();
+    names.join(",")
+}
+
 impl fmt::Display for QuietWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.days != ALL_DAYS {
-            let names: Vec<&str> = (0..7)
-                .filter(|d| self.days & (1 << d) != 0)
-                .map(|d| DAY_NAMES[d])
-                .collect();
-            write!(f, "{}", names.join(","))?;
+            f.write_str(&day_names(self.days))?;
             if (self.from, self.to) == (0, DAY_MINUTES) {
                 return Ok(());
             }
@@ -375,11 +380,7 @@ impl From<DigestTime> for String {
 impl fmt::Display for DigestTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.days != ALL_DAYS {
-            let names: Vec<&str> = (0..7)
-                .filter(|d| self.days & (1 << d) != 0)
-                .map(|d| DAY_NAMES[d])
-                .collect();
-            write!(f, "{} ", names.join(","))?;
+            write!(f, "{} ", day_names(self.days))?;
         }
         write!(f, "{:02}:{:02}", self.at / 60, self.at % 60)
     }

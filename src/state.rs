@@ -620,10 +620,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Alert events recorded at or after `since_ms` (processing time), oldest first.
-    pub fn alerts_since(&self, since_ms: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare("SELECT payload FROM alert_events WHERE created_at >= ?1 ORDER BY created_at, at LIMIT ?2")?;
-        let rows = st.query_map(params![since_ms, limit as i64], |r| r.get::<_, String>(0))?;
+    /// The alert events a query's rows hold (its one column: the stored payload).
+    fn events_where(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<AlertEvent>, StateError> {
+        let mut st = self.conn.prepare_cached(sql)?;
+        let rows = st.query_map(params, |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(serde_json::from_str(&row?)?);
@@ -631,17 +635,20 @@ impl Store {
         Ok(out)
     }
 
+    /// Alert events recorded at or after `since_ms` (processing time), oldest first.
+    pub fn alerts_since(&self, since_ms: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
+        self.events_where(
+            "SELECT payload FROM alert_events WHERE created_at >= ?1 ORDER BY created_at, at LIMIT ?2",
+            params![since_ms, limit as i64],
+        )
+    }
+
     /// Alert events whose event time is at or after `since` (unix seconds), oldest first.
     pub fn alerts_at_since(&self, since: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare(
+        self.events_where(
             "SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at, created_at LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(serde_json::from_str(&row?)?);
-        }
-        Ok(out)
+            params![since, limit as i64],
+        )
     }
 
     /// A rule's alert events decided at or after `since` (event time, unix seconds), in the
@@ -652,46 +659,29 @@ impl Store {
         since: i64,
         limit: usize,
     ) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare_cached(
+        self.events_where(
             "SELECT payload FROM (SELECT payload, at, created_at FROM alert_events \
              WHERE rule = ?1 AND at >= ?2 ORDER BY at DESC, created_at DESC LIMIT ?3) \
              ORDER BY at, created_at",
-        )?;
-        let rows = st.query_map(params![rule, since, limit as i64], |r| {
-            r.get::<_, String>(0)
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(serde_json::from_str(&row?)?);
-        }
-        Ok(out)
+            params![rule, since, limit as i64],
+        )
     }
 
     /// The newest `limit` alert events decided at or after `since` (event time), newest
     /// first: what the dashboard lists, without reading a busy week's every event.
     pub fn latest_alerts(&self, since: i64, limit: usize) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare_cached(
+        self.events_where(
             "SELECT payload FROM alert_events WHERE at >= ?1 ORDER BY at DESC, created_at DESC LIMIT ?2",
-        )?;
-        let rows = st.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(serde_json::from_str(&row?)?);
-        }
-        Ok(out)
+            params![since, limit as i64],
+        )
     }
 
     /// The events of one alert (its onset, growth and end), in the order decided.
     pub fn alert_events_of(&self, alert_id: &str) -> Result<Vec<AlertEvent>, StateError> {
-        let mut st = self.conn.prepare_cached(
+        self.events_where(
             "SELECT payload FROM alert_events WHERE alert_id = ?1 ORDER BY at, created_at",
-        )?;
-        let rows = st.query_map([alert_id], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(serde_json::from_str(&row?)?);
-        }
-        Ok(out)
+            [alert_id],
+        )
     }
 
     /// Where each channel's delivery of each of `event_ids` stands, by event id, each

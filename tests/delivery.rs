@@ -246,28 +246,31 @@ async fn a_4xx_is_not_retried_and_one_channel_does_not_affect_another() {
     assert!(dead[0].2.contains("400"));
 }
 
+/// A free port on loopback, for an SMTP server started later or not at all.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// An email channel to desk@example.org through the SMTP server on `port`.
+fn email_to_desk(port: u16, timeout_secs: u64) -> Arc<dyn Notifier> {
+    let smtp_cfg: vigie::config::SmtpConfig = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"vigie <vigie@example.org>\"\ntimeout_secs = {timeout_secs}\n")).unwrap();
+    Arc::new(
+        vigie::sink::email::EmailNotifier::new(
+            &smtp_cfg,
+            None,
+            &["desk@example.org".to_string()],
+            Default::default(),
+        )
+        .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_waits_for_a_down_smtp_server_across_a_restart() {
     let d = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let smtp_cfg: vigie::config::SmtpConfig = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"vigie <vigie@example.org>\"\ntimeout_secs = 2\n")).unwrap();
-    let mail = || -> HashMap<String, Arc<dyn Notifier>> {
-        HashMap::from([(
-            "mail".to_string(),
-            Arc::new(
-                vigie::sink::email::EmailNotifier::new(
-                    &smtp_cfg,
-                    None,
-                    &["desk@example.org".to_string()],
-                    Default::default(),
-                )
-                .unwrap(),
-            ) as Arc<dyn Notifier>,
-        )])
-    };
+    let port = free_port();
+    let mail = || HashMap::from([("mail".to_string(), email_to_desk(port, 2))]);
     let path = store_with(d.path(), &event("kz"), &["mail"]);
 
     // SMTP server down: the delivery is kept for a retry.
@@ -902,28 +905,13 @@ async fn a_digest_holds_a_channel_until_its_time_and_tells_each_alert_once() {
         receiver::start("s3cret", 0, 200).await,
         receiver::start("s3cret", 0, 200).await,
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let server = smtp::Smtp::start(port, &d.path().join("maildir"));
-    let smtp_cfg: vigie::config::SmtpConfig = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"vigie <vigie@example.org>\"\ntimeout_secs = 5\n")).unwrap();
     let notifiers = || {
         HashMap::from([
             ("desk".to_string(), webhook(desk.url())),
             ("ops".to_string(), webhook(ops.url())),
-            (
-                "mail".to_string(),
-                Arc::new(
-                    vigie::sink::email::EmailNotifier::new(
-                        &smtp_cfg,
-                        None,
-                        &["desk@example.org".to_string()],
-                        Default::default(),
-                    )
-                    .unwrap(),
-                ) as Arc<dyn Notifier>,
-            ),
+            ("mail".to_string(), email_to_desk(port, 5)),
         ])
     };
     let mut kz = event("kz");

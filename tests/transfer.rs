@@ -103,14 +103,9 @@ fn stories(dir: &Path, rule: &str) -> Vec<(i64, u32)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_moved_rule_goes_on_as_it_would_have_where_it_was() {
-    let root = tempfile::tempdir().unwrap();
-    let (old, new) = (
-        config_dir(root.path(), "old"),
-        config_dir(root.path(), "new"),
-    );
-    // Four days of feed with a Kazakhstan surge over the last 20 hours.
+/// Four days of feed ending at 2022-01-07 12:00 UTC, with a Kazakhstan surge over the last
+/// 20 hours; and that end.
+fn surge_feed() -> (Vec<Vec<u8>>, chrono::DateTime<chrono::Utc>) {
     let end = chrono::DateTime::parse_from_rfc3339("2022-01-07T12:00:00Z")
         .unwrap()
         .to_utc();
@@ -127,15 +122,31 @@ async fn a_moved_rule_goes_on_as_it_would_have_where_it_was() {
         payloads.push(serde_json::to_vec(&a).unwrap())
     })
     .unwrap();
-    // The old owner reads up to the hand-over, an hour before the surge.
-    let before_surge = end - chrono::Duration::hours(21);
-    let handover = payloads
-        .iter()
+    (payloads, end)
+}
+
+/// The index of the first article published at or after `t`.
+fn first_at(payloads: &[Vec<u8>], t: chrono::DateTime<chrono::Utc>) -> usize {
+    (payloads.iter())
         .position(|p| {
             let v: serde_json::Value = serde_json::from_slice(p).unwrap();
-            vigie::article::parse_date(v["published_at"].as_str().unwrap()).unwrap() >= before_surge
+            vigie::article::parse_date(v["published_at"].as_str().unwrap()).unwrap() >= t
         })
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_rule_goes_on_as_it_would_have_where_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let (old, new) = (
+        config_dir(root.path(), "old"),
+        config_dir(root.path(), "new"),
+    );
+    // Four days of feed with a Kazakhstan surge over the last 20 hours.
+    let (payloads, end) = surge_feed();
+    // The old owner reads up to the hand-over, an hour before the surge.
+    let before_surge = end - chrono::Duration::hours(21);
+    let handover = first_at(&payloads, before_surge);
     feed(&old, &payloads[..handover]).await;
 
     let exports = export(&old, "kaz*").unwrap();
@@ -204,31 +215,10 @@ async fn an_open_alert_moves_with_its_rule_and_its_channels_stay_told() {
         config_dir(root.path(), "new"),
         config_dir(root.path(), "bare"),
     );
-    let end = chrono::DateTime::parse_from_rfc3339("2022-01-07T12:00:00Z")
-        .unwrap()
-        .to_utc();
-    let mut payloads = Vec::new();
-    let opts = vigie::generate::GenerateOptions {
-        seed: 7,
-        end,
-        days: 4,
-        rate: 20.0,
-        surge_hours: 20,
-        ..Default::default()
-    };
-    vigie::generate::generate(&opts, &mut |a| {
-        payloads.push(serde_json::to_vec(&a).unwrap())
-    })
-    .unwrap();
+    let (payloads, end) = surge_feed();
     // The hand-over, an hour and a half into the surge.
     let midway = end - chrono::Duration::minutes(18 * 60 + 30);
-    let handover = payloads
-        .iter()
-        .position(|p| {
-            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
-            vigie::article::parse_date(v["published_at"].as_str().unwrap()).unwrap() >= midway
-        })
-        .unwrap();
+    let handover = first_at(&payloads, midway);
     feed(&old, &payloads[..handover]).await;
     let mut exports = export(&old, "kazakhstan").unwrap();
     let open = exports[0]
