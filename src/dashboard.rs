@@ -362,7 +362,7 @@ mod tests {
         assert!(html.contains("/rules/kz/chart.png?hours=48"), "{html}");
         assert!(html.contains("<td>last 60 min</td><td class=\"n\">2</td><td class=\"n\">1.2</td><td class=\"n\">7</td>"), "{html}");
         assert!(
-            html.contains("— (warming up)") && html.contains("momentum (×1.20)"),
+            html.contains("none would") && html.contains("momentum (×1.20)"),
             "{html}"
         );
     }

@@ -1624,7 +1624,8 @@ pub struct GateWindow {
     pub observed: u64,
     pub expected: f64,
     /// The fewest stories in this window that would start an alert now, the rest as it
-    /// is; None while the baseline warms up.
+    /// is; None when no count would (a baseline still warming up; a `ratio` rule whose
+    /// previous window holds fewer than `min_previous`).
     pub needed: Option<u64>,
 }
 
