@@ -6,6 +6,10 @@
 //! pace: each send is settled as soon as it ends, and new rows go out while a slow
 //! receiver still holds earlier ones (at most [`IN_FLIGHT_PER_CHANNEL`] sends per channel,
 //! so a hung receiver is not sent ever more requests it cannot answer).
+//!
+//! Each row that falls due passes, in order: silences (set aside), the channel's floor
+//! (set aside), its digest (held until the next digest time), its quiet hours (held, or
+//! set aside). Rows released from a hold go out together, one notification per channel.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
