@@ -102,29 +102,21 @@ fn event_view(e: &AlertEvent) -> Value {
     })
 }
 
-/// A rule's alerts, newest first, from its events in the order decided: each with its
-/// onset, its end (if resolved), its peak and its latest event.
+/// A rule's alerts, newest first, from its events (grouped as notifications group them,
+/// [`crate::sink::render::by_alert`]): each with its onset, its end (if resolved), its
+/// peak and its latest event.
 fn alerts_of(events: &[AlertEvent]) -> Vec<Value> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut by_id: std::collections::HashMap<&str, Vec<&AlertEvent>> = Default::default();
-    for e in events {
-        let list = by_id.entry(&e.alert_id).or_default();
-        if list.is_empty() {
-            order.push(&e.alert_id);
-        }
-        list.push(e);
-    }
-    (order.iter().rev())
-        .map(|id| {
-            let list = &by_id[id];
-            let last = list[list.len() - 1];
-            let peak = (list.iter())
+    let alerts = crate::sink::render::by_alert(events);
+    (alerts.iter().rev())
+        .map(|(last, earlier)| {
+            let all = || earlier.iter().copied().chain([*last]);
+            let peak = all()
                 .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
-                .unwrap_or(&last);
-            let ended = (list.iter()).find(|e| e.kind == crate::detect::EventKind::Resolved);
+                .unwrap_or(last);
+            let ended = all().find(|e| e.kind == crate::detect::EventKind::Resolved);
             json!({
-                "alert_id": id, "started_at": when(list[0].started_at),
-                "ended_at": ended.map(|e| when(e.at)), "events": list.len(),
+                "alert_id": last.alert_id, "started_at": when(last.started_at),
+                "ended_at": ended.map(|e| when(e.at)), "events": earlier.len() + 1,
                 "peak_ratio": format!("{:.1}×", peak.ratio), "peak_observed": peak.observed,
                 "latest": event_view(last),
             })
@@ -134,18 +126,15 @@ fn alerts_of(events: &[AlertEvent]) -> Vec<Value> {
 
 /// Spans of `events`' alerts for a chart: onset to end, or to `now` while open.
 fn spans(events: &[AlertEvent], now: i64) -> Vec<(i64, i64)> {
-    let mut out: Vec<(String, i64, i64)> = Vec::new();
-    for e in events {
-        let end = match e.kind {
-            crate::detect::EventKind::Resolved => e.at.timestamp(),
-            _ => now,
-        };
-        match out.iter_mut().find(|(id, _, _)| *id == e.alert_id) {
-            Some(span) => span.2 = end,
-            None => out.push((e.alert_id.clone(), e.started_at.timestamp(), end)),
-        }
-    }
-    out.into_iter().map(|(_, a, b)| (a, b)).collect()
+    (crate::sink::render::by_alert(events).into_iter())
+        .map(|(last, _)| {
+            let end = match last.kind {
+                crate::detect::EventKind::Resolved => last.at.timestamp(),
+                _ => now,
+            };
+            (last.started_at.timestamp(), end)
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
